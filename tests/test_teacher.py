@@ -1,0 +1,89 @@
+"""End-to-end teacher runs on a tiny random BERT and a slice of swot: files, sidecars, retrieval, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import train_alias_label
+
+from alias_label.common import read_json
+from alias_label.data import load_split
+from alias_label.index import load_index, search
+from alias_label.modeling import encode, load_model, model_fingerprint
+
+SMOKE = ["--limit", "40", "--epochs", "8", "--batch-size", "16", "--lr", "3e-3", "--max-seq-length", "32"]
+
+
+@pytest.fixture(scope="module")
+def teacher_home(tmp_path_factory, tiny_model, swot_slice):
+    """One finished smoke run shared by the checks below (training is the slow part)."""
+    home = tmp_path_factory.mktemp("teacher_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ALIAS_LABEL_HOME", str(home))
+        args = train_alias_label.parse_args(["--data", str(swot_slice), "--base-model", str(tiny_model), *SMOKE])
+        metrics = train_alias_label.main(args)
+    return home, metrics
+
+
+def test_teacher_writes_model_indexes_caches_and_logs(teacher_home):
+    home, metrics = teacher_home
+    model_dir = home / "models/trained/alias_label_teacher"
+    for name in ("model.safetensors", "modules.json", "training_config.json", "metrics.json"):
+        assert (model_dir / name).exists(), name
+    config = read_json(model_dir / "training_config.json")
+    split = load_split(home / "data/processed")
+    assert config["data_fingerprint"] == split.fingerprint and config["precision"] == "fp32"
+    assert set(metrics) == {"val", "test"} and metrics["test"]["n"] == len(split.test)
+    epochs = [json.loads(line) for line in (home / "logs/metrics/teacher.jsonl").read_text().splitlines()]
+    assert len(epochs) == 8 and all(0 <= e["val_top1"] <= 1 for e in epochs)
+    assert not (home / "models/trained/checkpoints/alias_label_teacher").exists()
+    assert (home / "logs/train_alias_label_args.json").exists()
+
+    for kind, table in (("labels", split.labels), ("aliases", split.aliases)):
+        index, sidecar = load_index(home / f"faiss/{kind}.index", "fix", split.fingerprint)
+        assert index.ntotal == len(table) == sidecar["rows"]
+        assert sidecar["texts"] == table.iloc[:, 0].tolist()
+        assert sidecar["model_fingerprint"] == model_fingerprint(model_dir)
+        assert sidecar["dim"] == 32 and sidecar["normalized"] is True
+        cache = np.load(home / f"data/cache/teacher_{kind[:-1] if kind == 'labels' else 'alias'}_embs.npy")
+        assert cache.shape == (len(table), 32)
+
+
+def test_training_alias_retrieves_its_own_label(teacher_home):
+    home, _ = teacher_home
+    split = load_split(home / "data/processed")
+    model = load_model(home / "models/trained/alias_label_teacher", "cpu")
+    index, sidecar = load_index(home / "faiss/labels.index", "fix", split.fingerprint)
+    pairs = split.train
+    _, ids = search(index, encode(model, pairs["alias"]), 1)
+    predicted = [sidecar["texts"][i] for i in ids[:, 0]]
+    hits = np.mean(np.array(predicted) == pairs["label"].to_numpy())
+    assert hits >= 0.8, f"only {hits:.0%} of training aliases retrieve their label"
+
+
+def test_resume_continues_an_interrupted_run(home, tiny_model, swot_slice, caplog):
+    base = ["--data", str(swot_slice), "--base-model", str(tiny_model), "--limit", "40", "--epochs", "2",
+            "--batch-size", "8", "--save-steps", "2"]
+    stopped = train_alias_label.main(train_alias_label.parse_args([*base, "--stop-after-steps", "3"]))
+    assert stopped == {"stopped_at_step": 3}
+    ckpt = home / "models/trained/checkpoints/alias_label_teacher"
+    assert (ckpt / "checkpoint-3").exists()
+    assert not (home / "models/trained/alias_label_teacher").exists()
+
+    caplog.set_level("INFO")
+    train_alias_label.main(train_alias_label.parse_args([*base, "--resume"]))
+    assert "resuming from the last checkpoint" in caplog.text
+    assert (home / "models/trained/alias_label_teacher/model.safetensors").exists()
+    epochs = [json.loads(line) for line in (home / "logs/metrics/teacher.jsonl").read_text().splitlines()]
+    # The interrupted run validated where it stopped (step 3 of 6 per epoch); the resumed one finished both epochs.
+    assert [(e["epoch"], e["step"]) for e in epochs] == [(0.5, 3), (1.0, 6), (2.0, 12)]
+
+
+def test_resume_refuses_checkpoints_of_another_split(home, tiny_model, swot_slice):
+    base = ["--data", str(swot_slice), "--base-model", str(tiny_model), "--limit", "40", "--batch-size", "8",
+            "--save-steps", "2"]
+    train_alias_label.main(train_alias_label.parse_args([*base, "--stop-after-steps", "2"]))
+    with pytest.raises(Exception, match="rerun without --resume"):
+        train_alias_label.main(train_alias_label.parse_args([*base, "--seed", "5", "--resume"]))
