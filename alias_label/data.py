@@ -206,9 +206,16 @@ class Split:
         return getattr(self, name)
 
     def label_rows(self, labels) -> np.ndarray:
-        """Row ids in the label table of the given label strings."""
-        position = pd.Series(np.arange(len(self.labels)), index=self.labels["label"])
-        return position.loc[list(labels)].to_numpy()
+        """Row ids in the label table (= label index) of the given label strings."""
+        return _positions(self.labels["label"], labels)
+
+    def alias_rows(self, aliases) -> np.ndarray:
+        """Row ids in the alias table (= alias index) of the given alias strings."""
+        return _positions(self.aliases["alias"], aliases)
+
+
+def _positions(table_column: pd.Series, values) -> np.ndarray:
+    return pd.Series(np.arange(len(table_column)), index=table_column.to_numpy()).loc[list(values)].to_numpy()
 
 
 def _table_fingerprint(table: pd.DataFrame) -> str:
@@ -315,3 +322,27 @@ def ensure_split(args: argparse.Namespace) -> Split:
     log.info("split %s: %s pairs, %d labels, %d aliases -> %s", split.fingerprint, split.meta["pairs"],
              split.meta["labels"], split.meta["aliases"], processed_dir)
     return split
+
+
+# ---------------------------------------------------------------------------------------------
+# What kind of alias a query is, for the error breakdown.
+
+ALIAS_KINDS = ("acronym", "same_script", "cross_script")
+
+
+def dominant_script(text: str) -> str:
+    """The Unicode script most letters of ``text`` belong to (LATIN, CYRILLIC, CJK, ...)."""
+    import unicodedata
+    from collections import Counter
+
+    scripts = Counter(unicodedata.name(ch, "UNKNOWN").split()[0] for ch in text if ch.isalpha())
+    return scripts.most_common(1)[0][0] if scripts else "NONE"
+
+
+def alias_kind(alias: str, label: str) -> str:
+    """acronym-like (one short token, mostly capitals: MIT, UdeG), else same or different script as the label."""
+    letters = [ch for ch in alias if ch.isalpha()]
+    capitals = sum(ch.isupper() for ch in letters)
+    if " " not in alias.strip() and 2 <= len(letters) <= 10 and capitals >= 2 and capitals * 2 >= len(letters):
+        return "acronym"
+    return "same_script" if dominant_script(alias) == dominant_script(label) else "cross_script"

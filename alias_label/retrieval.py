@@ -7,15 +7,18 @@ call these functions, so a label is encoded, indexed and ranked the same way eve
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from alias_label.common import paths
+from alias_label.common import UserError, paths
 from alias_label.data import Split
 from alias_label.index import build_index, load_index, save_embeddings, save_index, search
+from alias_label.lexical import TfidfIndex
 from alias_label.metrics import DEPTH, retrieval_metrics
-from alias_label.modeling import encode, model_fingerprint
+from alias_label.modeling import encode, load_model, model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -87,3 +90,73 @@ def evaluate_split(model, split: Split, split_name: str, label_index, depth: int
     pairs = split.pairs(split_name)
     _, ranked = rank_labels(model, label_index, pairs["alias"], depth)
     return retrieval_metrics(ranked, split.label_rows(pairs["label"]))
+
+
+@dataclass
+class Retriever:
+    """Search in both directions, dense or lexical, with one interface: texts in, (scores, row ids) out.
+
+    alias -> label ranks rows of data/processed/labels.parquet; label -> alias ranks rows of aliases.parquet.
+    """
+
+    name: str
+    label_index: object
+    alias_index: object
+    model: object = None  # None for the lexical retriever, whose indexes take raw text
+
+    def _queries(self, texts, kind: str):
+        return list(texts) if self.model is None else encode(self.model, texts, kind=kind)
+
+    def labels_for(self, aliases, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        return search_any(self.label_index, self._queries(aliases, "query"), k)
+
+    def aliases_for(self, labels, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        return search_any(self.alias_index, self._queries(labels, "document"), k)
+
+
+def search_any(index, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return index.search(queries, min(k, index.ntotal)) if isinstance(index, TfidfIndex) else search(index, queries, k)
+
+
+def lexical_retriever(split: Split) -> Retriever:
+    return Retriever("tfidf", TfidfIndex(split.labels["label"]), TfidfIndex(split.aliases["alias"]))
+
+
+def dense_retriever(name: str, model, split: Split) -> Retriever:
+    """A retriever over freshly encoded candidates, e.g. for an untrained base model."""
+    embeddings = encode_candidates(model, split)
+    return Retriever(name, build_index(embeddings["labels"]), build_index(embeddings["aliases"]), model)
+
+
+def trained_retriever(role: str, split: Split, device: str = "cpu", index_dir: Path | None = None) -> Retriever:
+    """The trained teacher or student with the indexes written for it, all checked against the split."""
+    model_dir = paths().teacher if role == "teacher" else paths().student
+    if not (model_dir / "training_config.json").exists():
+        raise UserError(f"no trained {role} at {model_dir}. Build it with: {FIX_COMMANDS[role]}")
+    indexes = load_indexes(role, split, index_dir)
+    fingerprint = model_fingerprint(model_dir)
+    for kind, (_, meta) in indexes.items():
+        if meta["model_fingerprint"] != fingerprint:
+            raise UserError(f"{kind} index of the {role} was built by another model than {model_dir}. "
+                            f"Rebuild it with: {FIX_COMMANDS[role]}")
+    model = load_model(model_dir, device)
+    return Retriever(role, indexes["labels"][0], indexes["aliases"][0], model)
+
+
+def lookup(retriever: Retriever, split: Split, queries, k: int = 10, reverse: bool = False,
+           min_score: float | None = None) -> pd.DataFrame:
+    """Ranked matches for each query, as a table: query, rank, qid, label (or alias), score, confident.
+
+    Forward, an alias finds labels; with ``reverse``, a label finds aliases. Below ``min_score``
+    the top match is reported as not confident rather than dropped, so every query has a row.
+    """
+    queries = list(queries)
+    table, column = (split.aliases, "alias") if reverse else (split.labels, "label")
+    scores, ids = (retriever.aliases_for if reverse else retriever.labels_for)(queries, k)
+    rows = []
+    for query, row_scores, row_ids in zip(queries, scores, ids, strict=True):
+        confident = min_score is None or row_scores[0] >= min_score
+        for rank, (score, row) in enumerate(zip(row_scores, row_ids, strict=True), start=1):
+            rows.append({"query": query, "rank": rank, "qid": "|".join(table["qids"].iloc[row]),
+                         column: table[column].iloc[row], "score": round(float(score), 4), "confident": confident})
+    return pd.DataFrame(rows, columns=["query", "rank", "qid", column, "score", "confident"])

@@ -66,6 +66,34 @@ def swot_slice(tmp_path_factory) -> Path:
     return target
 
 
+TEACHER_SMOKE = ["--limit", "40", "--epochs", "8", "--batch-size", "16", "--lr", "3e-3", "--max-seq-length", "32"]
+STUDENT_SMOKE = ["--epochs", "3", "--batch-size", "16", "--lr", "1e-3", "--student-layers", "1",
+                 "--hard-negatives", "3"]
+
+
+@pytest.fixture(scope="session")
+def pipeline_home(tmp_path_factory, tiny_model, swot_slice) -> Path:
+    """One artifact root holding a finished smoke teacher and student, shared by read-only tests."""
+    import distill_model
+    import train_alias_label
+
+    home = tmp_path_factory.mktemp("pipeline_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ALIAS_LABEL_HOME", str(home))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        train_alias_label.main(train_alias_label.parse_args(
+            ["--data", str(swot_slice), "--base-model", str(tiny_model), *TEACHER_SMOKE]))
+        distill_model.main(distill_model.parse_args(STUDENT_SMOKE))
+    return home
+
+
+@pytest.fixture()
+def in_pipeline_home(pipeline_home, monkeypatch) -> Path:
+    monkeypatch.setenv("ALIAS_LABEL_HOME", str(pipeline_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return pipeline_home
+
+
 def write_csv(path: Path, rows: list[dict]) -> Path:
     pd.DataFrame(rows).to_csv(path, index=False)
     return path

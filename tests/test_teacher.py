@@ -13,29 +13,18 @@ from alias_label.data import load_split
 from alias_label.index import load_index, search
 from alias_label.modeling import encode, load_model, model_fingerprint
 
-SMOKE = ["--limit", "40", "--epochs", "8", "--batch-size", "16", "--lr", "3e-3", "--max-seq-length", "32"]
 
-
-@pytest.fixture(scope="module")
-def teacher_home(tmp_path_factory, tiny_model, swot_slice):
-    """One finished smoke run shared by the checks below (training is the slow part)."""
-    home = tmp_path_factory.mktemp("teacher_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ALIAS_LABEL_HOME", str(home))
-        args = train_alias_label.parse_args(["--data", str(swot_slice), "--base-model", str(tiny_model), *SMOKE])
-        metrics = train_alias_label.main(args)
-    return home, metrics
-
-
-def test_teacher_writes_model_indexes_caches_and_logs(teacher_home):
-    home, metrics = teacher_home
+def test_teacher_writes_model_indexes_caches_and_logs(pipeline_home):
+    home = pipeline_home
     model_dir = home / "models/trained/alias_label_teacher"
+    metrics = read_json(model_dir / "metrics.json")
     for name in ("model.safetensors", "modules.json", "training_config.json", "metrics.json"):
         assert (model_dir / name).exists(), name
     config = read_json(model_dir / "training_config.json")
     split = load_split(home / "data/processed")
     assert config["data_fingerprint"] == split.fingerprint and config["precision"] == "fp32"
-    assert set(metrics) == {"val", "test"} and metrics["test"]["n"] == len(split.test)
+    assert metrics["test"]["n"] == len(split.test) and metrics["val"]["n"] == len(split.val)
+    assert set(metrics["timings_s"]) == {"data", "train", "index_and_evaluate"}
     epochs = [json.loads(line) for line in (home / "logs/metrics/teacher.jsonl").read_text().splitlines()]
     assert len(epochs) == 8 and all(0 <= e["val_top1"] <= 1 for e in epochs)
     assert not (home / "models/trained/checkpoints/alias_label_teacher").exists()
@@ -51,8 +40,8 @@ def test_teacher_writes_model_indexes_caches_and_logs(teacher_home):
         assert cache.shape == (len(table), 32)
 
 
-def test_training_alias_retrieves_its_own_label(teacher_home):
-    home, _ = teacher_home
+def test_training_alias_retrieves_its_own_label(pipeline_home):
+    home = pipeline_home
     split = load_split(home / "data/processed")
     model = load_model(home / "models/trained/alias_label_teacher", "cpu")
     index, sidecar = load_index(home / "faiss/labels.index", "fix", split.fingerprint)

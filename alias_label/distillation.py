@@ -1,0 +1,132 @@
+"""Teacher-cached hard-negative distillation: the cache, the mining, the pairs and the student.
+
+The teacher's embeddings of every alias and label are computed once and cached. From them the
+full alias x label cosine matrix is taken chunk by chunk (bounded memory, torch on GPU when
+there is one), and each training alias keeps its k most similar non-gold labels as hard
+negatives. The student then learns the teacher's cosine on gold and hard-negative pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from alias_label.common import UserError
+from alias_label.data import Split
+from alias_label.index import load_embeddings
+from alias_label.retrieval import cache_meta, cache_paths, encode_candidates, write_cache
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 256 * 2**20  # bound on one similarity block; 1M aliases x 25k labels would be 100 GB dense
+
+
+def teacher_embeddings(teacher, teacher_dir: Path, split: Split, cache_dir: Path | None = None,
+                       refresh: bool = False) -> tuple[dict[str, np.ndarray], str]:
+    """The teacher's label and alias embeddings from the cache, recomputed only when stale."""
+    targets = cache_paths(cache_dir)
+    cached, reasons = {}, []
+    for kind, path in targets.items():
+        if refresh:
+            reasons.append("--refresh-cache")
+            break
+        embeddings, reason = load_embeddings(path, cache_meta(teacher_dir, split, kind))
+        if embeddings is None:
+            reasons.append(reason)
+            break
+        cached[kind] = embeddings
+    if len(cached) == len(targets):
+        log.info("teacher cache hit: %s", ", ".join(str(p) for p in targets.values()))
+        return cached, "hit"
+    log.info("teacher cache miss (%s); encoding with the teacher", "; ".join(reasons))
+    embeddings = encode_candidates(teacher, split)
+    write_cache(embeddings, split, teacher_dir, cache_dir)
+    return embeddings, "miss"
+
+
+def forbidden_rows(split: Split, aliases: pd.Series) -> list[np.ndarray]:
+    """Label rows that may never be an alias's negative: any label whose string equals a gold one.
+
+    Strings are compared case-insensitively, and every gold label of an alias counts (one alias
+    string can name several entities).
+    """
+    keys = split.labels["label"].str.casefold()
+    rows_by_key = pd.Series(np.arange(len(keys))).groupby(keys.to_numpy()).agg(list)
+    pairs = pd.concat([split.train, split.val, split.test])
+    gold_keys = pairs.assign(key=pairs["label"].str.casefold()).groupby("alias")["key"].agg(set)
+    return [np.array(sorted({row for key in gold_keys[alias] for row in rows_by_key[key]})) for alias in aliases]
+
+
+def mine_hard_negatives(alias_embs: np.ndarray, label_embs: np.ndarray, forbidden: list[np.ndarray], k: int,
+                        device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Top-k non-gold label rows and their cosines for each alias, by chunked matrix multiply."""
+    n_labels = label_embs.shape[0]
+    most_forbidden = max((len(rows) for rows in forbidden), default=0)
+    if n_labels - most_forbidden < k:
+        raise UserError(f"--hard-negatives {k} needs at least {k + most_forbidden} labels, but there are "
+                        f"{n_labels} (of which up to {most_forbidden} are gold for an alias); lower --hard-negatives")
+    # Copies: cached embeddings arrive as read-only memory maps, which torch will not wrap.
+    labels = torch.from_numpy(np.array(label_embs, dtype=np.float32)).to(device)
+    chunk = max(1, CHUNK_BYTES // (4 * n_labels))
+    neg_rows = np.empty((len(alias_embs), k), dtype=np.int64)
+    neg_scores = np.empty((len(alias_embs), k), dtype=np.float32)
+    for start in range(0, len(alias_embs), chunk):
+        block = torch.from_numpy(np.array(alias_embs[start:start + chunk], dtype=np.float32)).to(device) @ labels.T
+        for offset, rows in enumerate(forbidden[start:start + chunk]):
+            block[offset, torch.as_tensor(rows, dtype=torch.long, device=device)] = -torch.inf
+        scores, rows = block.topk(k, dim=1)
+        neg_rows[start:start + chunk] = rows.cpu().numpy()
+        neg_scores[start:start + chunk] = scores.float().cpu().numpy()
+    return neg_rows, neg_scores
+
+
+def distillation_pairs(split: Split, embeddings: dict[str, np.ndarray], k: int, device: str = "cpu") -> pd.DataFrame:
+    """(alias, label, teacher cosine) for each train alias's gold label and its k hard negatives."""
+    train = split.train.drop_duplicates(["alias", "label"]).reset_index(drop=True)
+    alias_embs = embeddings["aliases"][split.alias_rows(train["alias"])]
+    gold_rows = split.label_rows(train["label"])
+    gold_scores = np.einsum("ij,ij->i", alias_embs, embeddings["labels"][gold_rows])
+    neg_rows, neg_scores = mine_hard_negatives(alias_embs, embeddings["labels"], forbidden_rows(split, train["alias"]),
+                                               k, device)
+    label_texts = split.labels["label"].to_numpy()
+    gold = pd.DataFrame({"alias": train["alias"], "label": train["label"], "score": gold_scores, "gold": True})
+    negatives = pd.DataFrame({"alias": np.repeat(train["alias"].to_numpy(), k),
+                              "label": label_texts[neg_rows.ravel()], "score": neg_scores.ravel(), "gold": False})
+    return pd.concat([gold, negatives], ignore_index=True)
+
+
+def layer_indices(n_layers: int, keep: int) -> list[int]:
+    """Evenly spaced layers, first and last included, as in sentence-transformers' layer-reduction example."""
+    if not 1 <= keep <= n_layers:
+        raise UserError(f"--student-layers {keep} must be between 1 and the teacher's {n_layers} layers")
+    return sorted({int(round(i)) for i in np.linspace(0, n_layers - 1, keep)})
+
+
+def reduce_layers(model, keep: int) -> list[int]:
+    """Drop transformer layers in place; the rest keep the teacher's weights as their start."""
+    backbone = model[0].auto_model
+    encoder_layers = backbone.encoder.layer
+    kept = layer_indices(len(encoder_layers), keep)
+    backbone.encoder.layer = torch.nn.ModuleList([encoder_layers[i] for i in kept])
+    backbone.config.num_hidden_layers = len(kept)
+    return kept
+
+
+def with_projection(student, target_dim: int):
+    """The student with a Dense map to the teacher's dimension (and re-normalisation) when they differ."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize
+
+    student_dim = student.get_sentence_embedding_dimension()
+    if student_dim == target_dim:
+        return student
+    log.info("student dimension %d != teacher %d: adding a Dense projection", student_dim, target_dim)
+    modules = [module for module in student if not isinstance(module, Normalize)]
+    projected = SentenceTransformer(modules=[*modules, Dense(student_dim, target_dim, activation_function=None),
+                                             Normalize()], device=str(student.device), prompts=student.prompts)
+    projected.alias_label_source = student.alias_label_source
+    return projected

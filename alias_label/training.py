@@ -1,0 +1,174 @@
+"""What the teacher and the student share around sentence-transformers' trainer.
+
+Checkpoints for --resume, per-epoch validation logged to logs/metrics/, an optional stop after
+N steps, mixed precision on GPU, atomic model saves and the training record saved with a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from alias_label.common import UserError, append_jsonl, paths, read_json, write_json
+from alias_label.modeling import precision_name
+
+log = logging.getLogger(__name__)
+
+
+def add_training_args(parser: argparse.ArgumentParser, epochs: float, batch_size: int, lr: float) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=float, default=epochs, help=f"training epochs (default: {epochs})")
+    group.add_argument("--batch-size", type=int, default=batch_size, help=f"pairs per batch (default: {batch_size})")
+    group.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr})")
+    group.add_argument("--warmup-ratio", type=float, default=0.1,
+                       help="fraction of steps of LR warm-up (default: 0.1)")
+    group.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="where to train (default: cuda when available)")
+    group.add_argument("--save-steps", type=int, default=200, help="checkpoint every N steps (default: 200)")
+    group.add_argument("--resume", action="store_true",
+                       help="continue from the last checkpoint of an interrupted run")
+    group.add_argument("--stop-after-steps", type=int, default=None,
+                       help="checkpoint and stop after N steps, e.g. to time-box a run; finish it with --resume")
+
+
+def checkpoint_dir(output: Path) -> Path:
+    return output.parent / "checkpoints" / output.name
+
+
+def prepare_checkpoints(output: Path, resume: bool, run_identity: dict) -> bool:
+    """Whether to resume; a fresh run clears old checkpoints so a later --resume can't pick them up.
+
+    ``run_identity`` (data fingerprint, teacher, ...) must match the interrupted run's.
+    """
+    ckpt_dir = checkpoint_dir(output)
+    run_file = ckpt_dir / "run.json"
+    if resume and any(ckpt_dir.glob("checkpoint-*")):
+        saved = read_json(run_file) if run_file.exists() else {}
+        changed = {key: (saved.get(key), value) for key, value in run_identity.items() if saved.get(key) != value}
+        if changed:
+            raise UserError(f"checkpoints in {ckpt_dir} belong to another run ({changed}: was, now); "
+                            "rerun without --resume to start over")
+        log.info("resuming from the last checkpoint in %s", ckpt_dir)
+        return True
+    if resume:
+        log.warning("--resume given but %s holds no checkpoint; starting fresh", ckpt_dir)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    write_json(run_file, run_identity)
+    return False
+
+
+def log_validation(role: str, epoch: float, step: int, metrics: dict) -> None:
+    """One fixed-format log line and one logs/metrics/<role>.jsonl record per validation."""
+    log.info("%s epoch=%.2f step=%d %s", role, epoch, step,
+             " ".join(f"val_{key}={value:.4f}" for key, value in metrics.items() if key != "n"))
+    append_jsonl(paths().metrics / f"{role}.jsonl", {"model": role, "epoch": round(epoch, 3), "step": step,
+                                                     **{f"val_{key}": value for key, value in metrics.items()}})
+
+
+def validation_callback(role: str, evaluate: Callable):
+    """Run ``evaluate(model)`` at each epoch end but the last, whose validation comes with the final
+    index (that encoding is needed anyway, so the last epoch is not encoded twice)."""
+    from transformers import TrainerCallback
+
+    class Validation(TrainerCallback):
+        def on_epoch_end(self, train_args, state, control, model=None, **kwargs):
+            if state.global_step >= state.max_steps:
+                return
+            model.eval()
+            metrics = evaluate(model)
+            model.train()
+            log_validation(role, state.epoch, state.global_step, metrics)
+
+    return Validation()
+
+
+def stop_callback(after_steps: int):
+    from transformers import TrainerCallback
+
+    class StopAfterSteps(TrainerCallback):
+        def on_step_end(self, train_args, state, control, **kwargs):
+            if state.global_step >= after_steps:
+                control.should_save = True
+                control.should_training_stop = True
+
+    return StopAfterSteps()
+
+
+def make_trainer(model, dataset, loss, args: argparse.Namespace, output: Path, device: str, callbacks: list,
+                 prompts: dict | None = None, batch_sampler: str = "batch_sampler"):
+    """sentence-transformers' trainer with this repo's settings: seeded, AMP on GPU, checkpointed."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    dtype = precision_name(device)
+    training_args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoint_dir(output)),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr,
+        warmup_steps=args.warmup_ratio,  # a float below 1 is read as a fraction of all steps
+        seed=args.seed,
+        bf16=dtype == "bf16",
+        fp16=dtype == "fp16",
+        use_cpu=device == "cpu",
+        batch_sampler=batch_sampler,
+        prompts=prompts,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=2,
+        logging_steps=max(1, args.save_steps // 4),
+        eval_strategy="no",
+        report_to="none",
+        dataloader_num_workers=0,
+    )
+    if args.stop_after_steps:
+        callbacks = [*callbacks, stop_callback(args.stop_after_steps)]
+    return SentenceTransformerTrainer(model=model, args=training_args, train_dataset=dataset, loss=loss,
+                                      callbacks=callbacks)
+
+
+def run_training(trainer, resume: bool) -> bool:
+    """Train; False when --stop-after-steps ended the run early (checkpointed, to be resumed)."""
+    trainer.train(resume_from_checkpoint=resume or None)
+    state = trainer.state
+    if state.global_step < state.max_steps:
+        log.info("stopped after %d of %d steps as asked; finish with --resume", state.global_step, state.max_steps)
+        return False
+    return True
+
+
+def save_model_atomically(model, output: Path, config: dict) -> None:
+    """Save beside the target and swap it in, so an interrupted save never leaves half a model.
+
+    A finished run's checkpoints go too: for large models they hold gigabytes of optimiser state.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.parent / f".{output.name}.staging"
+    previous = output.parent / f".{output.name}.previous"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save(str(staging))
+    write_json(staging / "training_config.json", config)
+    shutil.rmtree(previous, ignore_errors=True)
+    if output.exists():
+        os.replace(output, previous)
+    os.replace(staging, output)
+    shutil.rmtree(previous, ignore_errors=True)
+    shutil.rmtree(checkpoint_dir(output), ignore_errors=True)
+
+
+def training_record(role: str, args: argparse.Namespace, model, split, device: str, **extra) -> dict:
+    """training_config.json: everything needed to know what a model folder is and how it was made."""
+    import sentence_transformers
+    import torch
+    import transformers
+
+    return {"role": role, "data_fingerprint": split.fingerprint, "split": split.meta, "device": device,
+            "precision": precision_name(device), "prompts": model.prompts, "max_seq_length": model.max_seq_length,
+            **extra,
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "sentence_transformers": sentence_transformers.__version__}}
+

@@ -1,0 +1,213 @@
+"""Student: distil the teacher into a smaller bi-encoder on teacher-mined hard negatives.
+
+Reads   models/trained/alias_label_teacher/ and the split in data/processed/ it was trained on;
+        data/cache/teacher_{label,alias}_embs.npy when their fingerprint matches (else re-encodes).
+Mines   each train alias's top-k non-gold labels from the full alias x label teacher cosine.
+Trains  --objective cosine: CosineSimilarityLoss, the student's cosine on (alias, gold) and
+        (alias, hard negative) pairs regresses onto the teacher's (the design's recipe);
+        --objective embedding-mse: the student regresses onto the teacher's embeddings
+        (with a projection when the dimensions differ).
+Writes  models/trained/alias_label_student/  model + training_config.json + metrics.json
+        faiss/labels_distilled.index, faiss/aliases_distilled.index  (+ .json sidecars)
+        logs/metrics/student.jsonl  per-epoch validation top-1 and teacher agreement
+
+Example:
+    python scripts/distill_model.py --student-layers 2 --hard-negatives 5 --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from alias_label.common import UserError, paths, read_json, run_main, save_run_args, setup_logging, timed, write_json
+from alias_label.data import load_split
+from alias_label.distillation import distillation_pairs, reduce_layers, teacher_embeddings, with_projection
+from alias_label.index import build_index, search
+from alias_label.modeling import encode, load_model, model_fingerprint, pick_device, precision_name
+from alias_label.retrieval import encode_candidates, evaluate_split, rank_labels, write_indexes
+from alias_label.training import (
+    add_training_args,
+    log_validation,
+    make_trainer,
+    prepare_checkpoints,
+    run_training,
+    save_model_atomically,
+    training_record,
+    validation_callback,
+)
+
+NAME = "distill_model"
+log = logging.getLogger(NAME)
+TEACHER_COMMAND = "python scripts/train_alias_label.py"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_args(parser, epochs=10, batch_size=64, lr=1e-4)
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="the trained teacher folder (default: models/trained/alias_label_teacher/)")
+    parser.add_argument("--student-base", default=None,
+                        help="start the student from this local folder or hub id instead of the layer-reduced "
+                             "teacher, e.g. intfloat/e5-base-v2")
+    parser.add_argument("--student-layers", type=int, default=2,
+                        help="transformer layers the layer-reduced teacher keeps, evenly spaced (default: 2)")
+    parser.add_argument("--objective", default="cosine", choices=["cosine", "embedding-mse"],
+                        help="cosine: match the teacher's cosine on gold and hard-negative pairs; "
+                             "embedding-mse: match the teacher's embeddings (default: cosine)")
+    parser.add_argument("--hard-negatives", type=int, default=5,
+                        help="non-gold labels mined per train alias from the teacher's similarity (default: 5)")
+    parser.add_argument("--processed-dir", type=Path, default=None,
+                        help="the split the teacher was trained on (default: data/processed/)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="teacher embedding cache (default: data/cache/)")
+    parser.add_argument("--refresh-cache", action="store_true", help="re-encode with the teacher even on a cache hit")
+    parser.add_argument("--seed", type=int, default=13, help="seed of shuffling and training (default: 13)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="where the student goes (default: models/trained/alias_label_student/)")
+    parser.add_argument("--index-dir", type=Path, default=None, help="where the FAISS indexes go (default: faiss/)")
+    args = parser.parse_args(argv)
+    args.teacher = Path(args.teacher or paths().teacher)
+    args.output = Path(args.output or paths().student)
+    return args
+
+
+def load_teacher(args, split, device: str):
+    config_path = args.teacher / "training_config.json"
+    if not config_path.exists():
+        raise UserError(f"no trained teacher at {args.teacher}. Train it with: {TEACHER_COMMAND}")
+    trained_on = read_json(config_path)["data_fingerprint"]
+    if trained_on != split.fingerprint:
+        raise UserError(f"the teacher at {args.teacher} was trained on split {trained_on}, but data/processed/ holds "
+                        f"split {split.fingerprint}. Retrain it on this split with: {TEACHER_COMMAND}")
+    return load_model(args.teacher, device)
+
+
+def build_student(args, teacher, device: str) -> tuple[object, dict]:
+    """The layer-reduced teacher by default; any model through --student-base."""
+    if args.student_base:
+        student = load_model(args.student_base, device, teacher.max_seq_length)
+        for kind, prompt in teacher.prompts.items():
+            student.prompts.setdefault(kind, prompt)
+        info = {"student_base": args.student_base}
+    else:
+        student = load_model(args.teacher, device)
+        info = {"student_base": "layer-reduced teacher", "kept_layers": reduce_layers(student, args.student_layers)}
+    if args.objective == "embedding-mse":
+        student = with_projection(student, teacher.get_sentence_embedding_dimension())
+    return student, info
+
+
+def training_dataset(args, split, embeddings, device: str):
+    """Rows and loss for the chosen objective; prompts are applied by the trainer per column."""
+    from datasets import Dataset
+
+    if args.objective == "cosine":
+        pairs = distillation_pairs(split, embeddings, args.hard_negatives, device)
+        log.info("distillation pairs: %d (%d gold, %d hard negatives); teacher cosine gold=%.3f negatives=%.3f",
+                 len(pairs), pairs["gold"].sum(), (~pairs["gold"]).sum(), pairs.loc[pairs["gold"], "score"].mean(),
+                 pairs.loc[~pairs["gold"], "score"].mean())
+        pairs = pairs.sample(frac=1.0, random_state=args.seed)
+        return Dataset.from_dict({"alias": pairs["alias"].tolist(), "canonical": pairs["label"].tolist(),
+                                  "score": pairs["score"].astype(np.float32).tolist()})
+    # embedding-mse: every train alias (as a query) and every label (as a document) with its teacher vector.
+    alias_rows = np.flatnonzero(split.aliases["alias"].isin(set(split.train["alias"])))
+    return {
+        "queries": Dataset.from_dict({"text": split.aliases["alias"].iloc[alias_rows].tolist(),
+                                      "label": embeddings["aliases"][alias_rows].tolist()}),
+        "documents": Dataset.from_dict({"text": split.labels["label"].tolist(),
+                                        "label": embeddings["labels"].tolist()}),
+    }
+
+
+def make_loss(args, student):
+    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss, MSELoss
+
+    if args.objective == "cosine":
+        return CosineSimilarityLoss(student)
+    return {"queries": MSELoss(student), "documents": MSELoss(student)}
+
+
+def trainer_prompts(args, student) -> dict | None:
+    if not student.prompts:
+        return None
+    query, document = student.prompts.get("query", ""), student.prompts.get("document", "")
+    if args.objective == "cosine":
+        return {"alias": query, "canonical": document}
+    return {"queries": query, "documents": document}
+
+
+def teacher_top1(split, embeddings, split_name: str) -> np.ndarray:
+    """The teacher's top-1 label row for each alias of a split, from its cached embeddings."""
+    alias_rows = split.alias_rows(split.pairs(split_name)["alias"])
+    _, ids = search(build_index(embeddings["labels"]), embeddings["aliases"][alias_rows], 1)
+    return ids[:, 0]
+
+
+def student_validation(split, teacher_val_top1: np.ndarray):
+    def evaluate(model) -> dict:
+        label_index = build_index(encode(model, split.labels["label"], kind="document"))
+        metrics = evaluate_split(model, split, "val", label_index)
+        _, ranked = rank_labels(model, label_index, split.val["alias"], 1)
+        metrics["agreement"] = float(np.mean(ranked[:, 0] == teacher_val_top1))
+        return metrics
+
+    return evaluate
+
+
+def final_metrics(student, split, embeddings, student_embeddings) -> dict:
+    label_index = build_index(student_embeddings["labels"])
+    metrics = {}
+    for name in ("val", "test"):
+        metrics[name] = evaluate_split(student, split, name, label_index)
+        _, ranked = rank_labels(student, label_index, split.pairs(name)["alias"], 1)
+        metrics[name]["agreement"] = float(np.mean(ranked[:, 0] == teacher_top1(split, embeddings, name)))
+    return metrics
+
+
+def main(args: argparse.Namespace) -> dict:
+    setup_logging(NAME)
+    save_run_args(NAME, args)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    timings: dict[str, float] = {}
+    split = load_split(args.processed_dir)
+    device = pick_device(args.device)
+    teacher = load_teacher(args, split, device)
+    with timed("teacher_cache", timings, log):
+        embeddings, cache_status = teacher_embeddings(teacher, args.teacher, split, args.cache_dir,
+                                                      args.refresh_cache)
+    with timed("mine_hard_negatives", timings, log):
+        dataset = training_dataset(args, split, embeddings, device)
+    student, student_info = build_student(args, teacher, device)
+    log.info("student: %s objective=%s device=%s precision=%s", student_info, args.objective, device,
+             precision_name(device))
+
+    identity = {"data_fingerprint": split.fingerprint, "teacher_fingerprint": model_fingerprint(args.teacher),
+                "objective": args.objective, **student_info}
+    resume = prepare_checkpoints(args.output, args.resume, identity)
+    callback = validation_callback("student", student_validation(split, teacher_top1(split, embeddings, "val")))
+    trainer = make_trainer(student, dataset, make_loss(args, student), args, args.output, device, [callback],
+                           trainer_prompts(args, student))
+    with timed("train", timings, log):
+        if not run_training(trainer, resume):
+            return {"stopped_at_step": trainer.state.global_step}
+
+    save_model_atomically(student, args.output, training_record(
+        "student", args, student, split, device, teacher=str(args.teacher), cache=cache_status, **identity))
+    with timed("index_and_evaluate", timings, log):
+        student_embeddings = encode_candidates(student, split)
+        write_indexes(student_embeddings, split, args.output, "student", args.index_dir)
+        metrics = final_metrics(student, split, embeddings, student_embeddings)
+    log_validation("student", trainer.state.epoch, trainer.state.global_step, metrics["val"])
+    for name, values in metrics.items():
+        log.info("student %s: top1=%.4f top5=%.4f top10=%.4f mrr=%.4f agreement=%.4f n=%d", name, values["top1"],
+                 values["top5"], values["top10"], values["mrr"], values["agreement"], values["n"])
+    write_json(args.output / "metrics.json", {**metrics, "timings_s": timings})
+    return metrics
+
+
+if __name__ == "__main__":
+    run_main(main, parse_args())

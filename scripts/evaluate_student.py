@@ -1,0 +1,197 @@
+"""Compare teacher, student, the untrained base model and TF-IDF on the held-out test aliases.
+
+Every system goes through the same code: the same queries, a full N-way ranking over every
+distinct label, the same metrics. Dense systems search their FAISS indexes; TF-IDF ranks
+character n-gram vectors.
+
+Reads   data/processed/ (the split), models/trained/alias_label_{teacher,student}/,
+        faiss/{labels,aliases}{,_distilled}.index
+Writes  logs/metrics/evaluation.json (+ a timestamped copy), evaluation.md (the tables),
+        accuracy_at_k.png, latency_vs_top1.png, errors.csv (per-query teacher/student top-3)
+
+Example:
+    python scripts/evaluate_student.py --latency-queries 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from alias_label.common import (
+    UserError,
+    atomic_path,
+    paths,
+    read_json,
+    run_main,
+    save_run_args,
+    setup_logging,
+    write_json,
+)
+from alias_label.data import ALIAS_KINDS, alias_kind, load_split
+from alias_label.metrics import DEPTH, recall_at_k, retrieval_metrics
+from alias_label.modeling import load_model, pick_device
+from alias_label.report import markdown_tables, save_plots
+from alias_label.retrieval import dense_retriever, index_paths, lexical_retriever, trained_retriever
+
+NAME = "evaluate_student"
+log = logging.getLogger(NAME)
+SYSTEMS = ("teacher", "student", "base", "tfidf")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS,
+                        help="systems to compare (default: all); agreement and retention need teacher and student")
+    parser.add_argument("--split", default="test", choices=["val", "test"], help="held-out split (default: test)")
+    parser.add_argument("--processed-dir", type=Path, default=None, help="the split (default: data/processed/)")
+    parser.add_argument("--index-dir", type=Path, default=None, help="trained models' indexes (default: faiss/)")
+    parser.add_argument("--output-dir", type=Path, default=None, help="where reports go (default: logs/metrics/)")
+    parser.add_argument("--latency-queries", type=int, default=200,
+                        help="single queries timed per system for p50/p95 (default: 200)")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                        help="where models run; cpu by default, since the latency figures are for CPU serving")
+    args = parser.parse_args(argv)
+    args.output_dir = Path(args.output_dir or paths().metrics)
+    return args
+
+
+def build_retrievers(args, split, device: str) -> dict:
+    retrievers = {}
+    for name in args.systems:
+        log.info("loading %s", name)
+        if name in ("teacher", "student"):
+            retrievers[name] = trained_retriever(name, split, device, args.index_dir)
+        elif name == "base":
+            retrievers[name] = dense_retriever("base", base_model(device), split)
+        else:
+            retrievers[name] = lexical_retriever(split)
+    return retrievers
+
+
+def base_model(device: str):
+    """The teacher's untrained starting point, with the prompts the teacher was trained with."""
+    config_path = paths().teacher / "training_config.json"
+    if not config_path.exists():
+        raise UserError(f"the base system is the teacher's base model, but there is no trained teacher at "
+                        f"{paths().teacher}. Train it with: python scripts/train_alias_label.py")
+    config = read_json(config_path)
+    prompts = config.get("prompts", {})
+    return load_model(config["base_model"], device, config.get("max_seq_length"), prompts.get("query", ""),
+                      prompts.get("document", ""))
+
+
+def label_to_alias_queries(split, pairs: pd.DataFrame) -> tuple[list[str], list[set[int]]]:
+    """Each held-out label, with the alias-table rows of its held-out aliases as the gold set."""
+    grouped = pairs.groupby("label")["alias"].agg(list)
+    return grouped.index.tolist(), [set(split.alias_rows(aliases).tolist()) for aliases in grouped]
+
+
+def accuracy(retriever, split, pairs: pd.DataFrame, kinds: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Metrics of one system, overall and per alias kind, plus its ranked label rows per query."""
+    _, ranked = retriever.labels_for(pairs["alias"], DEPTH)
+    gold = split.label_rows(pairs["label"])
+    metrics = retrieval_metrics(ranked, gold)
+    metrics["by_kind"] = {kind: retrieval_metrics(ranked[kinds == kind], gold[kinds == kind])
+                          for kind in ALIAS_KINDS if (kinds == kind).any()}
+    labels, gold_sets = label_to_alias_queries(split, pairs)
+    _, alias_ranked = retriever.aliases_for(labels, 10)
+    metrics["label_to_alias_recall10"] = recall_at_k(alias_ranked, gold_sets, 10)
+    return metrics, ranked
+
+
+def speed(retriever, queries: list[str], n_single: int) -> dict:
+    """Single-query latency (encode + search) and batch throughput, from this one run."""
+    for query in queries[:5]:  # warm-up: first calls pay for allocation and kernel selection
+        retriever.labels_for([query], 10)
+    latencies = []
+    for query in queries[:n_single]:
+        start = time.perf_counter()
+        retriever.labels_for([query], 10)
+        latencies.append((time.perf_counter() - start) * 1000)
+    start = time.perf_counter()
+    retriever.labels_for(queries, 10)
+    batch_seconds = time.perf_counter() - start
+    return {"p50_ms": statistics.median(latencies), "p95_ms": float(np.percentile(latencies, 95)),
+            "queries_per_s": len(queries) / batch_seconds}
+
+
+def index_sizes(args) -> dict:
+    return {role: {kind: path.stat().st_size for kind, path in index_paths(role, args.index_dir).items()
+                   if path.exists()} for role in ("teacher", "student")}
+
+
+def errors_table(split, pairs, kinds, ranked: dict) -> pd.DataFrame:
+    """Every query that the teacher or the student gets wrong at top-1, with both top-3 lists."""
+    texts = split.labels["label"].to_numpy()
+    table = pd.DataFrame({"query": pairs["alias"].to_numpy(), "gold_label": pairs["label"].to_numpy(),
+                          "kind": kinds})
+    correct = []
+    for role in ("teacher", "student"):
+        if role in ranked:
+            table[f"{role}_top3"] = [" | ".join(texts[row[:3]]) for row in ranked[role]]
+            table[f"{role}_correct"] = texts[ranked[role][:, 0]] == table["gold_label"].to_numpy()
+            correct.append(table[f"{role}_correct"])
+    return table[~np.logical_and.reduce(correct)] if correct else table
+
+
+def assemble_report(split, split_name, pairs, kinds, systems: dict, ranked: dict, args) -> dict:
+    both = "teacher" in ranked and "student" in ranked
+    agreement = float(np.mean(ranked["teacher"][:, 0] == ranked["student"][:, 0])) if both else None
+    retention = systems["student"]["top1"] / systems["teacher"]["top1"] if both and systems["teacher"]["top1"] else None
+    p50 = {name: s.get("p50_ms") for name, s in systems.items()}
+    return {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "split": split_name, "split_fingerprint": split.fingerprint,
+        "n_queries": len(pairs), "n_labels": len(split.labels), "n_aliases": len(split.aliases),
+        "agreement": agreement, "retention": retention,
+        "student_teacher_latency_ratio": p50["student"] / p50["teacher"] if both else None,
+        "kind_counts": {kind: int((kinds == kind).sum()) for kind in ALIAS_KINDS},
+        "index_bytes": index_sizes(args), "device": args.device, "cpu_threads": os.cpu_count(),
+        "systems": systems,
+    }
+
+
+def write_outputs(report: dict, errors: pd.DataFrame, out_dir: Path) -> None:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    write_json(out_dir / "evaluation.json", report)
+    write_json(out_dir / f"evaluation-{stamp}.json", report)
+    tables = markdown_tables(report)
+    with atomic_path(out_dir / "evaluation.md") as tmp:
+        tmp.write_text(tables, encoding="utf-8")
+    with atomic_path(out_dir / "errors.csv") as tmp:
+        errors.to_csv(tmp, index=False)
+    save_plots(report, out_dir)
+    print(tables)
+    log.info("wrote %s/{evaluation.json, evaluation-%s.json, evaluation.md, errors.csv, *.png}", out_dir, stamp)
+
+
+def main(args: argparse.Namespace) -> dict:
+    setup_logging(NAME)
+    save_run_args(NAME, args)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    split = load_split(args.processed_dir)
+    pairs = split.pairs(args.split)
+    kinds = np.array([alias_kind(a, lab) for a, lab in zip(pairs["alias"], pairs["label"], strict=True)])
+    retrievers = build_retrievers(args, split, pick_device(args.device))
+    systems, ranked = {}, {}
+    for name, retriever in retrievers.items():
+        systems[name], ranked[name] = accuracy(retriever, split, pairs, kinds)
+        systems[name].update(speed(retriever, pairs["alias"].tolist(), args.latency_queries))
+        log.info("%s: top1=%.4f top10=%.4f mrr=%.4f p50=%.1fms", name, systems[name]["top1"], systems[name]["top10"],
+                 systems[name]["mrr"], systems[name]["p50_ms"])
+    report = assemble_report(split, args.split, pairs, kinds, systems, ranked, args)
+    write_outputs(report, errors_table(split, pairs, kinds, ranked), args.output_dir)
+    return report
+
+
+if __name__ == "__main__":
+    run_main(main, parse_args())

@@ -1,0 +1,115 @@
+"""Look up aliases (alias -> label) or labels (label -> alias) with the teacher or the student.
+
+Reads   data/processed/ (the candidate tables), the chosen model in models/trained/ and its
+        FAISS indexes in faiss/.
+Writes  with --batch, a CSV of (query, rank, qid, label|alias, score, confident); else prints.
+
+Examples:
+    python scripts/test_lookup.py "UdeG"
+    python scripts/test_lookup.py --reverse "Universidad de Guadalajara" --model student -k 5
+    python scripts/test_lookup.py --batch my_aliases.csv --query-col name --output matches.csv
+    python scripts/test_lookup.py            # interactive prompt; an empty line quits
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from alias_label.common import UserError, atomic_path, paths, run_main, setup_logging
+from alias_label.data import load_split, read_table
+from alias_label.modeling import pick_device
+from alias_label.retrieval import lookup, trained_retriever
+
+NAME = "test_lookup"
+log = logging.getLogger(NAME)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("query", nargs="?", default=None, help="the alias (or, with --reverse, label) to look up")
+    parser.add_argument("--reverse", action="store_true", help="label -> alias instead of alias -> label")
+    parser.add_argument("--model", default="teacher", choices=["teacher", "student"],
+                        help="which trained model and indexes to use (default: teacher)")
+    parser.add_argument("-k", type=int, default=5, help="matches per query (default: 5)")
+    parser.add_argument("--min-score", type=float, default=None,
+                        help="below this cosine the top match is reported as 'no confident match'")
+    parser.add_argument("--batch", type=Path, default=None, help="CSV/parquet of queries to look up in one go")
+    parser.add_argument("--query-col", default="query", help="column of --batch holding the queries (default: query)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="CSV written in batch mode (default: logs/lookup_results.csv)")
+    parser.add_argument("--batch-size", type=int, default=256, help="queries encoded at a time in batch mode")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the model runs")
+    args = parser.parse_args(argv)
+    if args.query is not None and not args.query.strip():
+        parser.error("the query is empty; give an alias, e.g. \"UdeG\", or leave it out for a prompt")
+    if args.k < 1:
+        parser.error("-k must be at least 1")
+    return args
+
+
+def print_matches(matches: pd.DataFrame, column: str) -> None:
+    for query, rows in matches.groupby("query", sort=False):
+        print(f"\n{query!r}")
+        if not rows["confident"].iloc[0]:
+            print(f"  no confident match (best score {rows['score'].iloc[0]:.3f})")
+        for row in rows.itertuples():
+            print(f"  {row.rank:>2}. {row.score:.3f}  {getattr(row, column)}  [{row.qid}]")
+
+
+def read_queries(args) -> list[str]:
+    table = read_table(args.batch)
+    if args.query_col not in table.columns:
+        raise UserError(f"{args.batch} has no column {args.query_col!r}; found {list(table.columns)}. "
+                        "Name the right one with --query-col.")
+    queries = table[args.query_col].dropna().astype(str).str.strip()
+    return queries[queries != ""].tolist()
+
+
+def run_batch(args, retriever, split) -> Path:
+    queries = read_queries(args)
+    chunks = [queries[i:i + args.batch_size] for i in range(0, len(queries), args.batch_size)]
+    matches = pd.concat([lookup(retriever, split, chunk, args.k, args.reverse, args.min_score)
+                         for chunk in tqdm(chunks, desc="lookup", unit="batch")], ignore_index=True)
+    output = Path(args.output or paths().logs / "lookup_results.csv")
+    with atomic_path(output) as tmp:
+        matches.to_csv(tmp, index=False)
+    log.info("%d queries -> %s (%d rows)", len(queries), output, len(matches))
+    return output
+
+
+def interactive(args, retriever, split, column: str) -> None:
+    print(f"{args.model}, {'label -> alias' if args.reverse else 'alias -> label'}; an empty line quits")
+    while True:
+        try:
+            query = input("query> ").strip()
+        except EOFError:
+            return
+        if not query:
+            return
+        print_matches(lookup(retriever, split, [query], args.k, args.reverse, args.min_score), column)
+
+
+def main(args: argparse.Namespace):
+    setup_logging(NAME)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    split = load_split()
+    retriever = trained_retriever(args.model, split, pick_device(args.device))
+    column = "alias" if args.reverse else "label"
+    if args.batch:
+        return run_batch(args, retriever, split)
+    if args.query is None:
+        return interactive(args, retriever, split, column)
+    matches = lookup(retriever, split, [args.query], args.k, args.reverse, args.min_score)
+    print_matches(matches, column)
+    return matches
+
+
+if __name__ == "__main__":
+    run_main(main, parse_args(sys.argv[1:]))

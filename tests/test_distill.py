@@ -1,0 +1,174 @@
+"""Distillation: the teacher cache, hard-negative mining, pair targets, bad input, end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+
+import distill_model
+import numpy as np
+import pandas as pd
+import pytest
+
+import alias_label.distillation as distillation
+from alias_label.common import UserError, read_json
+from alias_label.data import clean_table, load_split, make_split
+from alias_label.distillation import (
+    distillation_pairs,
+    forbidden_rows,
+    layer_indices,
+    mine_hard_negatives,
+    teacher_embeddings,
+)
+from alias_label.index import load_index
+from alias_label.modeling import load_model, model_fingerprint
+
+
+def unit_rows(n, d=16, seed=0):
+    rows = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def toy_split():
+    rows = [{"qid": f"q{i}", "label": f"Label {i}", "alias": f"alias {i}"} for i in range(12)]
+    rows += [{"qid": "q99", "label": "label 0", "alias": ""},  # case variant of q0's label
+             {"qid": "q5", "label": "Label 5", "alias": "alias 0"}]  # one alias string, two entities
+    table, _ = clean_table(pd.DataFrame(rows).assign(description="", website=""))
+    return make_split(table, seed=3, val_frac=0.2, test_frac=0.2)
+
+
+def test_mined_negatives_are_the_top_k_non_gold(monkeypatch):
+    labels, aliases = unit_rows(50, seed=1), unit_rows(30, seed=2)
+    forbidden = [np.array([i, (i + 7) % 50]) for i in range(30)]
+    monkeypatch.setattr(distillation, "CHUNK_BYTES", 4 * 50 * 4)  # 4 aliases per chunk: exercise chunking
+    rows, scores = mine_hard_negatives(aliases, labels, forbidden, k=5)
+    full = aliases @ labels.T
+    for i in range(30):
+        assert not set(rows[i]) & set(forbidden[i].tolist())
+        allowed = np.delete(np.arange(50), forbidden[i])
+        expected = allowed[np.argsort(-full[i, allowed])[:5]]
+        assert rows[i].tolist() == expected.tolist()
+        np.testing.assert_allclose(scores[i], full[i, rows[i]], rtol=1e-5)
+
+
+def test_gold_strings_never_negatives():
+    split = toy_split()
+    train = split.train.drop_duplicates(["alias", "label"])
+    forbidden = forbidden_rows(split, train["alias"])
+    labels = split.labels["label"].tolist()
+    for alias, rows in zip(train["alias"], forbidden, strict=True):
+        gold = {label.casefold() for label in split.train.loc[split.train["alias"] == alias, "label"]}
+        gold |= {label.casefold() for label in pd.concat([split.val, split.test]).query("alias == @alias")["label"]}
+        assert {labels[r].casefold() for r in rows} == gold
+    # Gold made the most similar label of all: mining must still skip it and its case variants.
+    embeddings = {"labels": unit_rows(len(split.labels)), "aliases": unit_rows(len(split.aliases), seed=5)}
+    embeddings["aliases"][split.alias_rows(train["alias"])] = embeddings["labels"][split.label_rows(train["label"])]
+    pairs = distillation_pairs(split, embeddings, k=3)
+    negatives = pairs[~pairs["gold"]]
+    for alias, label in zip(negatives["alias"], negatives["label"], strict=True):
+        assert label.casefold() not in {g.casefold() for g in split.train.loc[split.train["alias"] == alias, "label"]}
+
+
+def test_pair_targets_equal_teacher_cosines():
+    split = toy_split()
+    embeddings = {"labels": unit_rows(len(split.labels)), "aliases": unit_rows(len(split.aliases), seed=5)}
+    pairs = distillation_pairs(split, embeddings, k=4)
+    assert pairs["gold"].sum() == len(split.train.drop_duplicates(["alias", "label"]))
+    assert (~pairs["gold"]).sum() == 4 * pairs["gold"].sum()
+    expected = np.einsum("ij,ij->i", embeddings["aliases"][split.alias_rows(pairs["alias"])],
+                         embeddings["labels"][split.label_rows(pairs["label"])])
+    np.testing.assert_allclose(pairs["score"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_too_few_labels_for_k():
+    split = toy_split()
+    embeddings = {"labels": unit_rows(len(split.labels)), "aliases": unit_rows(len(split.aliases), seed=5)}
+    with pytest.raises(UserError, match="--hard-negatives 20 needs at least .* labels, but there are 13"):
+        distillation_pairs(split, embeddings, k=20)
+
+
+def test_layer_indices():
+    assert layer_indices(6, 2) == [0, 5]
+    assert layer_indices(6, 3) == [0, 2, 5]
+    assert layer_indices(6, 6) == list(range(6))
+    with pytest.raises(UserError, match="between 1 and the teacher's 6 layers"):
+        layer_indices(6, 7)
+
+
+def test_teacher_cache_hit_miss_and_stale(in_pipeline_home, caplog, tmp_path):
+    home = in_pipeline_home
+    teacher_dir = home / "models/trained/alias_label_teacher"
+    split = load_split()
+    teacher = load_model(teacher_dir, "cpu")
+    caplog.set_level("INFO")
+    # The teacher run wrote the cache: nothing is encoded twice.
+    embeddings, status = teacher_embeddings(teacher, teacher_dir, split)
+    assert status == "hit" and embeddings["labels"].shape == (len(split.labels), 32)
+    # An empty cache folder: miss, then hit on the second call.
+    assert teacher_embeddings(teacher, teacher_dir, split, tmp_path)[1] == "miss"
+    again, status = teacher_embeddings(teacher, teacher_dir, split, tmp_path)
+    assert status == "hit"
+    np.testing.assert_allclose(again["aliases"], embeddings["aliases"], atol=1e-5)
+    # A cache from another teacher is stale and says why.
+    sidecar = tmp_path / "teacher_label_embs.npy.json"
+    sidecar.write_text(json.dumps({**read_json(sidecar), "model_fingerprint": "other"}))
+    caplog.clear()
+    assert teacher_embeddings(teacher, teacher_dir, split, tmp_path)[1] == "miss"
+    assert "stale cache teacher_label_embs.npy: model_fingerprint is 'other'" in caplog.text
+    assert teacher_embeddings(teacher, teacher_dir, split, tmp_path, refresh=True)[1] == "miss"
+
+
+def test_student_smoke_run_outputs(in_pipeline_home):
+    home = in_pipeline_home
+    student_dir = home / "models/trained/alias_label_student"
+    config = read_json(student_dir / "training_config.json")
+    split = load_split()
+    assert config["cache"] == "hit" and config["kept_layers"] == [0]
+    assert config["teacher_fingerprint"] == model_fingerprint(home / "models/trained/alias_label_teacher")
+    assert load_model(student_dir, "cpu")[0].auto_model.config.num_hidden_layers == 1
+    metrics = read_json(student_dir / "metrics.json")
+    assert 0 <= metrics["test"]["agreement"] <= 1 and metrics["test"]["n"] == len(split.test)
+    for kind in ("labels", "aliases"):
+        index, sidecar = load_index(home / f"faiss/{kind}_distilled.index", "fix", split.fingerprint)
+        assert sidecar["model_role"] == "student" and index.ntotal == sidecar["rows"]
+    epochs = [json.loads(line) for line in (home / "logs/metrics/student.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1.0, 2.0, 3.0] and all("val_agreement" in e for e in epochs)
+
+
+def test_missing_teacher_names_the_command(home, swot_slice):
+    from train_alias_label import parse_args as teacher_args
+
+    from alias_label.data import ensure_split
+
+    ensure_split(teacher_args(["--data", str(swot_slice), "--limit", "20"]))
+    with pytest.raises(UserError, match="no trained teacher .* python scripts/train_alias_label.py"):
+        distill_model.main(distill_model.parse_args([]))
+
+
+def test_teacher_of_another_split_names_the_command(home, pipeline_home, swot_slice):
+    import shutil
+
+    from train_alias_label import parse_args as teacher_args
+
+    from alias_label.data import ensure_split
+
+    shutil.copytree(pipeline_home / "models", home / "models")
+    ensure_split(teacher_args(["--data", str(swot_slice), "--limit", "30"]))
+    with pytest.raises(UserError, match="was trained on split .* Retrain it on this split with: python scripts/train"):
+        distill_model.main(distill_model.parse_args([]))
+
+
+def test_student_resume_and_embedding_mse_with_projection(home, pipeline_home, tmp_path):
+    import shutil
+
+    from conftest import make_tiny_model
+
+    for folder in ("models", "data", "faiss"):
+        shutil.copytree(pipeline_home / folder, home / folder)
+    other_shape = make_tiny_model(tmp_path / "narrow", hidden=16, layers=1)
+    base = ["--epochs", "1", "--batch-size", "8", "--save-steps", "2", "--objective", "embedding-mse",
+            "--student-base", str(other_shape)]
+    assert distill_model.main(distill_model.parse_args([*base, "--stop-after-steps", "2"])) == {"stopped_at_step": 2}
+    metrics = distill_model.main(distill_model.parse_args([*base, "--resume"]))
+    assert metrics["test"]["n"] > 0
+    student = load_model(home / "models/trained/alias_label_student", "cpu")
+    assert student.get_sentence_embedding_dimension() == 32  # projected up to the teacher's dimension

@@ -1,0 +1,165 @@
+"""The evaluation report, the lookup CLI and both notebooks, on the shared smoke pipeline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import evaluate_student
+import numpy as np
+import pandas as pd
+import pytest
+import test_lookup as lookup_cli
+
+from alias_label.common import REPO_ROOT, UserError, read_json
+from alias_label.data import alias_kind, load_split
+from alias_label.lexical import TfidfIndex
+
+
+@pytest.fixture(scope="module")
+def evaluation(pipeline_home):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ALIAS_LABEL_HOME", str(pipeline_home))
+        return evaluate_student.main(evaluate_student.parse_args(["--latency-queries", "10"]))
+
+
+def test_report_keys_and_ranges(evaluation, pipeline_home):
+    report = read_json(pipeline_home / "logs/metrics/evaluation.json")
+    assert report == evaluation
+    split = load_split(pipeline_home / "data/processed")
+    assert report["n_queries"] == len(split.test) and report["n_labels"] == len(split.labels)
+    assert set(report["systems"]) == {"teacher", "student", "base", "tfidf"}
+    for name, system in report["systems"].items():
+        for key in ("top1", "top5", "top10", "mrr", "label_to_alias_recall10"):
+            assert 0 <= system[key] <= 1, (name, key)
+        assert system["top1"] <= system["top5"] <= system["top10"]
+        assert system["p50_ms"] > 0 and system["p95_ms"] >= system["p50_ms"]
+    assert 0 <= report["agreement"] <= 1
+    systems = report["systems"]
+    if systems["teacher"]["top1"]:
+        assert report["retention"] == pytest.approx(systems["student"]["top1"] / systems["teacher"]["top1"])
+    else:
+        assert report["retention"] is None
+    assert sum(report["kind_counts"].values()) == report["n_queries"]
+    assert report["index_bytes"]["teacher"]["labels"] > 0
+
+
+def test_report_files(evaluation, pipeline_home):
+    out = pipeline_home / "logs/metrics"
+    table = (out / "evaluation.md").read_text()
+    assert "| teacher |" in table and "| tfidf |" in table and "Top-1 by alias kind" in table
+    assert len(list(out.glob("evaluation-*.json"))) >= 1
+    for png in ("accuracy_at_k.png", "latency_vs_top1.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    errors = pd.read_csv(out / "errors.csv")
+    assert {"query", "gold_label", "teacher_top3", "student_top3"} <= set(errors.columns)
+    assert not (errors["teacher_correct"] & errors["student_correct"]).any()
+
+
+def test_evaluation_agrees_with_the_teacher_script(evaluation, pipeline_home):
+    teacher_metrics = read_json(pipeline_home / "models/trained/alias_label_teacher/metrics.json")["test"]
+    for key in ("top1", "top5", "top10", "mrr"):
+        assert evaluation["systems"]["teacher"][key] == pytest.approx(teacher_metrics[key], abs=1e-6)
+
+
+def test_evaluator_names_the_fix_for_a_missing_student(home, pipeline_home):
+    import shutil
+
+    for folder in ("data", "faiss"):
+        shutil.copytree(pipeline_home / folder, home / folder)
+    shutil.copytree(pipeline_home / "models/trained/alias_label_teacher", home / "models/trained/alias_label_teacher")
+    with pytest.raises(UserError, match="no trained student .* python scripts/distill_model.py"):
+        evaluate_student.main(evaluate_student.parse_args(["--systems", "student"]))
+    (home / "faiss/labels.index").unlink()
+    with pytest.raises(UserError, match="index not found: .*labels.index.* python scripts/train_alias_label.py"):
+        evaluate_student.main(evaluate_student.parse_args(["--systems", "teacher"]))
+
+
+@pytest.mark.parametrize(("alias", "label", "kind"), [
+    ("MIT", "Massachusetts Institute of Technology", "acronym"),
+    ("UdeG", "Universidad de Guadalajara", "acronym"),
+    ("Marmara University", "Marmara Üniversitesi", "same_script"),
+    ("University of Alkafeel", "جامعة الكفيل", "cross_script"),
+    ("Samonta High School", "সামন্তা মাধ্যমিক বিদ্যালয়", "cross_script"),
+])
+def test_alias_kind(alias, label, kind):
+    assert alias_kind(alias, label) == kind
+
+
+def test_tfidf_index_ranks_by_character_overlap():
+    index = TfidfIndex(["University of Guadalajara", "Massachusetts Institute", "Universidad de Guadalajara"])
+    scores, ids = index.search(["Guadalajara University", "massachusets"], 3)
+    assert ids[0, 0] == 0 and ids[1, 0] == 1
+    assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_lookup_forward_reverse_and_min_score(in_pipeline_home, capsys):
+    split = load_split()
+    alias, label = split.train["alias"].iloc[0], split.train["label"].iloc[0]
+    matches = lookup_cli.main(lookup_cli.parse_args([alias, "-k", "3"]))
+    assert matches["rank"].tolist() == [1, 2, 3] and matches["label"].iloc[0] == label
+    assert list(matches.columns) == ["query", "rank", "qid", "label", "score", "confident"]
+    assert matches["score"].is_monotonic_decreasing
+    printed = capsys.readouterr().out
+    assert f"1. {matches['score'].iloc[0]:.3f}  {label}" in printed
+    reverse = lookup_cli.main(lookup_cli.parse_args(["--reverse", "--model", "student", label, "-k", "2"]))
+    assert "alias" in reverse.columns and len(reverse) == 2
+    unsure = lookup_cli.main(lookup_cli.parse_args([alias, "--min-score", "1.01"]))
+    assert not unsure["confident"].any()
+    assert "no confident match" in capsys.readouterr().out
+
+
+def test_lookup_batch_mode(in_pipeline_home, tmp_path):
+    queries = tmp_path / "q.csv"
+    pd.DataFrame({"name": ["UdeG", "MIT", " "]}).to_csv(queries, index=False)
+    out = tmp_path / "out.csv"
+    lookup_cli.main(lookup_cli.parse_args(["--batch", str(queries), "--query-col", "name", "-k", "2",
+                                           "--output", str(out)]))
+    result = pd.read_csv(out)
+    assert result["query"].tolist() == ["UdeG", "UdeG", "MIT", "MIT"]
+    assert list(result.columns) == ["query", "rank", "qid", "label", "score", "confident"]
+    with pytest.raises(UserError, match="has no column 'query'; found \\['name'\\]"):
+        lookup_cli.main(lookup_cli.parse_args(["--batch", str(queries)]))
+
+
+def test_lookup_interactive(in_pipeline_home, monkeypatch, capsys):
+    answers = iter(["MIT", ""])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    lookup_cli.main(lookup_cli.parse_args(["-k", "1"]))
+    assert "'MIT'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    ([""], "the query is empty"),
+    (["--model", "giant", "x"], "invalid choice: 'giant'"),
+])
+def test_lookup_cli_rejects_bad_arguments(argv, message):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/test_lookup.py"), *argv],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_lookup_cli_missing_index_exits_nonzero(home, pipeline_home):
+    import shutil
+
+    shutil.copytree(pipeline_home / "data", home / "data")
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/test_lookup.py"), "MIT"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "no trained teacher" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["alias-label-inference-teacher", "alias-label-inference-distilled"])
+def test_notebooks_execute(evaluation, in_pipeline_home, name):
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = REPO_ROOT / "notebooks" / f"{name}.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), "clear outputs in git"
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+                   ).execute()
+    outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
+    assert not [out for out in outputs if out.output_type == "error"]
+    text = "".join(out.get("text", "") for out in outputs)
+    assert "labels" in text and "aliases indexed" in text and "top-1 on these" in text
+    assert any("image/png" in out.get("data", {}) for out in outputs)
