@@ -7,11 +7,15 @@ HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE
 export TOKENIZERS_PARALLELISM = false
 
-# Extra flags per step, e.g. make pipeline TEACHER_ARGS="--epochs 3".
+# Flags per step, e.g. make pipeline TEACHER_ARGS="--epochs 3". The pipeline's defaults are sized
+# to finish in about 25 minutes on a 2-core CPU; see the README for what more epochs buy.
 DATA_ARGS ?=
 TEACHER_ARGS ?=
+STUDENT_ARGS ?= --epochs 1
+EVAL_ARGS ?=
+LOOKUPS ?= "UdeG" "MIT" "Batman Üniversitesi"
 
-.PHONY: setup pipeline data teacher test lint clean-artifacts
+.PHONY: setup pipeline data teacher student evaluate lookups test lint clean-artifacts
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +32,23 @@ data: setup
 teacher: setup
 	$(BIN)/python scripts/train_alias_label.py $(DATA_ARGS) $(TEACHER_ARGS)
 
+student: setup
+	$(BIN)/python scripts/distill_model.py $(STUDENT_ARGS)
+
+evaluate: setup
+	$(BIN)/python scripts/evaluate_student.py $(EVAL_ARGS)
+
+lookups: setup
+	for query in $(LOOKUPS); do $(BIN)/python scripts/test_lookup.py "$$query" -k 3 || exit 1; done
+	$(BIN)/python scripts/test_lookup.py --model student --reverse "Universidad de Guadalajara" -k 3
+
 pipeline: setup
 	$(BIN)/python scripts/gpu_check.py
 	$(BIN)/python scripts/prepare_data.py $(DATA_ARGS)
 	$(BIN)/python scripts/train_alias_label.py $(DATA_ARGS) $(TEACHER_ARGS)
+	$(BIN)/python scripts/distill_model.py $(STUDENT_ARGS)
+	$(BIN)/python scripts/evaluate_student.py $(EVAL_ARGS)
+	$(MAKE) --no-print-directory lookups
 
 test: setup
 	$(BIN)/python -m pytest

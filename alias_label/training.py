@@ -13,6 +13,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import torch
+from sentence_transformers.base.sampler import DefaultBatchSampler
+
 from alias_label.common import UserError, append_jsonl, paths, read_json, write_json
 from alias_label.modeling import precision_name
 
@@ -33,6 +37,75 @@ def add_training_args(parser: argparse.ArgumentParser, epochs: float, batch_size
                        help="continue from the last checkpoint of an interrupted run")
     group.add_argument("--stop-after-steps", type=int, default=None,
                        help="checkpoint and stop after N steps, e.g. to time-box a run; finish it with --resume")
+
+
+class LengthBucketBatchSampler(DefaultBatchSampler):
+    """Batches of similar-length pairs, for the trainer's ``batch_sampler``.
+
+    Random batches pad every text to the longest one in the batch; names vary from 3 to 60+
+    tokens, so most of that compute is padding. Each window of ``WINDOW`` batches is sorted by
+    length before it is cut into batches, and the batch order is shuffled, so batches stay random
+    while padding shrinks.
+    """
+
+    WINDOW = 32
+    UNIQUE = False
+
+    def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None,
+                 generator: torch.Generator | None = None, seed: int = 0):
+        super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
+                         valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+        text_columns = [c for c in dataset.column_names
+                        if c not in (valid_label_columns or []) and isinstance(dataset[0][c], str)]
+        self.texts = [dataset[c] for c in text_columns]
+        # Characters stand in for tokens: the order, not the exact count, decides the buckets.
+        self.lengths = np.max([[len(t) for t in column] for column in self.texts], axis=0)
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def _split(self, indices) -> list[list[int]]:
+        """Cut length-sorted indices into batches; with UNIQUE, a text never appears twice in one."""
+        batches, pending = [], list(indices)
+        while pending:
+            batch, seen, rest = [], set(), []
+            for index in pending:
+                values = {column[index] for column in self.texts} if self.UNIQUE else set()
+                if len(batch) < self.batch_size and seen.isdisjoint(values):
+                    batch.append(int(index))
+                    seen |= values
+                else:
+                    rest.append(index)
+            batches.append(batch)
+            pending = rest
+        return batches
+
+    def _batches(self) -> list[list[int]]:
+        epoch = getattr(self, "epoch", 0)
+        if self._cache is None or self._cache[0] != epoch:
+            rng = np.random.default_rng(self.seed + epoch)
+            order = rng.permutation(len(self.lengths))
+            window = self.batch_size * self.WINDOW
+            batches = []
+            for start in range(0, len(order), window):
+                chunk = order[start:start + window]
+                batches += self._split(chunk[np.argsort(self.lengths[chunk], kind="stable")])
+            if self.drop_last:
+                batches = [batch for batch in batches if len(batch) == self.batch_size]
+            rng.shuffle(batches)
+            self._cache = (epoch, batches)
+        return self._cache[1]
+
+    def __iter__(self):
+        yield from self._batches()
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+class UniqueLengthBucketBatchSampler(LengthBucketBatchSampler):
+    """Length buckets with no repeated text in a batch, so an in-batch negatives loss (MNRL) never
+    meets a label as its own negative."""
+
+    UNIQUE = True
 
 
 def checkpoint_dir(output: Path) -> Path:
@@ -98,8 +171,15 @@ def stop_callback(after_steps: int):
     return StopAfterSteps()
 
 
+def batch_sampler(dataset, unique: bool):
+    # A dict of datasets (multi-task) keeps the library's sampler: length buckets would mix tasks.
+    if isinstance(dataset, dict):
+        return "batch_sampler"
+    return UniqueLengthBucketBatchSampler if unique else LengthBucketBatchSampler
+
+
 def make_trainer(model, dataset, loss, args: argparse.Namespace, output: Path, device: str, callbacks: list,
-                 prompts: dict | None = None, batch_sampler: str = "batch_sampler"):
+                 prompts: dict | None = None, unique_batches: bool = False):
     """sentence-transformers' trainer with this repo's settings: seeded, AMP on GPU, checkpointed."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
@@ -114,7 +194,7 @@ def make_trainer(model, dataset, loss, args: argparse.Namespace, output: Path, d
         bf16=dtype == "bf16",
         fp16=dtype == "fp16",
         use_cpu=device == "cpu",
-        batch_sampler=batch_sampler,
+        batch_sampler=batch_sampler(dataset, unique_batches),
         prompts=prompts,
         save_strategy="steps",
         save_steps=args.save_steps,

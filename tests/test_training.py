@@ -1,0 +1,50 @@
+"""The length-bucketed batch sampler: coverage, uniqueness, less padding, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from alias_label.training import LengthBucketBatchSampler, UniqueLengthBucketBatchSampler
+
+
+@pytest.fixture()
+def pairs():
+    rng = np.random.default_rng(0)
+    labels = [f"Institute {'x' * int(n)}" for n in rng.integers(1, 60, 40)]  # 40 labels, many repeated below
+    rows = [(f"alias {i} {'y' * int(rng.integers(1, 50))}", labels[i % 40]) for i in range(400)]
+    return Dataset.from_dict({"alias": [a for a, _ in rows], "canonical": [lab for _, lab in rows]})
+
+
+def test_every_pair_once_and_no_repeated_text(pairs):
+    sampler = UniqueLengthBucketBatchSampler(pairs, batch_size=16, drop_last=False, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(len(pairs)))
+    for batch in batches:
+        labels = [pairs[i]["canonical"] for i in batch]
+        assert len(set(labels)) == len(labels) and len(batch) <= 16
+
+
+def test_buckets_cut_padding(pairs):
+    sampler = LengthBucketBatchSampler(pairs, batch_size=16, drop_last=False, seed=1)
+    lengths = sampler.lengths
+    bucketed = np.mean([lengths[b].max() for b in sampler])
+    shuffled = np.random.default_rng(1).permutation(len(pairs))
+    random_batches = np.mean([lengths[shuffled[i:i + 16]].max() for i in range(0, len(pairs), 16)])
+    assert bucketed < 0.8 * random_batches
+
+
+def test_deterministic_per_epoch_and_reshuffled_across_epochs(pairs):
+    make = UniqueLengthBucketBatchSampler
+    first, second = make(pairs, 16, False, seed=3), make(pairs, 16, False, seed=3)
+    assert list(first) == list(second)
+    epoch0 = list(first)
+    first.set_epoch(1)
+    assert list(first) != epoch0
+
+
+def test_drop_last_keeps_only_full_batches(pairs):
+    sampler = UniqueLengthBucketBatchSampler(pairs, batch_size=16, drop_last=True, seed=1)
+    assert all(len(b) == 16 for b in sampler) and len(list(sampler)) == len(sampler)
