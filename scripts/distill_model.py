@@ -179,7 +179,7 @@ def main(args: argparse.Namespace) -> dict:
     with timed("teacher_cache", timings, log):
         embeddings, cache_status = teacher_embeddings(teacher, args.teacher, split, args.cache_dir,
                                                       args.refresh_cache)
-    with timed("mine_hard_negatives", timings, log):
+    with timed("training_data", timings, log):
         dataset = training_dataset(args, split, embeddings, device)
     student, student_info = build_student(args, teacher, device)
     log.info("student: %s objective=%s device=%s precision=%s", student_info, args.objective, device,

@@ -43,7 +43,7 @@ log = logging.getLogger(NAME)
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(parser)
-    add_training_args(parser, epochs=1, batch_size=64, lr=2e-5)
+    add_training_args(parser, epochs=1, batch_size=64, lr=1e-4)
     parser.add_argument("--base-model", default=None,
                         help="model to fine-tune: a local folder or hub id "
                              "(default: the bundled sentence-transformers/all-MiniLM-L6-v2)")
