@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -92,6 +93,12 @@ def in_pipeline_home(pipeline_home, monkeypatch) -> Path:
     monkeypatch.setenv("ALIAS_LABEL_HOME", str(pipeline_home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return pipeline_home
+
+
+def unit_rows(n: int, d: int = 8, seed: int = 0) -> np.ndarray:
+    """Random unit vectors, float32, as the encoder would return them."""
+    rows = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:

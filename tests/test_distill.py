@@ -8,6 +8,7 @@ import distill_model
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import unit_rows
 
 import alias_label.distillation as distillation
 from alias_label.common import UserError, read_json
@@ -23,11 +24,6 @@ from alias_label.index import load_index
 from alias_label.modeling import load_model, model_fingerprint
 
 
-def unit_rows(n, d=16, seed=0):
-    rows = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-
 def toy_split():
     rows = [{"qid": f"q{i}", "label": f"Label {i}", "alias": f"alias {i}"} for i in range(12)]
     rows += [{"qid": "q99", "label": "label 0", "alias": ""},  # case variant of q0's label
@@ -37,7 +33,7 @@ def toy_split():
 
 
 def test_mined_negatives_are_the_top_k_non_gold(monkeypatch):
-    labels, aliases = unit_rows(50, seed=1), unit_rows(30, seed=2)
+    labels, aliases = unit_rows(50, d=16, seed=1), unit_rows(30, d=16, seed=2)
     forbidden = [np.array([i, (i + 7) % 50]) for i in range(30)]
     monkeypatch.setattr(distillation, "CHUNK_BYTES", 4 * 50 * 4)  # 4 aliases per chunk: exercise chunking
     rows, scores = mine_hard_negatives(aliases, labels, forbidden, k=5)

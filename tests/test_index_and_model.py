@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import unit_rows
 
 from alias_label.common import UserError, atomic_path, read_json
 from alias_label.index import build_index, load_embeddings, load_index, save_embeddings, save_index, search
@@ -16,11 +17,6 @@ from alias_label.modeling import (
     model_fingerprint,
     resolve_model,
 )
-
-
-def unit_rows(n, d=8, seed=0):
-    rows = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
 def test_index_round_trip_and_exact_search(tmp_path):
