@@ -16,8 +16,12 @@ import pytest
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
-def make_tiny_model(target: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
-    """A SentenceTransformer folder: random BERT of the given size + mean pooling + the bundled tokenizer."""
+def make_tiny_model(target: Path, hidden: int = 32, layers: int = 2, heads: int = 2, intermediate: int | None = None,
+                    seed: int = 0) -> Path:
+    """A SentenceTransformer folder: random BERT of the given shape + mean pooling + the bundled tokenizer.
+
+    Tiny by default; e5-large's shape is hidden=1024, layers=24, heads=16, intermediate=4096.
+    """
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Transformer
@@ -29,8 +33,8 @@ def make_tiny_model(target: Path, hidden: int = 32, layers: int = 2, seed: int =
     torch.manual_seed(seed)
     raw = target.parent / f"{target.name}_hf"
     raw.mkdir(parents=True, exist_ok=True)
-    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=2 * hidden, max_position_embeddings=128)
+    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=intermediate or 2 * hidden, max_position_embeddings=512)
     BertModel(config).save_pretrained(raw)
     for name in TOKENIZER_FILES:
         shutil.copy(bundled_model_path() / name, raw / name)
