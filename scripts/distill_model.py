@@ -102,7 +102,7 @@ def build_student(args, teacher, device: str) -> tuple[object, dict]:
 
 
 def training_dataset(args, split, embeddings, device: str):
-    """Rows and loss for the chosen objective; prompts are applied by the trainer per column."""
+    """Training rows for the chosen objective; the trainer applies the prompts per column."""
     from datasets import Dataset
 
     if args.objective == "cosine":
