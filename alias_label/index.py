@@ -36,6 +36,7 @@ def save_index(index, target: Path, meta: dict) -> None:
 
     if meta.get("rows") != index.ntotal or len(meta.get("texts", [])) != index.ntotal:
         raise ValueError(f"sidecar describes {meta.get('rows')} rows, index holds {index.ntotal}")
+    _drop_sidecar(target)
     with atomic_path(target) as tmp:
         faiss.write_index(index, str(tmp))
     write_json(sidecar_path(target), {"index_type": "flat", "metric": "inner_product", "normalized": True,
@@ -69,7 +70,14 @@ def search(index, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return index.search(np.ascontiguousarray(query_embeddings, dtype=np.float32), k)
 
 
+def _drop_sidecar(target: Path) -> None:
+    """Remove the old sidecar first: a crash before the new one is written then reads as 'missing',
+    never as an old description of new content."""
+    sidecar_path(target).unlink(missing_ok=True)
+
+
 def save_embeddings(target: Path, embeddings: np.ndarray, meta: dict) -> None:
+    _drop_sidecar(target)
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, embeddings)

@@ -9,6 +9,7 @@ Aliases are encoded as queries and labels as documents, each with the model's ow
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 from pathlib import Path
@@ -101,15 +102,26 @@ def prompt_for(model, kind: str) -> str:
 
 
 def model_fingerprint(source: str | Path) -> str:
-    """Identity and content of a model: a hash of its weight and config files, or the hub id."""
+    """Identity and content of a model: a hash of its weight and config files, or the hub id.
+
+    Hashing a large model takes seconds, so the result is remembered for as long as no file's
+    size or modification time changes.
+    """
     path = Path(source)
     if not path.is_dir():
         return f"hub:{source}"
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+                   and p.name not in RECORD_FILES)
+    signature = tuple((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _hash_files(str(path.resolve()), signature)
+
+
+@functools.lru_cache(maxsize=32)
+def _hash_files(root: str, signature: tuple) -> str:
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
-                       and p.name not in RECORD_FILES):
-        digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as handle:
+    for relative, _, _ in signature:
+        digest.update(relative.encode())
+        with open(Path(root) / relative, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]

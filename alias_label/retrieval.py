@@ -33,9 +33,10 @@ def index_paths(model_name: str, index_dir: Path | None = None) -> dict[str, Pat
     return {"labels": index_dir / f"labels{suffix}.index", "aliases": index_dir / f"aliases{suffix}.index"}
 
 
-def cache_paths(cache_dir: Path | None = None, prefix: str = "teacher") -> dict[str, Path]:
+def cache_paths(cache_dir: Path | None = None) -> dict[str, Path]:
+    """The teacher's embedding cache, which distillation reads."""
     cache_dir = Path(cache_dir or paths().cache)
-    return {"labels": cache_dir / f"{prefix}_label_embs.npy", "aliases": cache_dir / f"{prefix}_alias_embs.npy"}
+    return {"labels": cache_dir / "teacher_label_embs.npy", "aliases": cache_dir / "teacher_alias_embs.npy"}
 
 
 def cache_meta(model_dir: Path, split: Split, kind: str) -> dict:
@@ -67,8 +68,8 @@ def write_indexes(embeddings: dict[str, np.ndarray], split: Split, model_dir: Pa
 
 
 def write_cache(embeddings: dict[str, np.ndarray], split: Split, model_dir: Path,
-                cache_dir: Path | None = None, prefix: str = "teacher") -> None:
-    for kind, target in cache_paths(cache_dir, prefix).items():
+                cache_dir: Path | None = None) -> None:
+    for kind, target in cache_paths(cache_dir).items():
         save_embeddings(target, embeddings[kind], cache_meta(model_dir, split, kind))
 
 
