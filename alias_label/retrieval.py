@@ -81,16 +81,20 @@ def load_indexes(model_name: str, split: Split, index_dir: Path | None = None) -
     return loaded
 
 
-def rank_labels(model, label_index, aliases, depth: int = DEPTH) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and label row ids of the top ``depth`` labels for each alias."""
-    return search(label_index, encode(model, aliases, kind="query"), depth)
+def split_ranking(model, split: Split, split_name: str, label_index, alias_embs: np.ndarray | None = None,
+                  depth: int = DEPTH) -> np.ndarray:
+    """Label rows ranked for each alias of one split, over every distinct label (full N-way retrieval).
+
+    ``alias_embs`` (one row per alias-table row) saves encoding the aliases again when a caller
+    has just encoded all of them.
+    """
+    aliases = split.pairs(split_name)["alias"]
+    queries = encode(model, aliases, kind="query") if alias_embs is None else alias_embs[split.alias_rows(aliases)]
+    return search(label_index, queries, depth)[1]
 
 
-def evaluate_split(model, split: Split, split_name: str, label_index, depth: int = DEPTH) -> dict:
-    """Full N-way alias->label retrieval over every distinct label, for one split's aliases."""
-    pairs = split.pairs(split_name)
-    _, ranked = rank_labels(model, label_index, pairs["alias"], depth)
-    return retrieval_metrics(ranked, split.label_rows(pairs["label"]))
+def split_metrics(split: Split, split_name: str, ranked: np.ndarray) -> dict:
+    return retrieval_metrics(ranked, split.label_rows(split.pairs(split_name)["label"]))
 
 
 @dataclass

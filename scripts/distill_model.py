@@ -29,7 +29,7 @@ from alias_label.data import load_split
 from alias_label.distillation import distillation_pairs, reduce_layers, teacher_embeddings, with_projection
 from alias_label.index import build_index, search
 from alias_label.modeling import encode, load_model, model_fingerprint, pick_device, precision_name
-from alias_label.retrieval import encode_candidates, evaluate_split, rank_labels, write_indexes
+from alias_label.retrieval import encode_candidates, split_metrics, split_ranking, write_indexes
 from alias_label.training import (
     add_training_args,
     log_validation,
@@ -150,8 +150,8 @@ def teacher_top1(split, embeddings, split_name: str) -> np.ndarray:
 def student_validation(split, teacher_val_top1: np.ndarray):
     def evaluate(model) -> dict:
         label_index = build_index(encode(model, split.labels["label"], kind="document"))
-        metrics = evaluate_split(model, split, "val", label_index)
-        _, ranked = rank_labels(model, label_index, split.val["alias"], 1)
+        ranked = split_ranking(model, split, "val", label_index)
+        metrics = split_metrics(split, "val", ranked)
         metrics["agreement"] = float(np.mean(ranked[:, 0] == teacher_val_top1))
         return metrics
 
@@ -162,8 +162,8 @@ def final_metrics(student, split, embeddings, student_embeddings) -> dict:
     label_index = build_index(student_embeddings["labels"])
     metrics = {}
     for name in ("val", "test"):
-        metrics[name] = evaluate_split(student, split, name, label_index)
-        _, ranked = rank_labels(student, label_index, split.pairs(name)["alias"], 1)
+        ranked = split_ranking(student, split, name, label_index, student_embeddings["aliases"])
+        metrics[name] = split_metrics(split, name, ranked)
         metrics[name]["agreement"] = float(np.mean(ranked[:, 0] == teacher_top1(split, embeddings, name)))
     return metrics
 

@@ -24,7 +24,7 @@ from alias_label.common import paths, run_main, save_run_args, setup_logging, ti
 from alias_label.data import add_data_args, ensure_split
 from alias_label.index import build_index
 from alias_label.modeling import encode, load_model, model_fingerprint, pick_device, precision_name, resolve_model
-from alias_label.retrieval import encode_candidates, evaluate_split, write_cache, write_indexes
+from alias_label.retrieval import encode_candidates, split_metrics, split_ranking, write_cache, write_indexes
 from alias_label.training import (
     add_training_args,
     log_validation,
@@ -74,7 +74,7 @@ def train_dataset(split):
 def validation_top1(split):
     def evaluate(model) -> dict:
         label_index = build_index(encode(model, split.labels["label"], kind="document"))
-        return evaluate_split(model, split, "val", label_index)
+        return split_metrics(split, "val", split_ranking(model, split, "val", label_index))
 
     return evaluate
 
@@ -95,7 +95,8 @@ def index_and_evaluate(model, split, args) -> dict:
     write_cache(embeddings, split, args.output, args.cache_dir)
     write_indexes(embeddings, split, args.output, "teacher", args.index_dir)
     label_index = build_index(embeddings["labels"])
-    return {name: evaluate_split(model, split, name, label_index) for name in ("val", "test")}
+    return {name: split_metrics(split, name, split_ranking(model, split, name, label_index, embeddings["aliases"]))
+            for name in ("val", "test")}
 
 
 def main(args: argparse.Namespace) -> dict:
