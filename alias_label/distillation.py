@@ -29,20 +29,18 @@ def teacher_embeddings(teacher, teacher_dir: Path, split: Split, cache_dir: Path
                        refresh: bool = False) -> tuple[dict[str, np.ndarray], str]:
     """The teacher's label and alias embeddings from the cache, recomputed only when stale."""
     targets = cache_paths(cache_dir)
-    cached, reasons = {}, []
+    cached, reason = {}, "--refresh-cache"
     for kind, path in targets.items():
         if refresh:
-            reasons.append("--refresh-cache")
             break
         embeddings, reason = load_embeddings(path, cache_meta(teacher_dir, split, kind))
         if embeddings is None:
-            reasons.append(reason)
             break
         cached[kind] = embeddings
     if len(cached) == len(targets):
         log.info("teacher cache hit: %s", ", ".join(str(p) for p in targets.values()))
         return cached, "hit"
-    log.info("teacher cache miss (%s); encoding with the teacher", "; ".join(reasons))
+    log.info("teacher cache miss (%s); encoding with the teacher", reason)
     embeddings = encode_candidates(teacher, split)
     write_cache(embeddings, split, teacher_dir, cache_dir)
     return embeddings, "miss"

@@ -120,7 +120,8 @@ class Retriever:
 
 
 def search_any(index, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
-    return index.search(queries, min(k, index.ntotal)) if isinstance(index, TfidfIndex) else search(index, queries, k)
+    # TfidfIndex takes raw text and caps k itself; FAISS indexes go through the shared search.
+    return index.search(queries, k) if isinstance(index, TfidfIndex) else search(index, queries, k)
 
 
 def lexical_retriever(split: Split) -> Retriever:
