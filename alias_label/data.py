@@ -27,6 +27,10 @@ SCHEMA = ("qid", "label", "alias", "description", "website")
 SPLITS = ("train", "val", "test")
 SPLIT_FILES = ("train.parquet", "val.parquet", "test.parquet", "labels.parquet", "aliases.parquet")
 _WHITESPACE = re.compile(r"\s+")
+_URL = re.compile(r"https?://|www\.", re.IGNORECASE)
+MAX_ALIAS_ENTITIES = 5
+# Bumped whenever a cleaning or split rule changes, so an old split on disk is never reused.
+SPLIT_RULES = 2
 
 
 def normalise_space(text: str) -> str:
@@ -47,6 +51,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                        help="fraction of aliased entities held out for validation (default: 0.1)")
     group.add_argument("--test-frac", type=float, default=0.1,
                        help="fraction of aliased entities held out for test (default: 0.1)")
+    group.add_argument("--max-alias-entities", type=int, default=MAX_ALIAS_ENTITIES,
+                       help="drop an alias string shared by more entities than this: it names none of them "
+                            f"(swot's '.group' names 208) (default: {MAX_ALIAS_ENTITIES})")
     group.add_argument("--limit", type=int, default=None,
                        help="keep only N aliased entities plus N alias-less ones, for smoke runs")
     group.add_argument("--processed-dir", type=Path, default=None,
@@ -133,8 +140,15 @@ def _format_report(report: dict) -> str:
     return ", ".join(f"{key}={value}" for key, value in report.items() if value) or "nothing dropped"
 
 
-def clean_table(table: pd.DataFrame, source: str = "data") -> tuple[pd.DataFrame, dict]:
-    """Normalise whitespace, drop what cannot be used and count every drop."""
+def clean_table(table: pd.DataFrame, source: str = "data",
+                max_alias_entities: int = MAX_ALIAS_ENTITIES) -> tuple[pd.DataFrame, dict]:
+    """Normalise whitespace, drop what cannot be used and count every drop.
+
+    Besides blanks and repeats, two kinds of alias are not names of their entity and are dropped:
+    web addresses, and strings shared by more than ``max_alias_entities`` entities.
+    """
+    if max_alias_entities < 1:
+        raise UserError(f"--max-alias-entities {max_alias_entities} must be at least 1")
     _check_strings(table, "label", source)
     _check_strings(table, "alias", source)
     table = table.copy()
@@ -158,6 +172,14 @@ def clean_table(table: pd.DataFrame, source: str = "data") -> tuple[pd.DataFrame
     report["dropped_alias_equal_to_label"] = int((repeats_label & (table["alias"] != "")).sum())
     table = table.assign(alias=table["alias"].where(~repeats_label, ""))
 
+    is_url = table["alias"].str.contains(_URL)
+    report["dropped_url_aliases"] = int(is_url.sum())
+    alias_key = table["alias"].str.casefold()
+    entities_named = table.groupby(alias_key)["qid"].transform("nunique")
+    generic = (table["alias"] != "") & ~is_url & (entities_named > max_alias_entities)
+    report["dropped_generic_aliases"] = int(generic.sum())
+    table = table.assign(alias=table["alias"].where(~is_url & ~generic, ""))
+
     alias_key = table["alias"].str.casefold()
     duplicate = table.assign(_key=alias_key).duplicated(["qid", "_key"])
     report["dropped_duplicate_pairs"] = int((duplicate & (table["alias"] != "")).sum())
@@ -177,10 +199,11 @@ def clean_table(table: pd.DataFrame, source: str = "data") -> tuple[pd.DataFrame
     return table, report
 
 
-def load_table(path: Path, qid_col="qid", label_col="label", alias_col="alias") -> tuple[pd.DataFrame, dict]:
+def load_table(path: Path, qid_col="qid", label_col="label", alias_col="alias",
+               max_alias_entities: int = MAX_ALIAS_ENTITIES) -> tuple[pd.DataFrame, dict]:
     raw = read_table(path)
     table = rename_columns(raw, qid_col, label_col, alias_col, str(path))
-    return clean_table(table, str(path))
+    return clean_table(table, str(path), max_alias_entities)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,7 +282,11 @@ def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = 0.1, test_
     # An alias string shared with a held-out entity would leak that entity's answer into training.
     held_out = set(pairs.loc[split_of != "train", "alias"].str.casefold())
     leaks = (split_of == "train") & pairs["alias"].str.casefold().isin(held_out)
-    by_split = {name: pairs[(split_of == name) & ~leaks].reset_index(drop=True) for name in SPLITS}
+    # A held-out alias that is, word for word, another entity's label (one institution listed under
+    # two domains, say) has no single right answer: every system ranks that label first.
+    label_keys = set(table["label"].str.casefold())
+    ambiguous = (split_of != "train") & pairs["alias"].str.casefold().isin(label_keys)
+    by_split = {name: pairs[(split_of == name) & ~leaks & ~ambiguous].reset_index(drop=True) for name in SPLITS}
 
     labels, aliases = _candidate_tables(table, pairs)
     meta = {
@@ -269,10 +296,13 @@ def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = 0.1, test_
         "entities_with_aliases": int(len(entities)),
         "labels": len(labels), "aliases": len(aliases),
         "train_pairs_dropped_as_leaks": int(leaks.sum()),
+        "heldout_pairs_dropped_as_ambiguous": int(ambiguous.sum()),
+        "split_rules": SPLIT_RULES,
         "pairs": {name: len(frame) for name, frame in by_split.items()},
         "split_entities": {name: int(frame["qid"].nunique()) for name, frame in by_split.items()},
     }
-    meta["fingerprint"] = sha256_of(meta["data_fingerprint"], str(seed), str(val_frac), str(test_frac), str(limit))
+    meta["fingerprint"] = sha256_of(meta["data_fingerprint"], str(seed), str(val_frac), str(test_frac), str(limit),
+                                    str(SPLIT_RULES))
     return Split(**by_split, labels=labels, aliases=aliases, meta=meta)
 
 
@@ -310,7 +340,8 @@ def ensure_split(args: argparse.Namespace) -> Split:
     data_path = Path(args.data or paths().default_data)
     if args.data is None and not data_path.exists():
         write_default_data(data_path)
-    table, report = load_table(data_path, args.qid_col, args.label_col, args.alias_col)
+    table, report = load_table(data_path, args.qid_col, args.label_col, args.alias_col,
+                               args.max_alias_entities)
     log.info("data: %s -> %d rows (%s)", data_path, len(table), _format_report(report))
     split = make_split(table, args.seed, args.val_frac, args.test_frac, args.limit)
     processed_dir = Path(args.processed_dir or paths().processed)

@@ -46,15 +46,15 @@ def teacher_embeddings(teacher, teacher_dir: Path, split: Split, cache_dir: Path
     return embeddings, "miss"
 
 
-def forbidden_rows(split: Split, aliases: pd.Series) -> list[np.ndarray]:
+def forbidden_rows(split: Split, aliases: pd.Series, extra_pairs: pd.DataFrame | None = None) -> list[np.ndarray]:
     """Label rows that may never be an alias's negative: any label whose string equals a gold one.
 
     Strings are compared case-insensitively, and every gold label of an alias counts (one alias
-    string can name several entities).
+    string can name several entities), including those of ``extra_pairs`` (generated aliases).
     """
     keys = split.labels["label"].str.casefold()
     rows_by_key = pd.Series(np.arange(len(keys))).groupby(keys.to_numpy()).agg(list)
-    pairs = pd.concat([split.train, split.val, split.test])
+    pairs = pd.concat([split.train, split.val, split.test, extra_pairs])
     gold_keys = pairs.assign(key=pairs["label"].str.casefold()).groupby("alias")["key"].agg(set)
     return [np.array(sorted({row for key in gold_keys[alias] for row in rows_by_key[key]})) for alias in aliases]
 

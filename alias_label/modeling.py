@@ -26,7 +26,7 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 KNOWN_PROMPTS = {"e5": {"query": "query: ", "document": "passage: "}}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
 # Records our scripts write into a model folder; they describe the model but are not part of it.
-RECORD_FILES = {"training_config.json", "metrics.json"}
+RECORD_FILES = {"training_config.json", "metrics.json", "calibration.json"}
 
 
 def bundled_model_path() -> Path:

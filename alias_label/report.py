@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SYSTEM_ORDER = ("teacher", "student", "base", "tfidf", "hybrid")
+SYSTEM_ORDER = ("hybrid", "teacher", "student_hybrid", "student", "base", "tfidf")
 
 
 def ordered(systems: dict) -> list[str]:
@@ -28,6 +28,15 @@ def markdown_tables(report: dict) -> str:
         lines.append(f"| {name} | {s['top1']:.2%} | {s['top5']:.2%} | {s['top10']:.2%} | {s['mrr']:.4f} | "
                      f"{_fmt(s.get('label_to_alias_recall10'), '{:.2%}')} | {_fmt(s.get('p50_ms'), '{:.1f}')} | "
                      f"{_fmt(s.get('p95_ms'), '{:.1f}')} | {_fmt(s.get('queries_per_s'), '{:.0f}')} |")
+    calibrated = [name for name in ordered(systems) if systems[name].get("abstain")]
+    if calibrated:
+        lines += ["", "Abstain at the threshold and margin fitted on validation "
+                  f"(target precision {systems[calibrated[0]]['abstain']['target_precision']:.0%}):", "",
+                  "| system | threshold | margin | precision | coverage |", "|---|---|---|---|---|"]
+        for name in calibrated:
+            a = systems[name]["abstain"]
+            lines.append(f"| {name} | {a['threshold']:.3f} | {a['margin']:.3f} | {_fmt(a['precision'], '{:.2%}')} | "
+                         f"{a['coverage']:.2%} |")
     kinds = report["kind_counts"]
     lines += ["", "Top-1 by alias kind:", "",
               "| system | " + " | ".join(f"{kind} (n={count})" for kind, count in kinds.items()) + " |",

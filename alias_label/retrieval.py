@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alias_label.common import UserError, paths
+from alias_label.common import UserError, paths, read_json, write_json
 from alias_label.data import Split
+from alias_label.hybrid import FUSION_DEPTH, HybridRetriever, confident, fit_abstain, fit_fusion_weight, fuse
 from alias_label.index import build_index, load_index, save_embeddings, save_index, search
 from alias_label.lexical import TfidfIndex
 from alias_label.metrics import DEPTH, retrieval_metrics
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 # Which script rebuilds the indexes of each model; error messages name it.
 FIX_COMMANDS = {"teacher": "python scripts/train_alias_label.py", "student": "python scripts/distill_model.py"}
 INDEX_SUFFIX = {"teacher": "", "student": "_distilled"}
+MODES = ("hybrid", "dense")
+CALIBRATION_FILE = "calibration.json"
 
 
 def index_paths(model_name: str, index_dir: Path | None = None) -> dict[str, Path]:
@@ -108,6 +111,7 @@ class Retriever:
     label_index: object
     alias_index: object
     model: object = None  # None for the lexical retriever, whose indexes take raw text
+    abstain: dict | None = None  # calibrated threshold and margin; None accepts every match
 
     def _queries(self, texts, kind: str):
         return list(texts) if self.model is None else encode(self.model, texts, kind=kind)
@@ -134,9 +138,18 @@ def dense_retriever(name: str, model, split: Split) -> Retriever:
     return Retriever(name, build_index(embeddings["labels"]), build_index(embeddings["aliases"]), model)
 
 
-def trained_retriever(role: str, split: Split, device: str = "cpu", index_dir: Path | None = None) -> Retriever:
-    """The trained teacher or student with the indexes written for it, all checked against the split."""
-    model_dir = paths().teacher if role == "teacher" else paths().student
+def model_dir_of(role: str) -> Path:
+    return paths().teacher if role == "teacher" else paths().student
+
+
+def trained_retriever(role: str, split: Split, device: str = "cpu", index_dir: Path | None = None,
+                      mode: str = "dense"):
+    """The trained teacher or student with the indexes written for it, all checked against the split.
+
+    ``mode="hybrid"`` fuses it with TF-IDF using the weight fitted on validation. Either way the
+    retriever carries the calibrated abstain setting of its mode (``None`` when uncalibrated).
+    """
+    model_dir = model_dir_of(role)
     if not (model_dir / "training_config.json").exists():
         raise UserError(f"no trained {role} at {model_dir}. Build it with: {FIX_COMMANDS[role]}")
     indexes = load_indexes(role, split, index_dir)
@@ -145,24 +158,84 @@ def trained_retriever(role: str, split: Split, device: str = "cpu", index_dir: P
         if meta["model_fingerprint"] != fingerprint:
             raise UserError(f"{kind} index of the {role} was built by another model than {model_dir}. "
                             f"Rebuild it with: {FIX_COMMANDS[role]}")
-    model = load_model(model_dir, device)
-    return Retriever(role, indexes["labels"][0], indexes["aliases"][0], model)
+    dense = Retriever(role, indexes["labels"][0], indexes["aliases"][0], load_model(model_dir, device))
+    calibration = load_calibration(model_dir, role, split, required=mode == "hybrid")
+    dense.abstain = calibration["abstain"]["dense"] if calibration else None
+    return dense if mode == "dense" else hybrid_of(dense, split, calibration)
 
 
-def lookup(retriever: Retriever, split: Split, queries, k: int = 10, reverse: bool = False,
+def hybrid_of(dense: Retriever, split: Split, calibration: dict, lexical: Retriever | None = None) -> HybridRetriever:
+    """A trained model's retriever fused with TF-IDF at its calibrated weight, with its hybrid abstain."""
+    return HybridRetriever(f"{dense.name}_hybrid", dense, lexical or lexical_retriever(split),
+                           calibration["fusion"]["weight"], calibration["fusion"]["depth"],
+                           calibration["abstain"]["hybrid"])
+
+
+def calibration_command(role: str) -> str:
+    return f"python scripts/calibrate.py --model {role}"
+
+
+def load_calibration(model_dir: Path, role: str, split: Split, required: bool = True) -> dict | None:
+    """The fusion weight and abstain settings fitted for this model on this split."""
+    path = model_dir / CALIBRATION_FILE
+    if not path.exists():
+        if required:
+            raise UserError(f"the {role} has no {CALIBRATION_FILE} (fusion weight, abstain threshold). "
+                            f"Fit it with: {calibration_command(role)}")
+        return None
+    calibration = read_json(path)
+    stale = {"data_fingerprint": split.fingerprint, "model_fingerprint": model_fingerprint(model_dir)}
+    for key, value in stale.items():
+        if calibration.get(key) != value:
+            if required:
+                raise UserError(f"{path} was fitted for another {key.split('_')[0]} than the current one. "
+                                f"Refit it with: {calibration_command(role)}")
+            log.warning("ignoring stale %s (%s changed); refit it with: %s", path, key, calibration_command(role))
+            return None
+    return calibration
+
+
+def calibrate(model_dir: Path, role: str, split: Split, dense: Retriever, target_precision: float = 0.95) -> dict:
+    """Fit the fusion weight and both modes' abstain settings on validation; save them with the model."""
+    pairs = split.pairs("val")
+    gold = split.label_rows(pairs["label"])
+    dense_result = dense.labels_for(pairs["alias"], FUSION_DEPTH)
+    lexical_result = lexical_retriever(split).labels_for(pairs["alias"], FUSION_DEPTH)
+    fusion = fit_fusion_weight(dense_result, lexical_result, gold)
+    hybrid_result = fuse(dense_result, lexical_result, fusion["weight"], FUSION_DEPTH)
+    abstain = {}
+    for mode, (scores, ids) in {"dense": dense_result, "hybrid": hybrid_result}.items():
+        abstain[mode] = fit_abstain(scores, ids[:, 0] == gold, target_precision)
+        log.info("%s %s abstain: score >= %.4f and margin >= %.4f -> val precision %.3f, coverage %.3f%s", role,
+                 mode, abstain[mode]["threshold"], abstain[mode]["margin"], abstain[mode]["val"]["precision"],
+                 abstain[mode]["val"]["coverage"], "" if abstain[mode]["met_target"] else " (target not met)")
+    calibration = {"role": role, "split": "val", "data_fingerprint": split.fingerprint,
+                   "model_fingerprint": model_fingerprint(model_dir), "fusion": fusion, "abstain": abstain}
+    write_json(model_dir / CALIBRATION_FILE, calibration)
+    return calibration
+
+
+def lookup(retriever, split: Split, queries, k: int = 10, reverse: bool = False,
            min_score: float | None = None) -> pd.DataFrame:
     """Ranked matches for each query, as a table: query, rank, qid, label (or alias), score, confident.
 
-    Forward, an alias finds labels; with ``reverse``, a label finds aliases. Below ``min_score``
-    the top match is reported as not confident rather than dropped, so every query has a row.
+    Forward, an alias finds labels; with ``reverse``, a label finds aliases. A top match is
+    confident when it clears the retriever's calibrated threshold and margin (alias -> label only,
+    the direction they were fitted on), or ``min_score`` when given. A match that is not confident
+    is still reported, flagged, so every query has its rows.
     """
     queries = list(queries)
     table, column = (split.aliases, "alias") if reverse else (split.labels, "label")
-    scores, ids = (retriever.aliases_for if reverse else retriever.labels_for)(queries, k)
+    # The margin to the runner-up needs a second candidate even when one match is asked for.
+    scores, ids = (retriever.aliases_for if reverse else retriever.labels_for)(queries, max(k, 2))
+    if min_score is not None:
+        abstain = {"threshold": min_score, "margin": 0.0}
+    else:
+        abstain = None if reverse else getattr(retriever, "abstain", None)
+    is_confident = confident(scores, abstain)
     rows = []
-    for query, row_scores, row_ids in zip(queries, scores, ids, strict=True):
-        confident = min_score is None or row_scores[0] >= min_score
+    for query, row_scores, row_ids, sure in zip(queries, scores[:, :k], ids[:, :k], is_confident, strict=True):
         for rank, (score, row) in enumerate(zip(row_scores, row_ids, strict=True), start=1):
             rows.append({"query": query, "rank": rank, "qid": "|".join(table["qids"].iloc[row]),
-                         column: table[column].iloc[row], "score": round(float(score), 4), "confident": confident})
+                         column: table[column].iloc[row], "score": round(float(score), 4), "confident": bool(sure)})
     return pd.DataFrame(rows, columns=["query", "rank", "qid", column, "score", "confident"])

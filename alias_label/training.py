@@ -37,6 +37,8 @@ def add_training_args(parser: argparse.ArgumentParser, epochs: float, batch_size
                        help="continue from the last checkpoint of an interrupted run")
     group.add_argument("--stop-after-steps", type=int, default=None,
                        help="checkpoint and stop after N steps, e.g. to time-box a run; finish it with --resume")
+    group.add_argument("--early-stopping-patience", type=int, default=0,
+                       help="stop after N epochs without a better val top-1 and keep the best epoch (default: 0, off)")
 
 
 class LengthBucketBatchSampler(DefaultBatchSampler):
@@ -142,19 +144,42 @@ def log_validation(role: str, epoch: float, step: int, metrics: dict) -> None:
                                                      **{f"val_{key}": value for key, value in metrics.items()}})
 
 
-def validation_callback(role: str, evaluate: Callable):
-    """Run ``evaluate(model)`` at each epoch end but the last, whose validation comes with the final
-    index (that encoding is needed anyway, so the last epoch is not encoded twice)."""
+def validation_callback(role: str, evaluate: Callable, patience: int = 0):
+    """Run ``evaluate(model)`` at each epoch end.
+
+    Without early stopping the last epoch is skipped: its validation comes with the final index,
+    whose encoding is needed anyway. With ``patience`` > 0 every epoch is validated, training
+    stops after ``patience`` epochs without a better val top-1, and the best epoch's weights are
+    restored when training ends.
+    """
     from transformers import TrainerCallback
 
     class Validation(TrainerCallback):
+        best_top1, best_state, stale = -1.0, None, 0
+
         def on_epoch_end(self, train_args, state, control, model=None, **kwargs):
-            if state.global_step >= state.max_steps:
+            if state.global_step >= state.max_steps and not patience:
                 return
             model.eval()
             metrics = evaluate(model)
             model.train()
             log_validation(role, state.epoch, state.global_step, metrics)
+            if not patience:
+                return
+            if metrics["top1"] > self.best_top1:
+                self.best_top1, self.stale = metrics["top1"], 0
+                self.best_state = {key: value.detach().to("cpu", copy=True)
+                                   for key, value in model.state_dict().items()}
+                return
+            self.stale += 1
+            if self.stale >= patience:
+                log.info("early stop: val top-1 has not beaten %.4f for %d epoch(s)", self.best_top1, patience)
+                control.should_training_stop = True
+
+        def on_train_end(self, train_args, state, control, model=None, **kwargs):
+            if self.best_state is not None and self.stale:
+                log.info("restoring the best epoch's weights (val top-1 %.4f)", self.best_top1)
+                model.load_state_dict(self.best_state)
 
     return Validation()
 
@@ -210,11 +235,14 @@ def make_trainer(model, dataset, loss, args: argparse.Namespace, output: Path, d
                                       callbacks=callbacks)
 
 
-def run_training(trainer, resume: bool) -> bool:
-    """Train; False when --stop-after-steps ended the run early (checkpointed, to be resumed)."""
+def run_training(trainer, resume: bool, stop_after_steps: int | None = None) -> bool:
+    """Train; False when --stop-after-steps ended the run early (checkpointed, to be resumed).
+
+    An early stop on validation is a finished run.
+    """
     trainer.train(resume_from_checkpoint=resume or None)
     state = trainer.state
-    if state.global_step < state.max_steps:
+    if stop_after_steps and stop_after_steps <= state.global_step < state.max_steps:
         log.info("stopped after %d of %d steps as asked; finish with --resume", state.global_step, state.max_steps)
         return False
     return True

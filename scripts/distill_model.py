@@ -10,6 +10,7 @@ Trains  --objective cosine: CosineSimilarityLoss, the student's cosine on (alias
 Writes  models/trained/alias_label_student/  model + training_config.json + metrics.json
         faiss/labels_distilled.index, faiss/aliases_distilled.index  (+ .json sidecars)
         logs/metrics/student.jsonl  per-epoch validation top-1 and teacher agreement
+        models/trained/alias_label_student/calibration.json  hybrid weight and abstain threshold (val)
 
 Example:
     python scripts/distill_model.py --student-layers 2 --hard-negatives 5 --epochs 3
@@ -23,13 +24,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+from calibrate import add_calibration_args, check_target
 
 from alias_label.common import UserError, paths, read_json, run_main, save_run_args, setup_logging, timed, write_json
 from alias_label.data import load_split
 from alias_label.distillation import distillation_pairs, reduce_layers, teacher_embeddings, with_projection
 from alias_label.index import build_index, search
 from alias_label.modeling import encode, load_model, model_fingerprint, pick_device, precision_name
-from alias_label.retrieval import encode_candidates, split_metrics, split_ranking, write_indexes
+from alias_label.retrieval import Retriever, calibrate, encode_candidates, split_metrics, split_ranking, write_indexes
 from alias_label.training import (
     add_training_args,
     log_validation,
@@ -69,7 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None,
                         help="where the student goes (default: models/trained/alias_label_student/)")
     parser.add_argument("--index-dir", type=Path, default=None, help="where the FAISS indexes go (default: faiss/)")
+    add_calibration_args(parser)
     args = parser.parse_args(argv)
+    check_target(parser, args)
     args.teacher = Path(args.teacher or paths().teacher)
     args.output = Path(args.output or paths().student)
     return args
@@ -158,8 +162,7 @@ def student_validation(split, teacher_val_top1: np.ndarray):
     return evaluate
 
 
-def final_metrics(student, split, embeddings, student_embeddings) -> dict:
-    label_index = build_index(student_embeddings["labels"])
+def final_metrics(student, split, embeddings, student_embeddings, label_index) -> dict:
     metrics = {}
     for name in ("val", "test"):
         ranked = split_ranking(student, split, name, label_index, student_embeddings["aliases"])
@@ -188,11 +191,12 @@ def main(args: argparse.Namespace) -> dict:
     identity = {"data_fingerprint": split.fingerprint, "teacher_fingerprint": model_fingerprint(args.teacher),
                 "objective": args.objective, **student_info}
     resume = prepare_checkpoints(args.output, args.resume, identity)
-    callback = validation_callback("student", student_validation(split, teacher_top1(split, embeddings, "val")))
+    callback = validation_callback("student", student_validation(split, teacher_top1(split, embeddings, "val")),
+                                   args.early_stopping_patience)
     trainer = make_trainer(student, dataset, make_loss(args, student), args, args.output, device, [callback],
                            trainer_prompts(args, student))
     with timed("train", timings, log):
-        if not run_training(trainer, resume):
+        if not run_training(trainer, resume, args.stop_after_steps):
             return {"stopped_at_step": trainer.state.global_step}
 
     save_model_atomically(student, args.output, training_record(
@@ -200,7 +204,10 @@ def main(args: argparse.Namespace) -> dict:
     with timed("index_and_evaluate", timings, log):
         student_embeddings = encode_candidates(student, split)
         write_indexes(student_embeddings, split, args.output, "student", args.index_dir)
-        metrics = final_metrics(student, split, embeddings, student_embeddings)
+        label_index = build_index(student_embeddings["labels"])
+        calibrate(args.output, "student", split, Retriever("student", label_index, None, student),
+                  args.target_precision)
+        metrics = final_metrics(student, split, embeddings, student_embeddings, label_index)
     log_validation("student", trainer.state.epoch, trainer.state.global_step, metrics["val"])
     for name, values in metrics.items():
         log.info("student %s: top1=%.4f top5=%.4f top10=%.4f mrr=%.4f agreement=%.4f n=%d", name, values["top1"],

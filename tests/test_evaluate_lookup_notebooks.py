@@ -28,7 +28,7 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
     assert report == evaluation
     split = load_split(pipeline_home / "data/processed")
     assert report["n_queries"] == len(split.test) and report["n_labels"] == len(split.labels)
-    assert set(report["systems"]) == {"teacher", "student", "base", "tfidf"}
+    assert set(report["systems"]) == {"teacher", "student", "hybrid", "student_hybrid", "base", "tfidf"}
     for name, system in report["systems"].items():
         for key in ("top1", "top5", "top10", "mrr", "label_to_alias_recall10"):
             assert 0 <= system[key] <= 1, (name, key)
@@ -42,12 +42,20 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
         assert report["retention"] is None
     assert sum(report["kind_counts"].values()) == report["n_queries"]
     assert report["index_bytes"]["teacher"]["labels"] > 0
+    # Calibrated systems carry their abstain result on test; the top-level one is the hybrid's.
+    assert report["abstain"] == report["systems"]["hybrid"]["abstain"]
+    for name in ("teacher", "student", "hybrid", "student_hybrid"):
+        abstain = report["systems"][name]["abstain"]
+        assert {"threshold", "margin", "precision", "coverage", "target_precision"} <= set(abstain)
+        assert 0 <= abstain["coverage"] <= 1 and abstain["kept"] == round(abstain["coverage"] * abstain["n"])
+    assert "abstain" not in report["systems"]["tfidf"]
 
 
 def test_report_files(evaluation, pipeline_home):
     out = pipeline_home / "logs/metrics"
     table = (out / "evaluation.md").read_text()
-    assert "| teacher |" in table and "| tfidf |" in table and "Top-1 by alias kind" in table
+    assert "| teacher |" in table and "| tfidf |" in table and "| hybrid |" in table and "Top-1 by alias kind" in table
+    assert "Abstain at the threshold and margin fitted on validation (target precision 95%)" in table
     assert len(list(out.glob("evaluation-*.json"))) >= 1
     for png in ("accuracy_at_k.png", "latency_vs_top1.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,143 @@
+"""Hybrid retrieval and calibrated abstain.
+
+Dense and character n-gram retrieval fail on different aliases: embeddings find translations
+and paraphrases, n-grams find spelling variants and truncations the model never saw. The hybrid
+ranks the union of both candidate lists by a weighted sum of the two scores, with the weight
+fitted on validation. Abstain follows S2AFF: a match is confident when its score clears a
+threshold and beats the runner-up by a margin, both picked on validation for a target precision.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from alias_label.metrics import retrieval_metrics
+
+log = logging.getLogger(__name__)
+
+WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
+FUSION_DEPTH = 100  # candidates taken from each side before fusing
+CHUNK_ROWS = 1024  # queries fused at a time; bounds the (rows x candidates x depth) comparison
+
+
+def _scores_of(ids: np.ndarray, list_ids: np.ndarray, list_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each candidate's score in another ranked list, or that list's lowest score when it is absent.
+
+    The lowest listed score is an upper bound on an absent candidate's true score, so a candidate
+    is never ranked below one it would beat with exact scores on both sides.
+    """
+    match = ids[:, :, None] == list_ids[:, None, :]
+    found = match.any(axis=2)
+    listed = np.where(match, list_scores[:, None, :], 0.0).sum(axis=2)
+    return np.where(found, listed, list_scores[:, -1:]), found
+
+
+def fuse(dense: tuple[np.ndarray, np.ndarray], lexical: tuple[np.ndarray, np.ndarray], weight: float,
+         k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of the union of two ranked lists by weight * dense + (1 - weight) * lexical score.
+
+    k is capped at the longer list's length, which the union always fills.
+    """
+    k = min(k, max(dense[1].shape[1], lexical[1].shape[1]))
+    out_scores, out_ids = [], []
+    for start in range(0, len(dense[1]), CHUNK_ROWS):
+        d_scores, d_ids = (a[start:start + CHUNK_ROWS] for a in dense)
+        l_scores, l_ids = (a[start:start + CHUNK_ROWS] for a in lexical)
+        ids = np.concatenate([d_ids, l_ids], axis=1)
+        dense_part, in_dense = _scores_of(ids, d_ids, d_scores)
+        lexical_part, _ = _scores_of(ids, l_ids, l_scores)
+        fused = weight * dense_part + (1 - weight) * lexical_part
+        # A lexical candidate already in the dense list is the same row twice: keep one copy.
+        fused[:, d_ids.shape[1]:][in_dense[:, d_ids.shape[1]:]] = -np.inf
+        order = np.argsort(-fused, axis=1, kind="stable")[:, :k]
+        out_scores.append(np.take_along_axis(fused, order, axis=1).astype(np.float32))
+        out_ids.append(np.take_along_axis(ids, order, axis=1))
+    return np.vstack(out_scores), np.vstack(out_ids)
+
+
+def fit_fusion_weight(dense, lexical, gold_rows: np.ndarray) -> dict:
+    """The weight with the best validation top-1 (then MRR), and the whole curve for the record."""
+    curve = {}
+    for weight in WEIGHT_GRID:
+        metrics = retrieval_metrics(fuse(dense, lexical, float(weight), FUSION_DEPTH)[1], gold_rows)
+        curve[float(weight)] = (metrics["top1"], metrics["mrr"])
+    best = max(curve, key=lambda w: curve[w])
+    log.info("fusion weight %.2f: val top1 %.4f (dense alone %.4f, lexical alone %.4f)", best, curve[best][0],
+             curve[1.0][0], curve[0.0][0])
+    return {"weight": best, "depth": FUSION_DEPTH, "val_top1": curve[best][0],
+            "val_top1_by_weight": {f"{w:.2f}": top1 for w, (top1, _) in curve.items()}}
+
+
+@dataclass
+class HybridRetriever:
+    """Dense and lexical retrievers fused; the same interface as ``Retriever``."""
+
+    name: str
+    dense: object
+    lexical: object
+    weight: float
+    depth: int = FUSION_DEPTH
+    abstain: dict | None = None  # calibrated threshold and margin on the fused score
+
+    def _fused(self, method: str, queries, k: int):
+        queries = list(queries)
+        depth = max(self.depth, k)
+        dense = getattr(self.dense, method)(queries, depth)
+        lexical = getattr(self.lexical, method)(queries, depth)
+        return fuse(dense, lexical, self.weight, k)
+
+    def labels_for(self, aliases, k: int = 10):
+        return self._fused("labels_for", aliases, k)
+
+    def aliases_for(self, labels, k: int = 10):
+        return self._fused("aliases_for", labels, k)
+
+
+def margins(scores: np.ndarray) -> np.ndarray:
+    """Top-1 score minus the runner-up's; infinite when there is no runner-up."""
+    if scores.shape[1] < 2:
+        return np.full(len(scores), np.inf)
+    return scores[:, 0] - scores[:, 1]
+
+
+def confident(scores: np.ndarray, abstain: dict | None) -> np.ndarray:
+    """Which top-1 matches clear the calibrated threshold and margin."""
+    if not abstain:
+        return np.ones(len(scores), dtype=bool)
+    return (scores[:, 0] >= abstain["threshold"]) & (margins(scores) >= abstain["margin"])
+
+
+def abstain_quality(scores: np.ndarray, correct: np.ndarray, abstain: dict) -> dict:
+    """Precision of the matches kept and the fraction kept (coverage)."""
+    kept = confident(scores, abstain)
+    precision = float(correct[kept].mean()) if kept.any() else None
+    return {"precision": precision, "coverage": float(kept.mean()), "kept": int(kept.sum()), "n": int(len(kept))}
+
+
+def fit_abstain(scores: np.ndarray, correct: np.ndarray, target_precision: float, min_kept: int = 10) -> dict:
+    """The threshold and margin with the highest coverage whose validation precision meets the target.
+
+    Candidates are quantiles of the top-1 scores and of the margins. With fewer than ``min_kept``
+    matches kept, a precision is too noisy to trust, so such settings are skipped (a smaller
+    validation set lowers that floor to its size). If no setting reaches the target, the most
+    precise one is returned with ``met_target`` false.
+    """
+    min_kept = max(1, min(min_kept, len(scores)))
+    gaps = margins(scores)
+    thresholds = np.unique(np.quantile(scores[:, 0], np.linspace(0, 1, 101)))
+    margin_grid = np.unique(np.concatenate([[0.0], np.quantile(gaps[np.isfinite(gaps)], np.linspace(0, 0.95, 39))]))
+    best, best_key = None, None
+    for threshold in thresholds:
+        for margin in margin_grid:
+            setting = {"threshold": float(threshold), "margin": float(margin)}
+            quality = abstain_quality(scores, correct, setting)
+            if quality["kept"] < min_kept:
+                continue
+            met = quality["precision"] >= target_precision
+            key = (met, quality["coverage"] if met else quality["precision"])
+            if best_key is None or key > best_key:
+                best, best_key = {**setting, "met_target": met, "val": quality}, key
+    return {**best, "target_precision": target_precision}

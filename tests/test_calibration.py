@@ -1,0 +1,79 @@
+"""The fitted fusion weight and abstain setting: saved with each model, used by every search path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import calibrate as calibrate_cli
+import numpy as np
+import pytest
+import test_lookup as lookup_cli
+
+from alias_label.common import REPO_ROOT, UserError, read_json, write_json
+from alias_label.data import load_split
+from alias_label.hybrid import WEIGHT_GRID, confident, fuse
+from alias_label.modeling import model_fingerprint
+from alias_label.retrieval import lexical_retriever, trained_retriever
+
+
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_training_saves_a_calibration_that_matches_its_model(in_pipeline_home, role):
+    model_dir = in_pipeline_home / f"models/trained/alias_label_{role}"
+    calibration = read_json(model_dir / "calibration.json")
+    assert calibration["model_fingerprint"] == model_fingerprint(model_dir)
+    assert calibration["data_fingerprint"] == load_split().fingerprint
+    assert calibration["fusion"]["weight"] in WEIGHT_GRID.tolist()
+    assert calibration["fusion"]["val_top1"] == max(calibration["fusion"]["val_top1_by_weight"].values())
+    for mode in ("dense", "hybrid"):
+        assert calibration["abstain"][mode]["target_precision"] == 0.95
+        assert calibration["abstain"][mode]["val"]["n"] == len(load_split().val)
+
+
+def test_hybrid_retriever_fuses_dense_and_tfidf_at_the_calibrated_weight(in_pipeline_home):
+    split = load_split()
+    hybrid = trained_retriever("teacher", split, mode="hybrid")
+    dense = trained_retriever("teacher", split)
+    weight = read_json(in_pipeline_home / "models/trained/alias_label_teacher/calibration.json")["fusion"]["weight"]
+    queries = split.test["alias"].tolist()
+    expected = fuse(dense.labels_for(queries, 100), lexical_retriever(split).labels_for(queries, 100), weight, 5)
+    scores, ids = hybrid.labels_for(queries, 5)
+    np.testing.assert_array_equal(ids, expected[1])
+    np.testing.assert_allclose(scores, expected[0])
+    assert hybrid.abstain["threshold"] != dense.abstain["threshold"] or weight == 1.0
+
+
+def test_lookup_flags_matches_below_the_calibrated_setting(in_pipeline_home):
+    split = load_split()
+    queries = split.test["alias"].tolist()
+    for mode in ("dense", "hybrid"):
+        retriever = trained_retriever("teacher", split, mode=mode)
+        scores, _ = retriever.labels_for(queries, 2)
+        matches = lookup_cli.main(lookup_cli.parse_args([queries[0], "--mode", mode, "-k", "1"]))
+        assert matches["confident"].iloc[0] == confident(scores[:1], retriever.abstain)[0]
+        assert matches["score"].iloc[0] == pytest.approx(scores[0, 0], abs=1e-4)
+
+
+def test_missing_or_stale_calibration_names_the_fix(home, pipeline_home):
+    import shutil
+
+    for folder in ("data", "faiss", "models"):
+        shutil.copytree(pipeline_home / folder, home / folder)
+    calibration_path = home / "models/trained/alias_label_teacher/calibration.json"
+    saved = read_json(calibration_path)
+    write_json(calibration_path, {**saved, "model_fingerprint": "another"})
+    with pytest.raises(UserError, match="fitted for another model.*python scripts/calibrate.py --model teacher"):
+        trained_retriever("teacher", load_split(), mode="hybrid")
+    assert trained_retriever("teacher", load_split()).abstain is None  # dense search ignores a stale one
+    calibration_path.unlink()
+    with pytest.raises(UserError, match="no calibration.json.*python scripts/calibrate.py --model teacher"):
+        trained_retriever("teacher", load_split(), mode="hybrid")
+    refitted = calibrate_cli.main(calibrate_cli.parse_args(["--model", "teacher", "--target-precision", "0.8"]))
+    assert read_json(calibration_path) == refitted and refitted["abstain"]["hybrid"]["target_precision"] == 0.8
+    assert refitted["fusion"] == saved["fusion"]
+
+
+def test_calibrate_rejects_an_impossible_target():
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/calibrate.py"), "--target-precision", "1.5"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "must lie strictly between 0 and 1" in result.stderr

@@ -1,0 +1,68 @@
+"""Hybrid fusion, the fitted weight and calibrated abstain, on hand-made rankings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alias_label.hybrid import abstain_quality, confident, fit_abstain, fit_fusion_weight, fuse, margins
+
+
+def ranked(scores, ids):
+    return np.array(scores, dtype=np.float32), np.array(ids)
+
+
+def test_fuse_sums_weighted_scores_over_the_union():
+    dense = ranked([[0.9, 0.5, 0.1]], [[1, 2, 3]])
+    lexical = ranked([[0.8, 0.6, 0.2]], [[3, 4, 1]])
+    scores, ids = fuse(dense, lexical, 0.5, 5)
+    # Row 1: dense 0.9, lexical 0.2. Row 3: 0.1 and 0.8. Row 2 is absent from the lexical list and
+    # row 4 from the dense one, so each takes that list's lowest score (0.2 and 0.1).
+    expected = {1: 0.55, 3: 0.45, 2: 0.35, 4: 0.35}
+    # k is capped at the longest list, so no slot is left for the second copy of a row both lists found.
+    assert ids.shape == (1, 3) and ids[0, :2].tolist() == [1, 3] and ids[0, 2] in (2, 4)
+    assert dict(zip(ids[0].tolist(), scores[0].tolist(), strict=True)) == pytest.approx(
+        {row: expected[row] for row in ids[0].tolist()})
+
+
+@pytest.mark.parametrize(("weight", "first"), [(1.0, 1), (0.0, 3)])
+def test_fuse_at_the_ends_of_the_weight_is_one_list(weight, first):
+    dense = ranked([[0.9, 0.5, 0.1]], [[1, 2, 3]])
+    lexical = ranked([[0.8, 0.6, 0.2]], [[3, 4, 1]])
+    assert fuse(dense, lexical, weight, 1)[1][0, 0] == first
+
+
+def test_fit_fusion_weight_finds_the_mix_that_beats_both_lists():
+    # Query 0: only dense ranks the gold row 1 first; query 1: only lexical ranks row 7 first. Fused,
+    # both are right for any weight between 0.11 and 0.97.
+    dense = ranked([[0.9, 0.5], [0.62, 0.6]], [[1, 2], [6, 7]])
+    lexical = ranked([[0.35, 0.3], [0.9, 0.1]], [[2, 1], [7, 6]])
+    fitted = fit_fusion_weight(dense, lexical, np.array([1, 7]))
+    curve = fitted["val_top1_by_weight"]
+    assert curve["1.00"] == 0.5 and curve["0.00"] == 0.5 and curve["0.50"] == 1.0
+    assert fitted["val_top1"] == 1.0 and 0.11 < fitted["weight"] < 0.97
+
+
+def test_margins_and_confident():
+    scores = np.array([[0.9, 0.5], [0.9, 0.85], [0.4, 0.1]])
+    assert margins(scores).round(2).tolist() == [0.4, 0.05, 0.3]
+    assert confident(scores, {"threshold": 0.5, "margin": 0.1}).tolist() == [True, False, False]
+    assert confident(scores, None).all()
+
+
+def test_fit_abstain_reaches_the_target_with_the_most_coverage():
+    rng = np.random.default_rng(0)
+    top = rng.uniform(0, 1, 400)
+    scores = np.stack([top, top - rng.uniform(0, 0.2, 400)], axis=1)
+    correct = top > 0.6  # right exactly when the score is high
+    fitted = fit_abstain(scores, correct, target_precision=0.95)
+    assert fitted["met_target"] and fitted["val"]["precision"] >= 0.95
+    assert fitted["val"]["coverage"] == pytest.approx(correct.mean(), abs=0.03)
+    assert abstain_quality(scores, correct, fitted) == fitted["val"]
+
+
+def test_fit_abstain_says_when_the_target_is_out_of_reach():
+    scores = np.array([[0.9, 0.1]] * 20)
+    correct = np.array([True, False] * 10)
+    fitted = fit_abstain(scores, correct, target_precision=0.95)
+    assert not fitted["met_target"] and fitted["val"]["precision"] == 0.5
