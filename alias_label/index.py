@@ -9,6 +9,7 @@ that rebuilds the artifact, rather than silently answering from a stale index.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,29 +23,205 @@ def sidecar_path(artifact: Path) -> Path:
     return Path(f"{artifact}.json")
 
 
-def build_index(embeddings: np.ndarray):
-    import faiss
+INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
+QUANTIZATIONS = ("none", "int8", "binary")
 
-    index = faiss.IndexFlatIP(embeddings.shape[1])
-    index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
+
+def add_index_args(parser) -> None:
+    """The index flags of every script that writes FAISS indexes."""
+    group = parser.add_argument_group("index")
+    group.add_argument("--index", default="flat", choices=INDEX_TYPES,
+                       help="flat: exact; hnsw, ivf: approximate, for millions of rows; ivfpq: approximate and "
+                            "compressed (default: flat)")
+    group.add_argument("--quantize", default="none", choices=QUANTIZATIONS,
+                       help="store flat/hnsw/ivf vectors as int8 (1/4 of the memory) or sign bits (1/32) "
+                            "(default: none)")
+    group.add_argument("--rescore", type=int, default=None,
+                       help="rerank R x k compressed candidates by exact cosine from float32 vectors kept on disk "
+                            "(default: 4 for compressed indexes, else 0)")
+    group.add_argument("--index-param", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a scaled parameter: nlist, nprobe, hnsw_m, ef_construction, ef_search, pq_m; "
+                            "repeatable")
+
+
+def spec_from_args(args, n: int, d: int) -> IndexSpec:
+    overrides = {}
+    for item in args.index_param:
+        key, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise UserError(f"--index-param {item!r}: expected KEY=INTEGER, e.g. nprobe=32")
+        overrides[key.strip()] = int(value)
+    return IndexSpec.scaled(n, d, args.index, args.quantize, args.rescore, **overrides)
+
+
+@dataclass
+class IndexSpec:
+    """Which FAISS structure holds the vectors, and its parameters; recorded in every sidecar.
+
+    flat is exact. hnsw (a graph) and ivf (k-means cells, ``nprobe`` of ``nlist`` searched) are
+    approximate; ivfpq also compresses each vector to ``pq_m`` bytes. ``quantize`` stores flat,
+    hnsw or ivf vectors as int8 (a quarter of float32) or sign bits (1/32). With ``rescore`` R, a
+    search takes R x k candidates from the compressed index and reranks them by exact cosine
+    against the float32 vectors, which stay on disk as a memory map.
+    """
+
+    kind: str = "flat"
+    quantize: str = "none"
+    nlist: int = 0
+    nprobe: int = 0
+    hnsw_m: int = 0
+    ef_construction: int = 0
+    ef_search: int = 0
+    pq_m: int = 0
+    rescore: int = 0
+
+    @classmethod
+    def scaled(cls, n: int, d: int, kind: str = "flat", quantize: str = "none", rescore: int | None = None,
+               **overrides) -> IndexSpec:
+        """Parameters that grow with the number of vectors, from the benchmark in benchmarks/index_scale.py."""
+        if kind not in INDEX_TYPES or quantize not in QUANTIZATIONS:
+            raise UserError(f"--index {kind} / --quantize {quantize}: choose --index from {INDEX_TYPES} and "
+                            f"--quantize from {QUANTIZATIONS}")
+        if kind == "ivfpq" and quantize != "none":
+            raise UserError("--index ivfpq already compresses each vector; leave --quantize at none")
+        spec = cls(kind=kind, quantize=quantize)
+        if kind in ("ivf", "ivfpq"):
+            # FAISS's guidance: about 4 sqrt(n) cells, each with at least 39 training points.
+            spec.nlist = int(max(1, min(2 ** round(np.log2(4 * np.sqrt(max(n, 1)))), n // 39)))
+            spec.nprobe = int(min(spec.nlist, max(16, spec.nlist // 64)))
+        if kind == "hnsw":
+            spec.hnsw_m, spec.ef_construction, spec.ef_search = 32, 80, 128 if n > 200_000 else 64
+        if kind == "ivfpq":
+            spec.pq_m = next(m for m in (d // 8, d // 4, d // 2, d) if m and d % m == 0)
+        compressed = kind == "ivfpq" or quantize != "none"
+        spec.rescore = (4 if compressed else 0) if rescore is None else rescore
+        for key, value in overrides.items():
+            if not hasattr(spec, key):
+                raise UserError(f"unknown index parameter {key!r}; known: {sorted(asdict(spec))}")
+            setattr(spec, key, int(value))
+        return spec
+
+    def factory(self) -> str:
+        """The FAISS index_factory string (binary indexes use index_binary_factory)."""
+        if self.quantize == "binary":
+            return {"flat": "BFlat", "hnsw": f"BHNSW{self.hnsw_m}", "ivf": f"BIVF{self.nlist}"}[self.kind]
+        storage = "SQ8" if self.quantize == "int8" else "Flat"
+        return {"flat": storage, "hnsw": f"HNSW{self.hnsw_m},{storage}", "ivf": f"IVF{self.nlist},{storage}",
+                "ivfpq": f"IVF{self.nlist},PQ{self.pq_m}x8"}[self.kind]
+
+
+class DenseIndex:
+    """A FAISS index over unit vectors, searched by cosine, with optional exact rescoring."""
+
+    def __init__(self, index, spec: IndexSpec, dim: int, vectors: np.ndarray | None = None):
+        self.index, self.spec, self.d, self.vectors = index, spec, dim, vectors
+
+    @classmethod
+    def empty(cls, dim: int, spec: IndexSpec) -> DenseIndex:
+        import faiss
+
+        if spec.quantize == "binary":
+            index = faiss.index_binary_factory(dim, spec.factory())
+        else:
+            index = faiss.index_factory(dim, spec.factory(), faiss.METRIC_INNER_PRODUCT)
+        if spec.kind == "hnsw":
+            index.hnsw.efConstruction = spec.ef_construction
+        dense = cls(index, spec, dim)
+        dense.set_search_parameters()
+        return dense
+
+    def set_search_parameters(self) -> None:
+        if self.spec.kind == "hnsw":
+            self.index.hnsw.efSearch = self.spec.ef_search
+        if self.spec.kind in ("ivf", "ivfpq"):
+            self.index.nprobe = self.spec.nprobe
+
+    @property
+    def ntotal(self) -> int:
+        return self.index.ntotal
+
+    @property
+    def needs_training(self) -> bool:
+        return not self.index.is_trained
+
+    def _stored(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        return np.packbits(vectors > 0, axis=1) if self.spec.quantize == "binary" else vectors
+
+    def train(self, sample: np.ndarray) -> None:
+        self.index.train(self._stored(sample))
+
+    def add(self, vectors: np.ndarray) -> None:
+        self.index.add(self._stored(vectors))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (cosine scores, row ids), best first; k is capped at the index size."""
+        k = min(k, self.ntotal)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        fetch = min(self.ntotal, k * self.spec.rescore) if self.spec.rescore and self.vectors is not None else k
+        scores, ids = self.index.search(self._stored(queries), fetch)
+        if self.spec.quantize == "binary":
+            # Hamming distance between sign bits estimates the angle: cos(pi * h / d) (SimHash).
+            scores = np.cos(np.pi * scores.astype(np.float32) / self.d)
+        if fetch > k:
+            scores, ids = self._rescore(queries, ids, k)
+        return scores, ids
+
+    def _rescore(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        safe = np.where(ids < 0, 0, ids)
+        exact = np.einsum("qd,qcd->qc", queries, np.asarray(self.vectors[safe.ravel()]).reshape(*safe.shape, -1))
+        exact = np.where(ids < 0, -np.inf, exact)
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(exact, order, axis=1).astype(np.float32), np.take_along_axis(ids, order, axis=1)
+
+
+def build_index(embeddings: np.ndarray, spec: IndexSpec | None = None) -> DenseIndex:
+    """An index over all rows at once; exact flat search unless ``spec`` says otherwise."""
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    spec = spec or IndexSpec()
+    index = DenseIndex.empty(embeddings.shape[1], spec)
+    if index.needs_training:
+        index.train(training_sample(embeddings, spec))
+    index.add(embeddings)
+    if spec.rescore:
+        index.vectors = embeddings
     return index
 
 
-def save_index(index, target: Path, meta: dict) -> None:
-    """Write the index, then its sidecar; the sidecar's presence marks a complete pair."""
+def training_sample(embeddings: np.ndarray, spec: IndexSpec, seed: int = 0) -> np.ndarray:
+    """Enough rows to train the cells and codebooks (64 per cell), never all of a huge table."""
+    rows = min(len(embeddings), max(64 * max(spec.nlist, 1), 10_000), 200_000)
+    pick = np.sort(np.random.default_rng(seed).choice(len(embeddings), rows, replace=False))
+    return np.ascontiguousarray(embeddings[pick], dtype=np.float32)
+
+
+def vectors_path(target: Path) -> Path:
+    """Where the float32 vectors of a rescored index live, beside it."""
+    return Path(f"{target}.vectors.npy")
+
+
+def save_index(index: DenseIndex, target: Path, meta: dict) -> None:
+    """Write the index (and its rescoring vectors), then its sidecar; the sidecar marks a complete set."""
     import faiss
 
     if meta.get("rows") != index.ntotal or len(meta.get("texts", [])) != index.ntotal:
         raise ValueError(f"sidecar describes {meta.get('rows')} rows, index holds {index.ntotal}")
     _drop_sidecar(target)
+    binary = index.spec.quantize == "binary"
     with atomic_path(target) as tmp:
-        faiss.write_index(index, str(tmp))
-    write_json(sidecar_path(target), {"index_type": "flat", "metric": "inner_product", "normalized": True,
-                                      "dim": index.d, **meta})
-    log.info("wrote %s (%d x %d)", target, index.ntotal, index.d)
+        (faiss.write_index_binary if binary else faiss.write_index)(index.index, str(tmp))
+    rescored = bool(index.spec.rescore and index.vectors is not None)
+    if rescored:
+        with atomic_path(vectors_path(target)) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, np.asarray(index.vectors, dtype=np.float32))
+    write_json(sidecar_path(target), {"index_type": index.spec.kind, "index_spec": asdict(index.spec),
+                                      "factory": index.spec.factory(), "metric": "inner_product",
+                                      "normalized": True, "dim": index.d,
+                                      "vectors_file": vectors_path(target).name if rescored else None, **meta})
+    log.info("wrote %s (%d x %d, %s)", target, index.ntotal, index.d, index.spec.factory())
 
 
-def load_index(path: Path, fix_command: str, data_fingerprint: str | None = None):
+def load_index(path: Path, fix_command: str, data_fingerprint: str | None = None) -> tuple[DenseIndex, dict]:
     """Load an index and its sidecar, checking they match each other and the expected split."""
     import faiss
 
@@ -57,8 +234,17 @@ def load_index(path: Path, fix_command: str, data_fingerprint: str | None = None
     if data_fingerprint is not None and meta.get("data_fingerprint") != data_fingerprint:
         raise UserError(f"{path} was built for data split {meta.get('data_fingerprint')}, but the current split "
                         f"is {data_fingerprint}. Rebuild it with: {fix_command}")
-    index = faiss.read_index(str(path))
-    if index.ntotal != meta["rows"]:
+    spec = IndexSpec(**meta.get("index_spec", {"kind": meta.get("index_type", "flat")}))
+    raw = (faiss.read_index_binary if spec.quantize == "binary" else faiss.read_index)(str(path))
+    vectors = None
+    if meta.get("vectors_file"):
+        vectors_file = path.parent / meta["vectors_file"]
+        if not vectors_file.exists():
+            raise UserError(f"{path} reranks with {vectors_file}, which is missing. Rebuild it with: {fix_command}")
+        vectors = np.load(vectors_file, mmap_mode="r")
+    index = DenseIndex(raw, spec, meta["dim"], vectors)
+    index.set_search_parameters()
+    if index.ntotal != meta["rows"] or (vectors is not None and len(vectors) != meta["rows"]):
         raise UserError(f"{path} holds {index.ntotal} rows but its sidecar says {meta['rows']}; "
                         f"the pair is inconsistent. Rebuild it with: {fix_command}")
     return index, meta
@@ -66,6 +252,8 @@ def load_index(path: Path, fix_command: str, data_fingerprint: str | None = None
 
 def search(index, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, row ids) for each query row; k is capped at the index size."""
+    if isinstance(index, DenseIndex):
+        return index.search(query_embeddings, k)
     k = min(k, index.ntotal)
     return index.search(np.ascontiguousarray(query_embeddings, dtype=np.float32), k)
 

@@ -16,7 +16,7 @@ import pandas as pd
 from alias_label.common import UserError, paths, read_json, write_json
 from alias_label.data import Split
 from alias_label.hybrid import FUSION_DEPTH, HybridRetriever, confident, fit_abstain, fit_fusion_weight, fuse
-from alias_label.index import build_index, load_index, save_embeddings, save_index, search
+from alias_label.index import build_index, load_index, save_embeddings, save_index, search, spec_from_args
 from alias_label.lexical import TfidfIndex
 from alias_label.metrics import DEPTH, retrieval_metrics
 from alias_label.modeling import encode, load_model, model_fingerprint
@@ -56,8 +56,11 @@ def encode_candidates(model, split: Split) -> dict[str, np.ndarray]:
 
 
 def write_indexes(embeddings: dict[str, np.ndarray], split: Split, model_dir: Path, model_name: str,
-                  index_dir: Path | None = None) -> dict[str, Path]:
-    """Write labels(.|_distilled).index and aliases(...).index with self-describing sidecars."""
+                  index_dir: Path | None = None, index_args=None) -> dict[str, Path]:
+    """Write labels(.|_distilled).index and aliases(...).index with self-describing sidecars.
+
+    ``index_args`` (the --index flags) picks the index type; its parameters scale with each table.
+    """
     targets = index_paths(model_name, index_dir)
     tables = {"labels": split.labels.rename(columns={"label": "text"}),
               "aliases": split.aliases.rename(columns={"alias": "text"})}
@@ -66,7 +69,8 @@ def write_indexes(embeddings: dict[str, np.ndarray], split: Split, model_dir: Pa
                 "model_fingerprint": model_fingerprint(model_dir), "data_fingerprint": split.fingerprint,
                 "rows": len(tables[kind]), "texts": tables[kind]["text"].tolist(),
                 "qids": tables[kind]["qids"].map(list).tolist()}
-        save_index(build_index(embeddings[kind]), target, meta)
+        spec = spec_from_args(index_args, *embeddings[kind].shape) if index_args else None
+        save_index(build_index(embeddings[kind], spec), target, meta)
     return targets
 
 

@@ -114,10 +114,11 @@ def checkpoint_dir(output: Path) -> Path:
     return output.parent / "checkpoints" / output.name
 
 
-def prepare_checkpoints(output: Path, resume: bool, run_identity: dict) -> bool:
+def prepare_checkpoints(output: Path, resume: bool, run_identity: dict, is_main_process: bool = True) -> bool:
     """Whether to resume; a fresh run clears old checkpoints so a later --resume can't pick them up.
 
-    ``run_identity`` (data fingerprint, teacher, ...) must match the interrupted run's.
+    ``run_identity`` (data fingerprint, teacher, ...) must match the interrupted run's. Only the
+    main process of a multi-process run clears and writes.
     """
     ckpt_dir = checkpoint_dir(output)
     run_file = ckpt_dir / "run.json"
@@ -131,8 +132,9 @@ def prepare_checkpoints(output: Path, resume: bool, run_identity: dict) -> bool:
         return True
     if resume:
         log.warning("--resume given but %s holds no checkpoint; starting fresh", ckpt_dir)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    write_json(run_file, run_identity)
+    if is_main_process:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        write_json(run_file, run_identity)
     return False
 
 
@@ -160,10 +162,12 @@ def validation_callback(role: str, evaluate: Callable, patience: int = 0):
         def on_epoch_end(self, train_args, state, control, model=None, **kwargs):
             if state.global_step >= state.max_steps and not patience:
                 return
+            # Every process validates (the same weights give the same early-stopping decision); one logs.
             model.eval()
             metrics = evaluate(model)
             model.train()
-            log_validation(role, state.epoch, state.global_step, metrics)
+            if state.is_world_process_zero:
+                log_validation(role, state.epoch, state.global_step, metrics)
             if not patience:
                 return
             if metrics["top1"] > self.best_top1:

@@ -29,7 +29,7 @@ from calibrate import add_calibration_args, check_target
 from alias_label.common import UserError, paths, read_json, run_main, save_run_args, setup_logging, timed, write_json
 from alias_label.data import load_split
 from alias_label.distillation import distillation_pairs, reduce_layers, teacher_embeddings, with_projection
-from alias_label.index import build_index, search
+from alias_label.index import add_index_args, build_index, search
 from alias_label.modeling import encode, load_model, model_fingerprint, pick_device, precision_name
 from alias_label.retrieval import Retriever, calibrate, encode_candidates, split_metrics, split_ranking, write_indexes
 from alias_label.training import (
@@ -72,6 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="where the student goes (default: models/trained/alias_label_student/)")
     parser.add_argument("--index-dir", type=Path, default=None, help="where the FAISS indexes go (default: faiss/)")
     add_calibration_args(parser)
+    add_index_args(parser)
     args = parser.parse_args(argv)
     check_target(parser, args)
     args.teacher = Path(args.teacher or paths().teacher)
@@ -203,7 +204,7 @@ def main(args: argparse.Namespace) -> dict:
         "student", args, student, split, device, teacher=str(args.teacher), cache=cache_status, **identity))
     with timed("index_and_evaluate", timings, log):
         student_embeddings = encode_candidates(student, split)
-        write_indexes(student_embeddings, split, args.output, "student", args.index_dir)
+        write_indexes(student_embeddings, split, args.output, "student", args.index_dir, args)
         label_index = build_index(student_embeddings["labels"])
         calibrate(args.output, "student", split, Retriever("student", label_index, None, student),
                   args.target_precision)

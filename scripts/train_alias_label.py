@@ -25,13 +25,14 @@ import os
 from pathlib import Path
 
 import pandas as pd
+from accelerate import PartialState
 from calibrate import add_calibration_args, check_target
 
 from alias_label.augment import AUGMENTATIONS, augmented_pairs
 from alias_label.common import paths, run_main, save_run_args, setup_logging, timed, write_json
 from alias_label.data import add_data_args, ensure_split
 from alias_label.distillation import forbidden_rows, mine_hard_negatives
-from alias_label.index import build_index
+from alias_label.index import add_index_args, build_index
 from alias_label.modeling import encode, load_model, model_fingerprint, pick_device, precision_name, resolve_model
 from alias_label.retrieval import (
     Retriever,
@@ -89,6 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="per train pair, add the N non-gold labels the starting model ranks highest as extra "
                              "negatives; with --base-model a trained teacher, this is a second round (default: 0)")
     add_calibration_args(parser)
+    add_index_args(parser)
     args = parser.parse_args(argv)
     check_target(parser, args)
     args.output = Path(args.output or paths().teacher)
@@ -132,11 +134,14 @@ def make_loss(args, model):
         MultipleNegativesSymmetricRankingLoss,
     )
 
+    # Under `accelerate launch`, each process's in-batch negatives include every other process's batch.
+    gather = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.loss == "symmetric":
-        return MultipleNegativesSymmetricRankingLoss(model)
+        return MultipleNegativesSymmetricRankingLoss(model, gather_across_devices=gather)
     if args.loss == "cached":
-        return CachedMultipleNegativesRankingLoss(model, mini_batch_size=args.mini_batch_size)
-    return MultipleNegativesRankingLoss(model)
+        return CachedMultipleNegativesRankingLoss(model, mini_batch_size=args.mini_batch_size,
+                                                  gather_across_devices=gather)
+    return MultipleNegativesRankingLoss(model, gather_across_devices=gather)
 
 
 def validation_top1(split):
@@ -162,7 +167,7 @@ def index_and_evaluate(model, split, args) -> dict:
     """Encode every label and alias once: the indexes, the student's cache and the final scores all use it."""
     embeddings = encode_candidates(model, split)
     write_cache(embeddings, split, args.output, args.cache_dir)
-    write_indexes(embeddings, split, args.output, "teacher", args.index_dir)
+    write_indexes(embeddings, split, args.output, "teacher", args.index_dir, args)
     label_index = build_index(embeddings["labels"])
     calibrate(args.output, "teacher", split, Retriever("teacher", label_index, None, model), args.target_precision)
     return {name: split_metrics(split, name, split_ranking(model, split, name, label_index, embeddings["aliases"]))
@@ -174,23 +179,29 @@ def main(args: argparse.Namespace) -> dict:
     save_run_args(NAME, args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     timings: dict[str, float] = {}
-    with timed("data", timings, log):
+    state = PartialState()  # one process, or one of several under `accelerate launch`
+    with timed("data", timings, log), state.main_process_first():
         split = ensure_split(args)
     device = pick_device(args.device)
     model = load_model(args.base_model, device, args.max_seq_length, args.query_prompt, args.doc_prompt)
     log.info("teacher: base=%s device=%s precision=%s train_pairs=%d labels=%d", model.alias_label_source, device,
              precision_name(device), len(split.train), len(split.labels))
 
-    resume = prepare_checkpoints(args.output, args.resume,
-                                 {"data_fingerprint": split.fingerprint, "base_model": model.alias_label_source})
+    with state.main_process_first():
+        resume = prepare_checkpoints(args.output, args.resume, {"data_fingerprint": split.fingerprint,
+                                                                "base_model": model.alias_label_source},
+                                     state.is_main_process)
     with timed("training_data", timings, log):
         trainer = build_trainer(model, split, args, device)
     with timed("train", timings, log):
         finished = run_training(trainer, resume, args.stop_after_steps)
     if not finished:
         return {"stopped_at_step": trainer.state.global_step}
+    if not state.is_main_process:
+        return {}  # the model, indexes and reports are written once, by the main process
 
-    record = training_record("teacher", args, model, split, device, base_model=model.alias_label_source,
+    record = training_record("teacher", args, model, split, device, processes=state.num_processes,
+                             base_model=model.alias_label_source,
                              base_model_fingerprint=model_fingerprint(resolve_model(args.base_model)))
     save_model_atomically(model, args.output, record)
     with timed("index_and_evaluate", timings, log):
