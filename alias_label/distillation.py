@@ -18,6 +18,7 @@ import torch
 from alias_label.common import UserError
 from alias_label.data import Split
 from alias_label.index import load_embeddings
+from alias_label.modeling import embedding_dim
 from alias_label.retrieval import cache_meta, cache_paths, encode_candidates, write_cache
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def with_projection(student, target_dim: int):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
-    student_dim = student.get_sentence_embedding_dimension()
+    student_dim = embedding_dim(student)
     if student_dim == target_dim:
         return student
     log.info("student dimension %d != teacher %d: adding a Dense projection", student_dim, target_dim)

@@ -96,6 +96,11 @@ def load_model(name: str | Path | None, device: str = "auto", max_seq_length: in
     return model
 
 
+def embedding_dim(model) -> int:
+    """The size of the model's sentence embedding (the method was renamed in sentence-transformers 6)."""
+    return model.get_embedding_dimension()
+
+
 def prompt_for(model, kind: str) -> str:
     """The text prepended to a query (alias) or document (label) for this model."""
     return model.prompts.get(kind, "")
@@ -140,12 +145,64 @@ def inference_precision(device: str):
 def encode(model, texts, kind: str = "query", batch_size: int = 128, progress: bool | None = None) -> np.ndarray:
     """Unit-normalised float32 embeddings, batched, with a progress bar on long lists.
 
-    Normalised vectors make inner product equal cosine, which is what IndexFlatIP ranks by.
+    Normalised vectors make inner product equal cosine, which is what IndexFlatIP ranks by. Long
+    lists on a GPU take the high-throughput path (alias_label/fast_encode.py).
     """
     texts = list(texts)
+    if str(model.device).startswith("cuda") and len(texts) > 4 * batch_size:
+        from alias_label.fast_encode import fast_encode
+
+        return fast_encode(model, texts, kind)
     if progress is None:
         progress = len(texts) > 5 * batch_size
     with inference_precision(str(model.device)):
         embeddings = model.encode(texts, prompt=prompt_for(model, kind) or None, batch_size=batch_size,
                                   normalize_embeddings=True, show_progress_bar=progress, convert_to_numpy=True)
     return np.ascontiguousarray(embeddings, dtype=np.float32)
+
+
+STREAM_CHUNK_ROWS = 32_768  # rows encoded per chunk when streaming: memory stays flat at any table size
+
+
+def encode_stream(model, texts, kind: str = "query", chunk_rows: int = STREAM_CHUNK_ROWS, batch_size: int = 128):
+    """(start row, embeddings) chunk by chunk, in input order; only one chunk is ever in memory."""
+    for start in range(0, len(texts), chunk_rows):
+        yield start, encode(model, texts[start:start + chunk_rows], kind=kind, batch_size=batch_size,
+                            progress=False)
+
+
+def encode_to_file(model, texts, kind: str, target: Path, index=None, chunk_rows: int = STREAM_CHUNK_ROWS,
+                   batch_size: int = 128) -> np.ndarray:
+    """Encode into a memory-mapped .npy at ``target``, adding each chunk to ``index`` as it arrives.
+
+    Whole-table Python lists and copies never exist, so peak memory is one chunk plus the index.
+    An index that must be trained first (IVF, PQ, int8) is trained once enough rows are on disk.
+    The file appears at ``target`` only when complete; the return value maps it read-only.
+    """
+    from tqdm import tqdm
+
+    from alias_label.common import atomic_path
+    from alias_label.index import training_rows, training_sample
+
+    texts = list(texts)
+    train_after = training_rows(len(texts), index.spec) if index is not None else 0
+    dim = embedding_dim(model) or encode(model, texts[:1], kind=kind).shape[1]
+    with atomic_path(target) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(texts), dim))
+        added = 0
+        for start, chunk in tqdm(encode_stream(model, texts, kind, chunk_rows, batch_size), unit="chunk",
+                                 total=-(-len(texts) // chunk_rows), desc=f"encode {Path(target).name}",
+                                 disable=len(texts) <= chunk_rows):
+            out[start:start + len(chunk)] = chunk
+            done = start + len(chunk)
+            if index is None:
+                continue
+            if index.needs_training and done >= train_after:
+                index.train(training_sample(out[:done], index.spec))
+            if not index.needs_training:
+                for offset in range(added, done, chunk_rows):
+                    index.add(out[offset:min(done, offset + chunk_rows)])
+                added = done
+        out.flush()
+        del out
+    return np.load(target, mmap_mode="r")

@@ -55,6 +55,15 @@ def encode_candidates(model, split: Split) -> dict[str, np.ndarray]:
             "aliases": encode(model, split.aliases["alias"], kind="query")}
 
 
+def index_table_meta(split: Split, kind: str, model_dir: Path, model_name: str) -> dict:
+    """The sidecar content of one index: which model, which split, and the id -> text table."""
+    table = (split.labels.rename(columns={"label": "text"}) if kind == "labels"
+             else split.aliases.rename(columns={"alias": "text"}))
+    return {"kind": kind, "model": str(model_dir), "model_role": model_name,
+            "model_fingerprint": model_fingerprint(model_dir), "data_fingerprint": split.fingerprint,
+            "rows": len(table), "texts": table["text"].tolist(), "qids": table["qids"].map(list).tolist()}
+
+
 def write_indexes(embeddings: dict[str, np.ndarray], split: Split, model_dir: Path, model_name: str,
                   index_dir: Path | None = None, index_args=None) -> dict[str, Path]:
     """Write labels(.|_distilled).index and aliases(...).index with self-describing sidecars.
@@ -62,15 +71,9 @@ def write_indexes(embeddings: dict[str, np.ndarray], split: Split, model_dir: Pa
     ``index_args`` (the --index flags) picks the index type; its parameters scale with each table.
     """
     targets = index_paths(model_name, index_dir)
-    tables = {"labels": split.labels.rename(columns={"label": "text"}),
-              "aliases": split.aliases.rename(columns={"alias": "text"})}
     for kind, target in targets.items():
-        meta = {"kind": kind, "model": str(model_dir), "model_role": model_name,
-                "model_fingerprint": model_fingerprint(model_dir), "data_fingerprint": split.fingerprint,
-                "rows": len(tables[kind]), "texts": tables[kind]["text"].tolist(),
-                "qids": tables[kind]["qids"].map(list).tolist()}
         spec = spec_from_args(index_args, *embeddings[kind].shape) if index_args else None
-        save_index(build_index(embeddings[kind], spec), target, meta)
+        save_index(build_index(embeddings[kind], spec), target, index_table_meta(split, kind, model_dir, model_name))
     return targets
 
 

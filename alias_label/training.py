@@ -231,7 +231,10 @@ def make_trainer(model, dataset, loss, args: argparse.Namespace, output: Path, d
         logging_steps=max(1, args.save_steps // 4),
         eval_strategy="no",
         report_to="none",
-        dataloader_num_workers=0,
+        # On a GPU, worker processes tokenise the next batches while the current one trains.
+        dataloader_num_workers=min(4, os.cpu_count() or 1) if device.startswith("cuda") else 0,
+        dataloader_pin_memory=device.startswith("cuda"),
+        dataloader_persistent_workers=device.startswith("cuda"),
     )
     if args.stop_after_steps:
         callbacks = [*callbacks, stop_callback(args.stop_after_steps)]

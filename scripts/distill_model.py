@@ -30,7 +30,7 @@ from alias_label.common import UserError, paths, read_json, run_main, save_run_a
 from alias_label.data import load_split
 from alias_label.distillation import distillation_pairs, reduce_layers, teacher_embeddings, with_projection
 from alias_label.index import add_index_args, build_index, search
-from alias_label.modeling import encode, load_model, model_fingerprint, pick_device, precision_name
+from alias_label.modeling import embedding_dim, encode, load_model, model_fingerprint, pick_device, precision_name
 from alias_label.retrieval import Retriever, calibrate, encode_candidates, split_metrics, split_ranking, write_indexes
 from alias_label.training import (
     add_training_args,
@@ -102,7 +102,7 @@ def build_student(args, teacher, device: str) -> tuple[object, dict]:
         student = load_model(args.teacher, device)
         info = {"student_base": "layer-reduced teacher", "kept_layers": reduce_layers(student, args.student_layers)}
     if args.objective == "embedding-mse":
-        student = with_projection(student, teacher.get_sentence_embedding_dimension())
+        student = with_projection(student, embedding_dim(teacher))
     return student, info
 
 

@@ -21,7 +21,7 @@ from alias_label.distillation import (
     teacher_embeddings,
 )
 from alias_label.index import load_index
-from alias_label.modeling import load_model, model_fingerprint
+from alias_label.modeling import embedding_dim, load_model, model_fingerprint
 
 
 def toy_split():
@@ -168,4 +168,4 @@ def test_student_resume_and_embedding_mse_with_projection(home, pipeline_home, t
     metrics = distill_model.main(distill_model.parse_args([*base, "--resume"]))
     assert metrics["test"]["n"] > 0
     student = load_model(home / "models/trained/alias_label_student", "cpu")
-    assert student.get_sentence_embedding_dimension() == 32  # projected up to the teacher's dimension
+    assert embedding_dim(student) == 32  # projected up to the teacher's dimension

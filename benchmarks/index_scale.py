@@ -1,0 +1,146 @@
+"""Index types at 100k, 1M, ... labels: build time, memory, disk, latency, throughput, recall@10.
+
+Label vectors are synthetic but shaped like real ones: the teacher's 25k label embeddings
+(data/cache/, written by scripts/train_alias_label.py), resampled with noise to n rows. For 1024
+dimensions they are first lifted by a random orthogonal map, which keeps every cosine. Queries
+are the teacher's held-out alias embeddings, mapped the same way. Recall@10 is measured against
+exact flat search on the same vectors, in the same run. "real" is the default data set itself.
+
+Reads   data/cache/teacher_{label,alias}_embs.npy
+Writes  benchmarks/results/index_scale.json (machine, date, command, one row per size x dim x type)
+
+Example:
+    python benchmarks/index_scale.py --sizes real 100000 --dims 384 --types flat hnsw ivf ivfpq
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from harness import percentiles, save_results
+
+from alias_label.index import IndexSpec, build_index, save_index
+from alias_label.retrieval import cache_paths
+
+TYPES = {"flat": ("flat", "none"), "flat-int8": ("flat", "int8"), "hnsw": ("hnsw", "none"),
+         "hnsw-int8": ("hnsw", "int8"), "ivf": ("ivf", "none"), "ivf-int8": ("ivf", "int8"),
+         "ivfpq": ("ivfpq", "none"), "ivf-binary": ("ivf", "binary"), "flat-binary": ("flat", "binary")}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["real", "100000", "1000000"],
+                        help="label counts to test; 'real' is the default data set (default: real 100000 1000000)")
+    parser.add_argument("--dims", nargs="+", type=int, default=[384, 1024], help="dimensions (default: 384 1024)")
+    parser.add_argument("--types", nargs="+", default=list(TYPES), choices=list(TYPES),
+                        help="index types (default: all)")
+    parser.add_argument("--queries", type=int, default=300, help="queries timed one at a time (default: 300)")
+    parser.add_argument("--noise", type=float, default=0.35,
+                        help="noise added to each resampled label vector before normalising (default: 0.35)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: 0)")
+    parser.add_argument("--output-name", default="index_scale", help="results file name (default: index_scale)")
+    parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
+    return parser.parse_args(argv)
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def lift(rows: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """Map to ``dim`` dimensions with a random orthonormal basis: every cosine stays the same."""
+    if dim == rows.shape[1]:
+        return rows
+    basis, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(dim, rows.shape[1])))
+    return np.ascontiguousarray(rows @ basis.T.astype(np.float32))
+
+
+def synthetic(size: str, dim: int, args) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.load(cache_paths()["labels"], mmap_mode="r")
+    aliases = np.load(cache_paths()["aliases"], mmap_mode="r")
+    rng = np.random.default_rng(args.seed)
+    queries = np.asarray(aliases[rng.choice(len(aliases), min(args.queries, len(aliases)), replace=False)])
+    if size == "real":
+        return lift(np.asarray(labels), dim, args.seed), lift(queries, dim, args.seed)
+    n = int(size)
+    vectors = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):  # in blocks, so a 1M x 1024 table is never built twice in memory
+        rows = np.asarray(labels[rng.integers(0, len(labels), min(100_000, n - start))])
+        rows = unit(rows + args.noise * rng.normal(size=rows.shape).astype(np.float32) / np.sqrt(rows.shape[1]))
+        vectors[start:start + len(rows)] = lift(rows, dim, args.seed)
+    return vectors, lift(queries, dim, args.seed)
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def measure(name: str, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray | None) -> dict:
+    kind, quantize = TYPES[name]
+    spec = IndexSpec.scaled(len(vectors), vectors.shape[1], kind, quantize)
+    gc.collect()
+    before = rss_mb()
+    start = time.perf_counter()
+    index = build_index(vectors, spec)
+    build_s = time.perf_counter() - start
+    resident = rss_mb() - before
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "x.index"
+        index_vectors = index.vectors
+        index.vectors = None  # the index alone; rescoring vectors are counted separately, as disk
+        save_index(index, target, {"rows": index.ntotal, "texts": [""] * index.ntotal})
+        index_bytes = target.stat().st_size
+        index.vectors = index_vectors
+    rescore_bytes = vectors.nbytes if spec.rescore else 0
+    for query in queries[:10]:  # warm-up
+        index.search(query[None], 10)
+    single = []
+    for query in queries:
+        t0 = time.perf_counter()
+        index.search(query[None], 10)
+        single.append((time.perf_counter() - t0) * 1000)
+    t0 = time.perf_counter()
+    _, found = index.search(queries, 10)
+    batch_qps = len(queries) / (time.perf_counter() - t0)
+    recall = 1.0 if truth is None else float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth,
+                                                                                               strict=True)]))
+    row = {"type": name, "factory": spec.factory(), "params": {k: v for k, v in spec.__dict__.items() if v},
+           "build_s": build_s, "resident_mb": resident, "index_mb": index_bytes / 2**20,
+           "rescore_vectors_mb_on_disk": rescore_bytes / 2**20, "flat_f32_mb": vectors.nbytes / 2**20,
+           "memory_vs_flat": index_bytes / vectors.nbytes, **percentiles(single), "batch_qps": batch_qps,
+           "recall_at_10": recall}
+    del index
+    return row, found
+
+
+def main(args) -> dict:
+    rows = []
+    for size in args.sizes:
+        for dim in args.dims:
+            vectors, queries = synthetic(size, dim, args)
+            truth = None
+            # Exact flat search runs first, always: it is the reference for every other type's recall.
+            for name in ["flat", *[t for t in args.types if t != "flat"]]:
+                row, found = measure(name, vectors, queries, truth)
+                if name == "flat":
+                    truth = found
+                row.update(n=len(vectors), dim=dim, size=size)
+                rows.append(row)
+                print(f"n={len(vectors):>8} d={dim:>4} {name:<11} build {row['build_s']:7.1f}s  "
+                      f"index {row['index_mb']:8.1f} MB ({row['memory_vs_flat']:5.1%} of flat)  "
+                      f"p50 {row['p50_ms']:7.2f} ms  p95 {row['p95_ms']:7.2f} ms  {row['batch_qps']:8.0f} q/s  "
+                      f"recall@10 {row['recall_at_10']:.3f}", flush=True)
+            del vectors
+            gc.collect()
+    save_results(args.output_name, {"queries": args.queries, "noise": args.noise, "rows": rows}, args.results_dir)
+    return {"rows": rows}
+
+
+if __name__ == "__main__":
+    main(parse_args())

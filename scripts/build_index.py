@@ -1,0 +1,83 @@
+"""Rebuild a trained model's FAISS indexes with another index type, streaming the encoding.
+
+Texts are encoded in chunks into a memory-mapped .npy and each chunk is added to the index as it
+arrives, so memory stays flat however many labels there are. Use it to move to an approximate
+or compressed index (README: "Index types at scale") without retraining.
+
+Reads   data/processed/ (labels and aliases), models/trained/alias_label_{teacher,student}/
+Writes  faiss/{labels,aliases}{,_distilled}.index with sidecars (type, factory string, parameters),
+        plus {...}.index.vectors.npy, the float32 vectors, when the index reranks from them
+
+Example:
+    python scripts/build_index.py --model teacher --index hnsw
+    python scripts/build_index.py --model student --index ivfpq --rescore 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from alias_label.common import UserError, paths, run_main, save_run_args, setup_logging
+from alias_label.data import load_split
+from alias_label.index import DenseIndex, add_index_args, save_index, sidecar_path, spec_from_args, vectors_path
+from alias_label.modeling import STREAM_CHUNK_ROWS, embedding_dim, encode_to_file, load_model, pick_device
+from alias_label.retrieval import FIX_COMMANDS, index_paths, index_table_meta, model_dir_of
+
+NAME = "build_index"
+log = logging.getLogger(NAME)
+KIND_OF = {"labels": "document", "aliases": "query"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="teacher", choices=["teacher", "student"],
+                        help="whose indexes to rebuild (default: teacher)")
+    add_index_args(parser)
+    parser.add_argument("--chunk-rows", type=int, default=STREAM_CHUNK_ROWS,
+                        help=f"texts encoded per chunk (default: {STREAM_CHUNK_ROWS})")
+    parser.add_argument("--batch-size", type=int, default=128, help="texts per forward pass (default: 128)")
+    parser.add_argument("--processed-dir", type=Path, default=None, help="the split (default: data/processed/)")
+    parser.add_argument("--index-dir", type=Path, default=None, help="where the indexes go (default: faiss/)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
+    return parser.parse_args(argv)
+
+
+def build_one(model, texts: list[str], kind: str, target: Path, args) -> DenseIndex:
+    spec = spec_from_args(args, len(texts), embedding_dim(model))
+    # From here until the new sidecar is written, the old one would describe files being replaced.
+    sidecar_path(target).unlink(missing_ok=True)
+    index = DenseIndex.empty(embedding_dim(model), spec)
+    # Rescored indexes keep the vectors beside them; others need them only while the index is built.
+    vectors_file = vectors_path(target) if spec.rescore else target.with_name(f".{target.name}.vectors.tmp.npy")
+    vectors = encode_to_file(model, texts, KIND_OF[kind], vectors_file, index, args.chunk_rows, args.batch_size)
+    if spec.rescore:
+        index.vectors = vectors
+    else:
+        del vectors
+        vectors_file.unlink()
+    return index
+
+
+def main(args: argparse.Namespace) -> dict:
+    setup_logging(NAME)
+    save_run_args(NAME, args)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    split = load_split(args.processed_dir)
+    model_dir = model_dir_of(args.model)
+    if not (model_dir / "training_config.json").exists():
+        raise UserError(f"no trained {args.model} at {model_dir}. Build it with: {FIX_COMMANDS[args.model]}")
+    model = load_model(model_dir, pick_device(args.device))
+    written = {}
+    for kind, target in index_paths(args.model, args.index_dir or paths().faiss).items():
+        meta = index_table_meta(split, kind, model_dir, args.model)
+        index = build_one(model, meta["texts"], kind, target, args)
+        save_index(index, target, meta)
+        written[kind] = target
+    return written
+
+
+if __name__ == "__main__":
+    run_main(main, parse_args())

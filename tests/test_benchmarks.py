@@ -1,0 +1,35 @@
+"""Each benchmark script runs end to end on a tiny setting and writes its JSON (no timings asserted)."""
+
+from __future__ import annotations
+
+import gpu_throughput
+import index_scale
+
+from alias_label.common import read_json
+
+GPU_KEYS = {"device", "encode_sentences_per_min", "baseline_encode_sentences_per_min", "train_pairs_per_s",
+            "baseline_train_pairs_per_s"}
+
+
+def test_gpu_throughput_smoke_writes_the_required_keys(tmp_path):
+    figures = gpu_throughput.main(gpu_throughput.parse_args(["--smoke", "--device", "cpu",
+                                                             "--results-dir", str(tmp_path)]))
+    saved = read_json(tmp_path / "gpu_throughput_smoke.json")
+    assert GPU_KEYS <= set(saved) and saved["device"] == "cpu"
+    assert saved["check_top1_agreement"] == 1.0 and saved["check_max_one_minus_cosine"] < 1e-5
+    assert all(figures[key] > 0 for key in GPU_KEYS - {"device"})
+    assert saved["command"].startswith("python") and saved["machine"]["cpu_count"] >= 1
+
+
+def test_index_scale_reports_every_type(in_pipeline_home, tmp_path):
+    argv = ["--sizes", "real", "3000", "--dims", "32", "64", "--types", "flat", "hnsw", "ivf", "ivfpq", "flat-int8",
+            "--queries", "20", "--results-dir", str(tmp_path)]
+    index_scale.main(index_scale.parse_args(argv))
+    rows = read_json(tmp_path / "index_scale.json")["rows"]
+    assert len(rows) == 2 * 2 * 5
+    for row in rows:
+        assert 0 <= row["recall_at_10"] <= 1 and row["p95_ms"] >= row["p50_ms"] > 0
+        assert row["index_mb"] > 0 and row["build_s"] >= 0
+    flat = [row for row in rows if row["type"] == "flat"]
+    assert all(row["recall_at_10"] == 1.0 and row["memory_vs_flat"] > 0.9 for row in flat)
+    assert all(row["memory_vs_flat"] < 0.3 for row in rows if row["type"] == "flat-int8")

@@ -1,0 +1,102 @@
+"""Every index type: recall against exact search, save/load round trips, streaming, and the script."""
+
+from __future__ import annotations
+
+import shutil
+
+import build_index as build_index_cli
+import evaluate_student
+import numpy as np
+import pytest
+
+from alias_label.common import UserError, read_json
+from alias_label.data import load_split
+from alias_label.index import DenseIndex, IndexSpec, build_index, load_index, save_index, vectors_path
+from alias_label.modeling import encode, encode_to_file, load_model
+from alias_label.retrieval import trained_retriever
+
+COMBINATIONS = [("flat", "none"), ("flat", "int8"), ("flat", "binary"), ("hnsw", "none"), ("hnsw", "int8"),
+                ("ivf", "none"), ("ivf", "binary"), ("ivfpq", "none")]
+
+
+def clustered(n: int, d: int = 128, seed: int = 0) -> np.ndarray:
+    """Unit vectors around 100 centres: the structure real embeddings have, unlike uniform noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(100, d))
+    rows = centres[rng.integers(0, 100, n)] + 0.6 * rng.normal(size=(n, d))
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def near(vectors: np.ndarray, n: int, seed: int = 1) -> np.ndarray:
+    """Queries close to stored rows, as an alias is close to its label."""
+    rows = vectors[:n] + 0.05 * np.random.default_rng(seed).normal(size=(n, vectors.shape[1]))
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def recall_at_10(index, exact, queries) -> float:
+    truth = exact.search(queries, 10)[1]
+    found = index.search(queries, 10)[1]
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)]))
+
+
+@pytest.mark.parametrize(("kind", "quantize"), COMBINATIONS)
+def test_every_type_finds_what_exact_search_finds(kind, quantize, tmp_path):
+    vectors = clustered(6000)
+    queries = near(vectors, 100)
+    exact = build_index(vectors)
+    index = build_index(vectors, IndexSpec.scaled(len(vectors), 128, kind, quantize))
+    assert recall_at_10(index, exact, queries) >= (0.8 if quantize == "binary" else 0.9)
+    scores = index.search(queries, 10)[0]
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    save_index(index, tmp_path / "x.index", {"rows": 6000, "texts": ["t"] * 6000})
+    loaded, meta = load_index(tmp_path / "x.index", "python fix.py")
+    assert meta["index_type"] == kind and meta["index_spec"] == index.spec.__dict__
+    np.testing.assert_array_equal(loaded.search(queries, 10)[1], index.search(queries, 10)[1])
+    assert vectors_path(tmp_path / "x.index").exists() == bool(index.spec.rescore)
+
+
+def test_rescoring_returns_exact_cosines():
+    vectors = clustered(3000)
+    queries = near(vectors, 20)
+    index = build_index(vectors, IndexSpec.scaled(3000, 128, "flat", "binary", rescore=8))
+    scores, ids = index.search(queries, 5)
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries, vectors[ids]), rtol=1e-5)
+
+
+def test_parameters_scale_with_the_table():
+    small, large = IndexSpec.scaled(25_000, 384, "ivf"), IndexSpec.scaled(1_000_000, 384, "ivf")
+    assert small.nlist == 512 and large.nlist == 4096 and large.nprobe == 1024
+    assert IndexSpec.scaled(1_000_000, 1024, "ivfpq").pq_m == 128
+    assert IndexSpec.scaled(10, 8, "ivf").nlist == 1
+    assert IndexSpec.scaled(50, 8, "hnsw", ef_search=200).ef_search == 200
+    with pytest.raises(UserError, match="already compresses"):
+        IndexSpec.scaled(100, 8, "ivfpq", "int8")
+    with pytest.raises(UserError, match="unknown index parameter 'nprobes'"):
+        IndexSpec.scaled(100, 8, "ivf", nprobes=3)
+
+
+def test_streamed_encoding_matches_encode_and_fills_the_index(tiny_model, tmp_path):
+    model = load_model(tiny_model, "cpu")
+    texts = [f"University number {i}" for i in range(300)]
+    index = DenseIndex.empty(32, IndexSpec.scaled(300, 32, "ivf", nlist=4))
+    vectors = encode_to_file(model, texts, "document", tmp_path / "v.npy", index, chunk_rows=64)
+    np.testing.assert_allclose(vectors, encode(model, texts, "document"), atol=1e-5)
+    assert index.ntotal == 300 and isinstance(vectors, np.memmap)
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary file is left behind
+
+
+def test_build_index_script_switches_type_and_everything_still_searches(home, pipeline_home):
+    for folder in ("data", "faiss", "models"):
+        shutil.copytree(pipeline_home / folder, home / folder)
+    build_index_cli.main(build_index_cli.parse_args(["--model", "teacher", "--index", "hnsw", "--quantize", "int8",
+                                                     "--chunk-rows", "16"]))
+    meta = read_json(home / "faiss/labels.index.json")
+    assert meta["index_type"] == "hnsw" and meta["factory"] == "HNSW32,SQ8" and meta["vectors_file"]
+    split = load_split()
+    dense = trained_retriever("teacher", split)
+    assert dense.label_index.spec.kind == "hnsw"
+    _, ids = dense.labels_for(split.test["alias"], 3)
+    assert ids.shape == (len(split.test), 3)
+    report = evaluate_student.main(evaluate_student.parse_args(["--systems", "teacher", "hybrid",
+                                                                "--latency-queries", "3"]))
+    assert 0 <= report["systems"]["hybrid"]["top1"] <= 1
