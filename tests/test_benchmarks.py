@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import encode_memory
 import gpu_throughput
 import index_scale
+import query_latency
 
 from alias_label.common import read_json
 
@@ -33,3 +35,20 @@ def test_index_scale_reports_every_type(in_pipeline_home, tmp_path):
     flat = [row for row in rows if row["type"] == "flat"]
     assert all(row["recall_at_10"] == 1.0 and row["memory_vs_flat"] > 0.9 for row in flat)
     assert all(row["memory_vs_flat"] < 0.3 for row in rows if row["type"] == "flat-int8")
+
+
+def test_query_latency_profiles_both_models(in_pipeline_home, tmp_path):
+    figures = query_latency.main(query_latency.parse_args(["--queries", "5", "--results-dir", str(tmp_path)]))
+    for role in ("teacher", "student"):
+        parts = figures[role]
+        assert {"tokenize", "forward", "encode", "search_flat", "search_hnsw", "lookup_flat"} <= set(parts)
+        assert parts["lookup_flat"]["p50_ms"] >= parts["search_flat"]["p50_ms"] > 0
+    assert figures["student_speedup_lookup_flat"] > 0
+    assert (tmp_path / "query_latency.json").exists()
+
+
+def test_encode_memory_compares_three_approaches(tmp_path):
+    figures = encode_memory.main(encode_memory.parse_args(["--labels", "3000", "--results-dir", str(tmp_path)]))
+    assert [row["approach"] for row in figures["rows"]] == ["naive", "streamed-flat", "streamed-ivfpq"]
+    assert all(row["rows"] == 3000 and row["peak_rss_mb"] > 0 for row in figures["rows"])
+    assert set(figures["streamed_vs_naive"]) == {"streamed-flat", "streamed-ivfpq"}

@@ -1,0 +1,84 @@
+"""Single-alias lookup latency on this CPU, teacher vs student, and where the time goes.
+
+Each held-out alias is looked up alone (encode + search), as a user's request would be. The
+encode is split into its parts, timed separately: tokenising, the transformer forward pass, and
+what sentence-transformers' ``encode`` adds around them; search is timed against the flat index
+the scripts write by default and an HNSW index over the same vectors.
+
+Reads   data/processed/, models/trained/alias_label_{teacher,student}/, faiss/ (flat indexes)
+Writes  benchmarks/results/query_latency.json
+
+Example:
+    python benchmarks/query_latency.py --queries 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from harness import percentiles, save_results
+
+from alias_label.data import load_split
+from alias_label.index import IndexSpec, build_index
+from alias_label.modeling import encode, prompt_for
+from alias_label.retrieval import trained_retriever
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--queries", type=int, default=300, help="test aliases timed one by one (default: 300)")
+    parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
+    return parser.parse_args(argv)
+
+
+def timed_ms(function, *args, **kwargs) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return (time.perf_counter() - start) * 1000, result
+
+
+def profile(retriever, aliases: list[str]) -> dict:
+    """p50/p95 of each step of a one-alias lookup."""
+    model, flat = retriever.model, retriever.label_index
+    hnsw = build_index(np.asarray(flat.index.reconstruct_n(0, flat.ntotal)), IndexSpec.scaled(flat.ntotal, flat.d,
+                                                                                              "hnsw"))
+    prompt = prompt_for(model, "query") or None
+    parts = {name: [] for name in ("tokenize", "forward", "encode", "search_flat", "search_hnsw", "lookup_flat",
+                                   "lookup_hnsw")}
+    for alias in aliases[:5]:  # warm-up
+        retriever.labels_for([alias], 10)
+    for alias in aliases:
+        ms, features = timed_ms(model.preprocess, [alias], prompt=prompt)
+        parts["tokenize"].append(ms)
+        with torch.inference_mode():
+            parts["forward"].append(timed_ms(model, features)[0])
+        ms, query = timed_ms(encode, model, [alias], "query")
+        parts["encode"].append(ms)
+        parts["search_flat"].append(timed_ms(flat.search, query, 10)[0])
+        parts["search_hnsw"].append(timed_ms(hnsw.search, query, 10)[0])
+        parts["lookup_flat"].append(parts["encode"][-1] + parts["search_flat"][-1])
+        parts["lookup_hnsw"].append(parts["encode"][-1] + parts["search_hnsw"][-1])
+    return {name: percentiles(values) for name, values in parts.items()}
+
+
+def main(args) -> dict:
+    split = load_split()
+    aliases = split.test["alias"].tolist()[:args.queries]
+    figures = {"queries": len(aliases), "labels": len(split.labels), "torch_threads": torch.get_num_threads()}
+    for role in ("teacher", "student"):
+        figures[role] = profile(trained_retriever(role, split), aliases)
+        print(role, {name: round(value["p50_ms"], 2) for name, value in figures[role].items()})
+    for mode in ("flat", "hnsw"):
+        ratio = figures["teacher"][f"lookup_{mode}"]["p50_ms"] / figures["student"][f"lookup_{mode}"]["p50_ms"]
+        figures[f"student_speedup_lookup_{mode}"] = ratio
+        print(f"student vs teacher, encode + {mode} search p50: {ratio:.2f}x faster")
+    save_results("query_latency", figures, args.results_dir)
+    return figures
+
+
+if __name__ == "__main__":
+    main(parse_args())
