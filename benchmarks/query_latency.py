@@ -3,7 +3,9 @@
 Each held-out alias is looked up alone (encode + search), as a user's request would be. The
 encode is split into its parts, timed separately: tokenising, the transformer forward pass, and
 what sentence-transformers' ``encode`` adds around them; search is timed against the flat index
-the scripts write by default and an HNSW index over the same vectors.
+the scripts write by default and an HNSW index over the same vectors. Everything is timed twice:
+with torch's default intra-op threads and with one thread, since a one-query forward pass is
+too small to split across cores.
 
 Reads   data/processed/, models/trained/alias_label_{teacher,student}/, faiss/ (flat indexes)
 Writes  benchmarks/results/query_latency.json
@@ -68,14 +70,21 @@ def profile(retriever, aliases: list[str]) -> dict:
 def main(args) -> dict:
     split = load_split()
     aliases = split.test["alias"].tolist()[:args.queries]
-    figures = {"queries": len(aliases), "labels": len(split.labels), "torch_threads": torch.get_num_threads()}
-    for role in ("teacher", "student"):
-        figures[role] = profile(trained_retriever(role, split), aliases)
-        print(role, {name: round(value["p50_ms"], 2) for name, value in figures[role].items()})
-    for mode in ("flat", "hnsw"):
-        ratio = figures["teacher"][f"lookup_{mode}"]["p50_ms"] / figures["student"][f"lookup_{mode}"]["p50_ms"]
-        figures[f"student_speedup_lookup_{mode}"] = ratio
-        print(f"student vs teacher, encode + {mode} search p50: {ratio:.2f}x faster")
+    retrievers = {role: trained_retriever(role, split) for role in ("teacher", "student")}
+    default_threads = torch.get_num_threads()
+    figures = {"queries": len(aliases), "labels": len(split.labels), "default_threads": default_threads}
+    for threads in dict.fromkeys((default_threads, 1)):
+        torch.set_num_threads(threads)
+        for role, retriever in retrievers.items():
+            figures[f"{role}_threads{threads}"] = profile(retriever, aliases)
+            print(f"{role}, {threads} thread(s):",
+                  {name: round(value["p50_ms"], 2) for name, value in figures[f"{role}_threads{threads}"].items()})
+        for mode in ("flat", "hnsw"):
+            ratio = (figures[f"teacher_threads{threads}"][f"lookup_{mode}"]["p50_ms"]
+                     / figures[f"student_threads{threads}"][f"lookup_{mode}"]["p50_ms"])
+            figures[f"student_speedup_lookup_{mode}_threads{threads}"] = ratio
+            print(f"{threads} thread(s): student vs teacher, encode + {mode} search p50: {ratio:.2f}x faster")
+    torch.set_num_threads(default_threads)
     save_results("query_latency", figures, args.results_dir)
     return figures
 

@@ -6,11 +6,16 @@ or compressed index (README: "Index types at scale") without retraining.
 
 Reads   data/processed/ (labels and aliases), models/trained/alias_label_{teacher,student}/
 Writes  faiss/{labels,aliases}{,_distilled}.index with sidecars (type, factory string, parameters),
-        plus {...}.index.vectors.npy, the float32 vectors, when the index reranks from them
+        plus {...}.index.vectors.npy, the float32 vectors, when the index reranks from them;
+        the model's calibration.json, refitted, since the scores it was fitted on may have moved
+
+With --vectors-from teacher, a student distilled with --objective embedding-mse gets indexes of
+the teacher's cached vectors (data/cache/), searched with its own query embeddings.
 
 Example:
     python scripts/build_index.py --model teacher --index hnsw
     python scripts/build_index.py --model student --index ivfpq --rescore 8
+    python scripts/build_index.py --model student --vectors-from teacher
 """
 
 from __future__ import annotations
@@ -20,11 +25,31 @@ import logging
 import os
 from pathlib import Path
 
-from alias_label.common import UserError, paths, run_main, save_run_args, setup_logging
+from calibrate import add_calibration_args, check_target
+
+from alias_label.common import UserError, paths, read_json, run_main, save_run_args, setup_logging
 from alias_label.data import load_split
-from alias_label.index import DenseIndex, add_index_args, save_index, sidecar_path, spec_from_args, vectors_path
+from alias_label.index import (
+    DenseIndex,
+    add_index_args,
+    build_index,
+    load_embeddings,
+    save_index,
+    sidecar_path,
+    spec_from_args,
+    vectors_path,
+)
 from alias_label.modeling import STREAM_CHUNK_ROWS, embedding_dim, encode_to_file, load_model, pick_device
-from alias_label.retrieval import FIX_COMMANDS, index_paths, index_table_meta, model_dir_of
+from alias_label.retrieval import (
+    FIX_COMMANDS,
+    cache_meta,
+    cache_paths,
+    calibrate,
+    index_paths,
+    index_table_meta,
+    model_dir_of,
+    trained_retriever,
+)
 
 NAME = "build_index"
 log = logging.getLogger(NAME)
@@ -36,13 +61,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default="teacher", choices=["teacher", "student"],
                         help="whose indexes to rebuild (default: teacher)")
     add_index_args(parser)
+    parser.add_argument("--vectors-from", default=None, choices=["teacher"],
+                        help="index the teacher's cached vectors instead of encoding with --model (a student "
+                             "trained with --objective embedding-mse shares the teacher's space)")
     parser.add_argument("--chunk-rows", type=int, default=STREAM_CHUNK_ROWS,
                         help=f"texts encoded per chunk (default: {STREAM_CHUNK_ROWS})")
     parser.add_argument("--batch-size", type=int, default=128, help="texts per forward pass (default: 128)")
     parser.add_argument("--processed-dir", type=Path, default=None, help="the split (default: data/processed/)")
     parser.add_argument("--index-dir", type=Path, default=None, help="where the indexes go (default: faiss/)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
-    return parser.parse_args(argv)
+    add_calibration_args(parser)
+    args = parser.parse_args(argv)
+    check_target(parser, args)
+    return args
 
 
 def build_one(model, texts: list[str], kind: str, target: Path, args) -> DenseIndex:
@@ -61,6 +92,20 @@ def build_one(model, texts: list[str], kind: str, target: Path, args) -> DenseIn
     return index
 
 
+def teacher_vectors(split, model_dir) -> dict:
+    """The teacher's cached label and alias vectors, for a student that learnt the teacher's space."""
+    objective = read_json(model_dir / "training_config.json").get("objective")
+    if objective != "embedding-mse":
+        raise UserError(f"{model_dir} was distilled with --objective {objective}, so its queries do not live in the "
+                        "teacher's space. Distil with: python scripts/distill_model.py --objective embedding-mse")
+    vectors = {}
+    for kind, path in cache_paths().items():
+        vectors[kind], reason = load_embeddings(path, cache_meta(paths().teacher, split, kind))
+        if vectors[kind] is None:
+            raise UserError(f"{reason}. Rebuild the teacher's cache with: {FIX_COMMANDS['teacher']}")
+    return vectors
+
+
 def main(args: argparse.Namespace) -> dict:
     setup_logging(NAME)
     save_run_args(NAME, args)
@@ -69,13 +114,20 @@ def main(args: argparse.Namespace) -> dict:
     model_dir = model_dir_of(args.model)
     if not (model_dir / "training_config.json").exists():
         raise UserError(f"no trained {args.model} at {model_dir}. Build it with: {FIX_COMMANDS[args.model]}")
-    model = load_model(model_dir, pick_device(args.device))
+    cached = teacher_vectors(split, model_dir) if args.vectors_from == "teacher" else None
+    model = None if cached else load_model(model_dir, pick_device(args.device))
     written = {}
     for kind, target in index_paths(args.model, args.index_dir or paths().faiss).items():
         meta = index_table_meta(split, kind, model_dir, args.model)
-        index = build_one(model, meta["texts"], kind, target, args)
+        if cached:
+            index = build_index(cached[kind], spec_from_args(args, *cached[kind].shape))
+            meta["vectors_from"] = "teacher"
+        else:
+            index = build_one(model, meta["texts"], kind, target, args)
         save_index(index, target, meta)
         written[kind] = target
+    dense = trained_retriever(args.model, split, pick_device(args.device), args.index_dir)
+    calibrate(model_dir, args.model, split, dense, args.target_precision)
     return written
 
 

@@ -6,7 +6,8 @@ Mines   each train alias's top-k non-gold labels from the full alias x label tea
 Trains  --objective cosine: CosineSimilarityLoss, the student's cosine on (alias, gold) and
         (alias, hard negative) pairs regresses onto the teacher's (the design's recipe);
         --objective embedding-mse: the student regresses onto the teacher's embeddings
-        (with a projection when the dimensions differ).
+        (with a projection when the dimensions differ); with --index-vectors teacher its
+        indexes keep the teacher's label and alias vectors and the student encodes only queries.
 Writes  models/trained/alias_label_student/  model + training_config.json + metrics.json
         faiss/labels_distilled.index, faiss/aliases_distilled.index  (+ .json sidecars)
         logs/metrics/student.jsonl  per-epoch validation top-1 and teacher agreement
@@ -61,6 +62,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--objective", default="cosine", choices=["cosine", "embedding-mse"],
                         help="cosine: match the teacher's cosine on gold and hard-negative pairs; "
                              "embedding-mse: match the teacher's embeddings (default: cosine)")
+    parser.add_argument("--index-vectors", default="student", choices=["student", "teacher"],
+                        help="student: the student encodes labels and aliases for its indexes (the design); "
+                             "teacher: its indexes keep the teacher's vectors and the student encodes only the "
+                             "queries, which needs --objective embedding-mse (default: student)")
     parser.add_argument("--hard-negatives", type=int, default=5,
                         help="non-gold labels mined per train alias from the teacher's similarity (default: 5)")
     parser.add_argument("--processed-dir", type=Path, default=None,
@@ -75,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_index_args(parser)
     args = parser.parse_args(argv)
     check_target(parser, args)
+    if args.index_vectors == "teacher" and args.objective != "embedding-mse":
+        parser.error("--index-vectors teacher searches the teacher's vectors with student queries, so the student "
+                     "must learn the teacher's embedding space: add --objective embedding-mse")
     args.teacher = Path(args.teacher or paths().teacher)
     args.output = Path(args.output or paths().student)
     return args
@@ -152,9 +160,12 @@ def teacher_top1(split, embeddings, split_name: str) -> np.ndarray:
     return ids[:, 0]
 
 
-def student_validation(split, teacher_val_top1: np.ndarray):
+def student_validation(split, teacher_val_top1: np.ndarray, teacher_label_embs: np.ndarray | None = None):
+    """Val top-1 and agreement per epoch; with the teacher's label vectors, only queries are encoded."""
     def evaluate(model) -> dict:
-        label_index = build_index(encode(model, split.labels["label"], kind="document"))
+        label_embs = teacher_label_embs if teacher_label_embs is not None else encode(
+            model, split.labels["label"], kind="document")
+        label_index = build_index(label_embs)
         ranked = split_ranking(model, split, "val", label_index)
         metrics = split_metrics(split, "val", ranked)
         metrics["agreement"] = float(np.mean(ranked[:, 0] == teacher_val_top1))
@@ -190,10 +201,11 @@ def main(args: argparse.Namespace) -> dict:
              precision_name(device))
 
     identity = {"data_fingerprint": split.fingerprint, "teacher_fingerprint": model_fingerprint(args.teacher),
-                "objective": args.objective, **student_info}
+                "objective": args.objective, "index_vectors": args.index_vectors, **student_info}
     resume = prepare_checkpoints(args.output, args.resume, identity)
-    callback = validation_callback("student", student_validation(split, teacher_top1(split, embeddings, "val")),
-                                   args.early_stopping_patience)
+    teacher_vectors = embeddings["labels"] if args.index_vectors == "teacher" else None
+    callback = validation_callback("student", student_validation(split, teacher_top1(split, embeddings, "val"),
+                                                                 teacher_vectors), args.early_stopping_patience)
     trainer = make_trainer(student, dataset, make_loss(args, student), args, args.output, device, [callback],
                            trainer_prompts(args, student))
     with timed("train", timings, log):
@@ -204,8 +216,10 @@ def main(args: argparse.Namespace) -> dict:
         "student", args, student, split, device, teacher=str(args.teacher), cache=cache_status, **identity))
     with timed("index_and_evaluate", timings, log):
         student_embeddings = encode_candidates(student, split)
-        write_indexes(student_embeddings, split, args.output, "student", args.index_dir, args)
-        label_index = build_index(student_embeddings["labels"])
+        # With --index-vectors teacher the candidates keep the teacher's vectors; the student encodes queries.
+        index_embeddings = embeddings if args.index_vectors == "teacher" else student_embeddings
+        write_indexes(index_embeddings, split, args.output, "student", args.index_dir, args)
+        label_index = build_index(index_embeddings["labels"])
         calibrate(args.output, "student", split, Retriever("student", label_index, None, student),
                   args.target_precision)
         metrics = final_metrics(student, split, embeddings, student_embeddings, label_index)

@@ -40,10 +40,10 @@ def test_index_scale_reports_every_type(in_pipeline_home, tmp_path):
 def test_query_latency_profiles_both_models(in_pipeline_home, tmp_path):
     figures = query_latency.main(query_latency.parse_args(["--queries", "5", "--results-dir", str(tmp_path)]))
     for role in ("teacher", "student"):
-        parts = figures[role]
+        parts = figures[f"{role}_threads1"]
         assert {"tokenize", "forward", "encode", "search_flat", "search_hnsw", "lookup_flat"} <= set(parts)
         assert parts["lookup_flat"]["p50_ms"] >= parts["search_flat"]["p50_ms"] > 0
-    assert figures["student_speedup_lookup_flat"] > 0
+    assert figures["student_speedup_lookup_flat_threads1"] > 0
     assert (tmp_path / "query_latency.json").exists()
 
 

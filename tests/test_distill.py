@@ -169,3 +169,27 @@ def test_student_resume_and_embedding_mse_with_projection(home, pipeline_home, t
     assert metrics["test"]["n"] > 0
     student = load_model(home / "models/trained/alias_label_student", "cpu")
     assert embedding_dim(student) == 32  # projected up to the teacher's dimension
+
+
+def test_student_queries_over_the_teachers_vectors(home, pipeline_home):
+    import shutil
+
+    import build_index as build_index_cli
+
+    from alias_label.retrieval import cache_paths, split_metrics, trained_retriever
+
+    for folder in ("models", "data", "faiss"):
+        shutil.copytree(pipeline_home / folder, home / folder)
+    with pytest.raises(UserError, match="distilled with --objective cosine.*--objective embedding-mse"):
+        build_index_cli.main(build_index_cli.parse_args(["--model", "student", "--vectors-from", "teacher"]))
+    with pytest.raises(SystemExit):
+        distill_model.parse_args(["--index-vectors", "teacher"])  # the cosine objective has its own space
+    metrics = distill_model.main(distill_model.parse_args(
+        ["--epochs", "1", "--batch-size", "8", "--objective", "embedding-mse", "--index-vectors", "teacher"]))
+    teacher_labels = np.load(cache_paths()["labels"])
+    index, _ = load_index(home / "faiss/labels_distilled.index", "fix")
+    np.testing.assert_allclose(index.index.reconstruct_n(0, index.ntotal), teacher_labels, atol=1e-6)
+    split = load_split()
+    student = trained_retriever("student", split)
+    ranked = student.labels_for(split.test["alias"], 100)[1]
+    assert metrics["test"]["top1"] == pytest.approx(split_metrics(split, "test", ranked)["top1"])

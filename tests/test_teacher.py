@@ -18,14 +18,14 @@ def test_teacher_writes_model_indexes_caches_and_logs(pipeline_home):
     home = pipeline_home
     model_dir = home / "models/trained/alias_label_teacher"
     metrics = read_json(model_dir / "metrics.json")
-    for name in ("model.safetensors", "modules.json", "training_config.json", "metrics.json"):
+    for name in ("model.safetensors", "modules.json", "training_config.json", "metrics.json", "calibration.json"):
         assert (model_dir / name).exists(), name
     config = read_json(model_dir / "training_config.json")
     split = load_split(home / "data/processed")
     assert config["data_fingerprint"] == split.fingerprint
     assert config["precision"] == precision_name(config["device"])
     assert metrics["test"]["n"] == len(split.test) and metrics["val"]["n"] == len(split.val)
-    assert set(metrics["timings_s"]) == {"data", "train", "index_and_evaluate"}
+    assert set(metrics["timings_s"]) == {"data", "training_data", "train", "index_and_evaluate"}
     epochs = [json.loads(line) for line in (home / "logs/metrics/teacher.jsonl").read_text().splitlines()]
     assert len(epochs) == 8 and all(0 <= e["val_top1"] <= 1 for e in epochs)
     assert not (home / "models/trained/checkpoints/alias_label_teacher").exists()
