@@ -79,3 +79,42 @@ def test_resume_refuses_checkpoints_of_another_split(home, tiny_model, swot_slic
     train_alias_label.main(train_alias_label.parse_args([*base, "--stop-after-steps", "2"]))
     with pytest.raises(Exception, match="rerun without --resume"):
         train_alias_label.main(train_alias_label.parse_args([*base, "--seed", "5", "--resume"]))
+
+
+def test_augmented_second_round_with_symmetric_loss_and_early_stopping(home, pipeline_home, swot_slice, caplog):
+    """A second round from the smoke teacher: generated aliases, mined hard negatives, symmetric loss."""
+    caplog.set_level("INFO")
+    argv = ["--data", str(swot_slice), "--base-model", str(pipeline_home / "models/trained/alias_label_teacher"),
+            "--limit", "40", "--epochs", "3", "--batch-size", "8", "--lr", "1e-3", "--augment", "acronym",
+            "transliterate", "--augment-ratio", "0.5", "--hard-negatives", "2", "--loss", "symmetric",
+            "--early-stopping-patience", "1"]
+    metrics = train_alias_label.main(train_alias_label.parse_args(argv))
+    assert metrics["test"]["n"] > 0
+    assert "augmentation:" in caplog.text and "'acronym'" in caplog.text
+    record = read_json(home / "models/trained/alias_label_teacher/training_config.json")
+    assert record["args"]["augment"] == ["acronym", "transliterate"] and record["args"]["hard_negatives"] == 2
+    # Early stopping validates every epoch, the last included; the best epoch is what was saved.
+    epochs = [json.loads(line) for line in (home / "logs/metrics/teacher.jsonl").read_text().splitlines()]
+    best = max(e["val_top1"] for e in epochs[:-1])
+    assert metrics["val"]["top1"] == pytest.approx(best)
+
+
+def test_hard_negatives_are_never_gold(in_pipeline_home):
+    split = load_split()
+    model = load_model(in_pipeline_home / "models/trained/alias_label_teacher", "cpu")
+    pairs = split.train.head(20)
+    columns = train_alias_label.hard_negative_column(model, split, pairs, 3)
+    assert set(columns) == {"negative_1", "negative_2", "negative_3"}
+    for i, label in enumerate(pairs["label"]):
+        assert label.casefold() not in {columns[c][i].casefold() for c in columns}
+
+
+@pytest.mark.parametrize(("loss", "expected"), [("mnrl", "MultipleNegativesRankingLoss"),
+                                                ("symmetric", "MultipleNegativesSymmetricRankingLoss"),
+                                                ("cached", "CachedMultipleNegativesRankingLoss")])
+def test_loss_choice(tiny_model, loss, expected):
+    args = train_alias_label.parse_args(["--loss", loss, "--mini-batch-size", "4"])
+    built = train_alias_label.make_loss(args, load_model(tiny_model, "cpu"))
+    assert type(built).__name__ == expected
+    if loss == "cached":
+        assert built.mini_batch_size == 4

@@ -48,3 +48,33 @@ def test_deterministic_per_epoch_and_reshuffled_across_epochs(pairs):
 def test_drop_last_keeps_only_full_batches(pairs):
     sampler = UniqueLengthBucketBatchSampler(pairs, batch_size=16, drop_last=True, seed=1)
     assert all(len(b) == 16 for b in sampler) and len(list(sampler)) == len(sampler)
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(home):
+    from types import SimpleNamespace
+
+    import torch
+
+    from alias_label.training import validation_callback
+
+    model = torch.nn.Linear(2, 1)
+    scores = iter([0.5, 0.7, 0.6, 0.55])
+    weights = {}
+
+    def evaluate(m):
+        weights[len(weights)] = m.weight.detach().clone()
+        return {"top1": next(scores), "n": 1}
+
+    callback = validation_callback("teacher", evaluate, patience=2)
+    state = SimpleNamespace(global_step=1, max_steps=10, epoch=1.0, is_world_process_zero=True)
+    control = SimpleNamespace(should_training_stop=False)
+    for epoch in range(4):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))  # each epoch leaves different weights
+        state.epoch, state.global_step = float(epoch + 1), epoch + 1
+        callback.on_epoch_end(None, state, control, model=model)
+        if control.should_training_stop:
+            break
+    assert epoch == 3 and control.should_training_stop  # 0.6 and 0.55 did not beat 0.7: two stale epochs
+    callback.on_train_end(None, state, control, model=model)
+    assert torch.equal(model.weight, weights[1])  # the weights of the 0.7 epoch are back
