@@ -2,7 +2,7 @@
 
 Texts are encoded in chunks into a memory-mapped .npy and each chunk is added to the index as it
 arrives, so memory stays flat however many labels there are. Use it to move to an approximate
-or compressed index (README: "Index types at scale") without retraining.
+or compressed index (README: "Index types, scale and CPU speed") without retraining.
 
 Reads   data/processed/ (labels and aliases), models/trained/alias_label_{teacher,student}/
 Writes  faiss/{labels,aliases}{,_distilled}.index with sidecars (type, factory string, parameters),
