@@ -166,14 +166,6 @@ def sha256_of(*parts: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 @contextlib.contextmanager
 def timed(phase: str, timings: dict, logger: logging.Logger):
     """Log one fixed-format line when a phase ends and record its wall time."""
