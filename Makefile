@@ -58,6 +58,7 @@ pipeline: setup
 bench: setup
 	$(BIN)/python benchmarks/query_latency.py
 	$(BIN)/python benchmarks/index_scale.py $(BENCH_INDEX_ARGS)
+	$(BIN)/python benchmarks/hnsw_ef_sweep.py
 	$(BIN)/python benchmarks/encode_memory.py
 
 test: setup

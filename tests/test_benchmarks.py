@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import encode_memory
 import gpu_throughput
+import hnsw_ef_sweep
 import index_scale
 import query_latency
 
@@ -52,3 +53,11 @@ def test_encode_memory_compares_three_approaches(tmp_path):
     assert [row["approach"] for row in figures["rows"]] == ["naive", "streamed-flat", "streamed-ivfpq"]
     assert all(row["rows"] == 3000 and row["peak_rss_mb"] > 0 for row in figures["rows"])
     assert set(figures["streamed_vs_naive"]) == {"streamed-flat", "streamed-ivfpq"}
+
+
+def test_hnsw_ef_sweep_raises_recall_with_ef(in_pipeline_home, tmp_path):
+    figures = hnsw_ef_sweep.main(hnsw_ef_sweep.parse_args(["--size", "3000", "--dim", "32", "--ef", "4", "64",
+                                                           "--queries", "20", "--results-dir", str(tmp_path)]))
+    low, high = figures["rows"]
+    assert high["recall_at_10"] >= low["recall_at_10"] and high["recall_at_10"] > 0.9
+    assert (tmp_path / "hnsw_ef_sweep.json").exists()

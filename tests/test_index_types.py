@@ -69,6 +69,8 @@ def test_parameters_scale_with_the_table():
     assert IndexSpec.scaled(1_000_000, 1024, "ivfpq").pq_m == 128
     assert IndexSpec.scaled(10, 8, "ivf").nlist == 1
     assert IndexSpec.scaled(50, 8, "hnsw", ef_search=200).ef_search == 200
+    assert IndexSpec.scaled(100_000, 8, "hnsw").ef_search == 128
+    assert IndexSpec.scaled(1_000_000, 8, "hnsw").ef_search == 1024
     with pytest.raises(UserError, match="already compresses"):
         IndexSpec.scaled(100, 8, "ivfpq", "int8")
     with pytest.raises(UserError, match="unknown index parameter 'nprobes'"):
