@@ -262,12 +262,9 @@ def load_index(path: Path, fix_command: str, data_fingerprint: str | None = None
     return index, meta
 
 
-def search(index, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def search(index: DenseIndex, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, row ids) for each query row; k is capped at the index size."""
-    if isinstance(index, DenseIndex):
-        return index.search(query_embeddings, k)
-    k = min(k, index.ntotal)
-    return index.search(np.ascontiguousarray(query_embeddings, dtype=np.float32), k)
+    return index.search(query_embeddings, k)
 
 
 def _drop_sidecar(target: Path) -> None:

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from alias_label.common import UserError
+from alias_label.common import UserError, atomic_path
+from alias_label.index import training_rows, training_sample
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +181,6 @@ def encode_to_file(model, texts, kind: str, target: Path, index=None, chunk_rows
     An index that must be trained first (IVF, PQ, int8) is trained once enough rows are on disk.
     The file appears at ``target`` only when complete; the return value maps it read-only.
     """
-    from tqdm import tqdm
-
-    from alias_label.common import atomic_path
-    from alias_label.index import training_rows, training_sample
-
     texts = list(texts)
     train_after = training_rows(len(texts), index.spec) if index is not None else 0
     dim = embedding_dim(model) or encode(model, texts[:1], kind=kind).shape[1]

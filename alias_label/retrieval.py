@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 # Which script rebuilds the indexes of each model; error messages name it.
 FIX_COMMANDS = {"teacher": "python scripts/train_alias_label.py", "student": "python scripts/distill_model.py"}
 INDEX_SUFFIX = {"teacher": "", "student": "_distilled"}
-MODES = ("hybrid", "dense")
 CALIBRATION_FILE = "calibration.json"
 
 
@@ -115,6 +114,7 @@ class Retriever:
     """
 
     name: str
+    # A DenseIndex (embeddings in) or a TfidfIndex (text in): both search(queries, k), k capped at their size.
     label_index: object
     alias_index: object
     model: object = None  # None for the lexical retriever, whose indexes take raw text
@@ -124,15 +124,10 @@ class Retriever:
         return list(texts) if self.model is None else encode(self.model, texts, kind=kind)
 
     def labels_for(self, aliases, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        return search_any(self.label_index, self._queries(aliases, "query"), k)
+        return self.label_index.search(self._queries(aliases, "query"), k)
 
     def aliases_for(self, labels, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        return search_any(self.alias_index, self._queries(labels, "document"), k)
-
-
-def search_any(index, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
-    # TfidfIndex takes raw text and caps k itself; FAISS indexes go through the shared search.
-    return index.search(queries, k) if isinstance(index, TfidfIndex) else search(index, queries, k)
+        return self.alias_index.search(self._queries(labels, "document"), k)
 
 
 def lexical_retriever(split: Split) -> Retriever:
