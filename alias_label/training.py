@@ -7,6 +7,7 @@ N steps, mixed precision on GPU, atomic model saves and the training record save
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import shutil
@@ -15,9 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.base.sampler import DefaultBatchSampler
+from sentence_transformers.sentence_transformer.losses import (
+    MultipleNegativesRankingLoss,
+    MultipleNegativesSymmetricRankingLoss,
+)
 
 from alias_label.common import UserError, append_jsonl, paths, read_json, write_json
+from alias_label.fast_encode import token_counts
 from alias_label.modeling import precision_name
 
 log = logging.getLogger(__name__)
@@ -47,37 +54,40 @@ class LengthBucketBatchSampler(DefaultBatchSampler):
     Random batches pad every text to the longest one in the batch; names vary from 3 to 60+
     tokens, so most of that compute is padding. Each window of ``WINDOW`` batches is sorted by
     length before it is cut into batches, and the batch order is shuffled, so batches stay random
-    while padding shrinks.
+    while padding shrinks. Lengths are token counts when a tokenizer is given (characters order
+    Latin, Cyrillic and CJK names differently from their tokens), else characters.
     """
 
     WINDOW = 32
     UNIQUE = False
 
     def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None,
-                 generator: torch.Generator | None = None, seed: int = 0):
+                 generator: torch.Generator | None = None, seed: int = 0, tokenizer=None,
+                 max_length: int | None = None):
         super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
                          valid_label_columns=valid_label_columns, generator=generator, seed=seed)
         text_columns = [c for c in dataset.column_names
                         if c not in (valid_label_columns or []) and isinstance(dataset[0][c], str)]
         self.texts = [dataset[c] for c in text_columns]
-        # Characters stand in for tokens: the order, not the exact count, decides the buckets.
-        self.lengths = np.max([[len(t) for t in column] for column in self.texts], axis=0)
+        self.lengths = np.max([text_lengths(column, tokenizer, max_length) for column in self.texts], axis=0)
         self._cache: tuple[int, list[list[int]]] | None = None
 
     def _split(self, indices) -> list[list[int]]:
-        """Cut length-sorted indices into batches; with UNIQUE, a text never appears twice in one."""
-        batches, pending = [], list(indices)
-        while pending:
-            batch, seen, rest = [], set(), []
-            for index in pending:
-                values = {column[index] for column in self.texts} if self.UNIQUE else set()
-                if len(batch) < self.batch_size and seen.isdisjoint(values):
-                    batch.append(int(index))
-                    seen |= values
-                else:
-                    rest.append(index)
-            batches.append(batch)
-            pending = rest
+        """Cut indices into batches in their order, each row into the first batch with room (and,
+        with UNIQUE, none of its texts): rows sharing a text spread over consecutive batches."""
+        batches, seen, first_open = [], [], 0
+        for index in indices:
+            values = {column[index] for column in self.texts} if self.UNIQUE else set()
+            target = next((j for j in range(first_open, len(batches))
+                           if len(batches[j]) < self.batch_size and seen[j].isdisjoint(values)), None)
+            if target is None:
+                batches.append([])
+                seen.append(set())
+                target = len(batches) - 1
+            batches[target].append(int(index))
+            seen[target] |= values
+            while first_open < len(batches) and len(batches[first_open]) == self.batch_size:
+                first_open += 1
         return batches
 
     def _batches(self) -> list[list[int]]:
@@ -86,10 +96,22 @@ class LengthBucketBatchSampler(DefaultBatchSampler):
             rng = np.random.default_rng(self.seed + epoch)
             order = rng.permutation(len(self.lengths))
             window = self.batch_size * self.WINDOW
-            batches = []
-            for start in range(0, len(order), window):
-                chunk = order[start:start + window]
-                batches += self._split(chunk[np.argsort(self.lengths[chunk], kind="stable")])
+            batches, carried, start = [], np.array([], dtype=np.int64), 0
+            while start < len(order) or len(carried):
+                taken = max(window - len(carried), 0)
+                new = order[start:start + taken]
+                start += taken
+                # Carried rows come first, so each lands in an early batch of its own.
+                cut = self._split(np.concatenate([carried, new[np.argsort(self.lengths[new], kind="stable")]]))
+                carried = np.array([], dtype=np.int64)
+                if start < len(order):
+                    # Rows left out of a full batch (a text repeated in the window, with UNIQUE)
+                    # go first into the next window rather than into a small batch: MNRL's
+                    # signal grows with the batch, and a batch of one has no negative at all.
+                    carried = np.array([i for batch in cut if len(batch) < self.batch_size for i in batch],
+                                       dtype=np.int64)
+                    cut = [batch for batch in cut if len(batch) == self.batch_size]
+                batches += cut
             if self.drop_last:
                 batches = [batch for batch in batches if len(batch) == self.batch_size]
             rng.shuffle(batches)
@@ -200,11 +222,55 @@ def stop_callback(after_steps: int):
     return StopAfterSteps()
 
 
-def batch_sampler(dataset, unique: bool):
+class OneForwardMNRL(MultipleNegativesRankingLoss):
+    """MultipleNegativesRankingLoss with the aliases and labels embedded in one forward pass.
+
+    The library embeds the anchor column on its own, in case queries and documents differ in
+    width; aliases and labels are both short names. One pass of 2B rows instead of two of B
+    halves the kernel launches, which bound a GPU step at the batch sizes used here.
+    """
+
+    def forward(self, sentence_features, labels):
+        return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features, separate_first=False),
+                                                 labels)
+
+
+class OneForwardSymmetricMNRL(MultipleNegativesSymmetricRankingLoss):
+    """MultipleNegativesSymmetricRankingLoss with every column in one forward pass, as above."""
+
+    forward = OneForwardMNRL.forward
+
+
+def ranking_loss(model, device: str, symmetric: bool = False, gather: bool = False):
+    """(Symmetric) MultipleNegativesRankingLoss; on a GPU, with both columns in one forward pass.
+
+    On CPU the step is bound by arithmetic, and padding the aliases to the labels' width would add
+    some; on a GPU it is bound by kernel launches, which one pass halves.
+    """
+    if device.startswith("cuda"):
+        return (OneForwardSymmetricMNRL if symmetric else OneForwardMNRL)(model, gather_across_devices=gather)
+    return (MultipleNegativesSymmetricRankingLoss if symmetric else MultipleNegativesRankingLoss)(
+        model, gather_across_devices=gather)
+
+
+def text_lengths(texts: list[str], tokenizer=None, max_length: int | None = None) -> np.ndarray:
+    """Token counts of ``texts`` (each distinct text tokenised once), or characters without a tokenizer."""
+    if tokenizer is None:
+        return np.array([len(text) for text in texts], dtype=np.int64)
+    distinct, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+    return token_counts(tokenizer, distinct.tolist(), max_length)[inverse]
+
+
+def batch_sampler(dataset, unique: bool, model=None):
+    """The length-bucketing sampler, counting tokens with the model's tokenizer when there is one."""
     # A dict of datasets (multi-task) keeps the library's sampler: length buckets would mix tasks.
     if isinstance(dataset, dict):
         return "batch_sampler"
-    return UniqueLengthBucketBatchSampler if unique else LengthBucketBatchSampler
+    sampler = UniqueLengthBucketBatchSampler if unique else LengthBucketBatchSampler
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return sampler
+    return functools.partial(sampler, tokenizer=tokenizer, max_length=model.max_seq_length)
 
 
 def make_trainer(model, dataset, loss, args: argparse.Namespace, output: Path, device: str, callbacks: list,
@@ -213,6 +279,11 @@ def make_trainer(model, dataset, loss, args: argparse.Namespace, output: Path, d
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
     dtype = precision_name(device)
+    workers = min(4, os.cpu_count() or 1) if device.startswith("cuda") else 0
+    if workers:
+        # Forked workers each tokenise on one thread; left parallel, each would start a thread per
+        # core and starve the main process, which launches the GPU's work. A user's setting stands.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     training_args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoint_dir(output)),
         num_train_epochs=args.epochs,
@@ -223,7 +294,7 @@ def make_trainer(model, dataset, loss, args: argparse.Namespace, output: Path, d
         bf16=dtype == "bf16",
         fp16=dtype == "fp16",
         use_cpu=device == "cpu",
-        batch_sampler=batch_sampler(dataset, unique_batches),
+        batch_sampler=batch_sampler(dataset, unique_batches, model),
         prompts=prompts,
         save_strategy="steps",
         save_steps=args.save_steps,
@@ -232,7 +303,7 @@ def make_trainer(model, dataset, loss, args: argparse.Namespace, output: Path, d
         eval_strategy="no",
         report_to="none",
         # On a GPU, worker processes tokenise the next batches while the current one trains.
-        dataloader_num_workers=min(4, os.cpu_count() or 1) if device.startswith("cuda") else 0,
+        dataloader_num_workers=workers,
         dataloader_pin_memory=device.startswith("cuda"),
         dataloader_persistent_workers=device.startswith("cuda"),
     )

@@ -48,6 +48,7 @@ from alias_label.training import (
     log_validation,
     make_trainer,
     prepare_checkpoints,
+    ranking_loss,
     run_training,
     save_model_atomically,
     training_record,
@@ -127,21 +128,15 @@ def train_dataset(model, split, args):
     return Dataset.from_dict(columns)
 
 
-def make_loss(args, model):
-    from sentence_transformers.sentence_transformer.losses import (
-        CachedMultipleNegativesRankingLoss,
-        MultipleNegativesRankingLoss,
-        MultipleNegativesSymmetricRankingLoss,
-    )
+def make_loss(args, model, device: str):
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
 
     # Under `accelerate launch`, each process's in-batch negatives include every other process's batch.
     gather = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if args.loss == "symmetric":
-        return MultipleNegativesSymmetricRankingLoss(model, gather_across_devices=gather)
     if args.loss == "cached":
         return CachedMultipleNegativesRankingLoss(model, mini_batch_size=args.mini_batch_size,
                                                   gather_across_devices=gather)
-    return MultipleNegativesRankingLoss(model, gather_across_devices=gather)
+    return ranking_loss(model, device, symmetric=args.loss == "symmetric", gather=gather)
 
 
 def validation_top1(split):
@@ -159,7 +154,7 @@ def build_trainer(model, split, args, device: str):
         query, document = model.prompts.get("query", ""), model.prompts.get("document", "")
         prompts = {column: query if column == "alias" else document for column in dataset.column_names}
     callback = validation_callback("teacher", validation_top1(split), args.early_stopping_patience)
-    return make_trainer(model, dataset, make_loss(args, model), args, args.output, device, [callback], prompts,
+    return make_trainer(model, dataset, make_loss(args, model, device), args, args.output, device, [callback], prompts,
                         unique_batches=True)
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from alias_label.fast_encode import (
+    TokenisedChunks,
     default_workers,
-    estimated_tokens,
     fast_encode,
     half_precision_copy,
     inference_dtype,
@@ -38,11 +38,23 @@ def test_token_budget_batches_cover_every_row_once_within_budget(max_tokens, max
     assert longest == sorted(longest, reverse=True)  # longest first: memory errors surface at once
 
 
-def test_estimated_tokens_order_like_real_token_counts(tiny_model):
+def test_chunks_pad_each_batch_to_its_own_longest_text(tiny_model):
     model = load_model(tiny_model, "cpu")
-    texts = ["MIT", "University of Guadalajara", "Universidad Nacional Autónoma de México, Facultad de Ciencias"]
-    real = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
-    assert np.argsort(estimated_tokens(texts)).tolist() == np.argsort(real).tolist()
+    # Few characters but many tokens (CJK), and many characters but few tokens: a character
+    # count would sort these wrongly and pad the short ones to the long ones.
+    texts = ["北京大学清华大学复旦大学", "MIT", "University of Guadalajara", "Ukrainian Catholic University",
+             "東京大学", "UdeG"] * 5 + ["x " * 80]
+    chunks = TokenisedChunks(model, texts, "query: ", chunk=8, max_tokens=40, max_batch=4)
+    assert len(chunks) == 4
+    seen = []
+    for i in range(len(chunks)):
+        for rows, features in chunks[i]:
+            real = [len(ids) for ids in model.tokenizer(["query: " + texts[r] for r in rows])["input_ids"]]
+            longest = min(max(real), model.max_seq_length)
+            assert features["input_ids"].shape == (len(rows), longest)  # no padding past the batch's longest
+            assert len(rows) == 1 or len(rows) * longest <= 40
+            seen += rows.tolist()
+    assert sorted(seen) == list(range(len(texts)))
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -50,7 +62,7 @@ def test_fast_encode_equals_encode_in_input_order(tiny_model, workers):
     model = load_model(tiny_model, "cpu", query_prompt="query: ")
     texts = [f"{'long ' * (i % 9)}name {i}" for i in range(157)]
     expected = encode(model, texts, "query")
-    got = fast_encode(model, texts, "query", max_tokens=96, max_batch=16, workers=workers)
+    got = fast_encode(model, texts, "query", max_tokens=96, max_batch=16, workers=workers, chunk=50)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     tensor = fast_encode(model, texts, "query", max_tokens=96, as_tensor=True)
     assert torch.is_tensor(tensor) and tensor.dtype == torch.float32 and tensor.shape == expected.shape

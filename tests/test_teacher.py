@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import train_alias_label
 
 from alias_label.common import read_json
@@ -109,12 +110,27 @@ def test_hard_negatives_are_never_gold(in_pipeline_home):
         assert label.casefold() not in {columns[c][i].casefold() for c in columns}
 
 
-@pytest.mark.parametrize(("loss", "expected"), [("mnrl", "MultipleNegativesRankingLoss"),
-                                                ("symmetric", "MultipleNegativesSymmetricRankingLoss"),
-                                                ("cached", "CachedMultipleNegativesRankingLoss")])
-def test_loss_choice(tiny_model, loss, expected):
+@pytest.mark.parametrize(("loss", "device", "expected"), [
+    ("mnrl", "cpu", "MultipleNegativesRankingLoss"), ("mnrl", "cuda", "OneForwardMNRL"),
+    ("symmetric", "cpu", "MultipleNegativesSymmetricRankingLoss"), ("symmetric", "cuda", "OneForwardSymmetricMNRL"),
+    ("cached", "cuda", "CachedMultipleNegativesRankingLoss")])
+def test_loss_choice(tiny_model, loss, device, expected):
     args = train_alias_label.parse_args(["--loss", loss, "--mini-batch-size", "4"])
-    built = train_alias_label.make_loss(args, load_model(tiny_model, "cpu"))
+    built = train_alias_label.make_loss(args, load_model(tiny_model, "cpu"), device)
     assert type(built).__name__ == expected
     if loss == "cached":
         assert built.mini_batch_size == 4
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_one_forward_loss_equals_the_per_column_loss(tiny_model, symmetric):
+    from alias_label.training import ranking_loss
+
+    model = load_model(tiny_model, "cpu").eval()  # no dropout: both paths see the same network
+    aliases, labels = ["MIT", "UdeG", "Batman Üniversitesi"], ["Massachusetts Institute of Technology",
+                                                               "Universidad de Guadalajara", "Batman University"]
+    features = [model.preprocess(aliases), model.preprocess(labels)]
+    per_column = ranking_loss(model, "cpu", symmetric)(features, None)
+    one_forward = ranking_loss(model, "cuda", symmetric)(features, None)  # the GPU choice, run on CPU
+    assert type(ranking_loss(model, "cuda", symmetric)).__name__.startswith("OneForward")
+    assert torch.isclose(per_column, one_forward, atol=1e-5)

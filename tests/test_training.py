@@ -45,6 +45,30 @@ def test_deterministic_per_epoch_and_reshuffled_across_epochs(pairs):
     assert list(first) != epoch0
 
 
+def test_repeated_texts_wait_for_the_next_window_instead_of_making_small_batches():
+    # One label with 30 aliases among 900 rows: 30 windows of 32 rows, batch 8.
+    rows = [(f"alias {i}", "Brevard Schools" if i % 30 == 0 else f"School {i}") for i in range(900)]
+    dataset = Dataset.from_dict({"alias": [a for a, _ in rows], "canonical": [lab for _, lab in rows]})
+    sampler = UniqueLengthBucketBatchSampler(dataset, batch_size=8, drop_last=False, seed=0)
+    sampler.WINDOW = 4
+    sizes = [len(b) for b in sampler]
+    assert sorted(i for b in sampler for i in b) == list(range(900))  # every pair once
+    assert sum(size < 8 for size in sizes) <= 2  # only the last window may leave partial batches
+
+
+def test_token_lengths_order_scripts_as_the_model_sees_them(tiny_model):
+    from alias_label.modeling import load_model
+
+    model = load_model(tiny_model, "cpu")
+    texts = ["北京大学清华大学", "University of Tokyo", "MIT"]  # 8 CJK characters are 8+ tokens
+    dataset = Dataset.from_dict({"alias": texts, "canonical": ["A", "B", "C"]})
+    by_tokens = LengthBucketBatchSampler(dataset, 2, False, tokenizer=model.tokenizer, max_length=32)
+    by_chars = LengthBucketBatchSampler(dataset, 2, False)
+    real = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
+    assert by_tokens.lengths.tolist() == real
+    assert real[0] > real[1] and by_chars.lengths[0] < by_chars.lengths[1]
+
+
 def test_drop_last_keeps_only_full_batches(pairs):
     sampler = UniqueLengthBucketBatchSampler(pairs, batch_size=16, drop_last=True, seed=1)
     assert all(len(b) == 16 for b in sampler) and len(list(sampler)) == len(sampler)
