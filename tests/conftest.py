@@ -72,8 +72,7 @@ def swot_slice(tmp_path_factory) -> Path:
 
 
 TEACHER_SMOKE = ["--limit", "40", "--epochs", "8", "--batch-size", "16", "--lr", "3e-3", "--max-seq-length", "32"]
-STUDENT_SMOKE = ["--epochs", "3", "--batch-size", "16", "--lr", "1e-3", "--student-layers", "1",
-                 "--hard-negatives", "3"]
+STUDENT_SMOKE = ["--epochs", "3", "--batch-size", "16", "--lr", "1e-3", "--student-layers", "1"]
 
 
 @pytest.fixture(scope="session")

@@ -180,12 +180,17 @@ def test_student_queries_over_the_teachers_vectors(home, pipeline_home):
 
     for folder in ("models", "data", "faiss"):
         shutil.copytree(pipeline_home / folder, home / folder)
+    small = ["--epochs", "1", "--batch-size", "8"]
+    with pytest.raises(SystemExit):
+        distill_model.parse_args(["--objective", "cosine", "--index-vectors", "teacher"])  # its own space
+    cosine = distill_model.parse_args([*small, "--objective", "cosine"])
+    assert cosine.index_vectors == "student"
+    distill_model.main(cosine)
     with pytest.raises(UserError, match="distilled with --objective cosine.*--objective embedding-mse"):
         build_index_cli.main(build_index_cli.parse_args(["--model", "student", "--vectors-from", "teacher"]))
-    with pytest.raises(SystemExit):
-        distill_model.parse_args(["--index-vectors", "teacher"])  # the cosine objective has its own space
-    metrics = distill_model.main(distill_model.parse_args(
-        ["--epochs", "1", "--batch-size", "8", "--objective", "embedding-mse", "--index-vectors", "teacher"]))
+    defaults = distill_model.parse_args(small)
+    assert (defaults.objective, defaults.index_vectors) == ("embedding-mse", "teacher")
+    metrics = distill_model.main(defaults)
     teacher_labels = np.load(cache_paths()["labels"])
     index, _ = load_index(home / "faiss/labels_distilled.index", "fix")
     np.testing.assert_allclose(index.index.reconstruct_n(0, index.ntotal), teacher_labels, atol=1e-6)
