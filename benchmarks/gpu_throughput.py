@@ -89,7 +89,7 @@ def load_random_model(folder: Path, device: str):
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
     transformer = Transformer(str(folder), max_seq_length=64)
-    dim = transformer.get_word_embedding_dimension()
+    dim = transformer.get_embedding_dimension()
     return SentenceTransformer(modules=[transformer, Pooling(dim, "mean"), Normalize()], device=device)
 
 

@@ -1,8 +1,9 @@
-"""Student: distil the teacher into a smaller bi-encoder on teacher-mined hard negatives.
+"""Student: distil the teacher into a smaller, faster bi-encoder.
 
 Reads   models/trained/alias_label_teacher/ and the split in data/processed/ it was trained on;
         data/cache/teacher_{label,alias}_embs.npy when their fingerprint matches (else re-encodes).
-Mines   each train alias's top-k non-gold labels from the full alias x label teacher cosine.
+Mines   with --objective cosine, each train alias's top-k non-gold labels from the full
+        alias x label teacher cosine.
 Trains  --objective embedding-mse (default): the student regresses onto the teacher's embeddings
         (with a projection when the dimensions differ); its indexes keep the teacher's label
         and alias vectors, and the student encodes only the queries (--index-vectors teacher);
