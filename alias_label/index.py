@@ -262,11 +262,6 @@ def load_index(path: Path, fix_command: str, data_fingerprint: str | None = None
     return index, meta
 
 
-def search(index: DenseIndex, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, row ids) for each query row; k is capped at the index size."""
-    return index.search(query_embeddings, k)
-
-
 def _drop_sidecar(target: Path) -> None:
     """Remove the old sidecar first: a crash before the new one is written then reads as 'missing',
     never as an old description of new content."""

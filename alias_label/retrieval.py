@@ -16,7 +16,7 @@ import pandas as pd
 from alias_label.common import UserError, paths, read_json, write_json
 from alias_label.data import Split
 from alias_label.hybrid import FUSION_DEPTH, HybridRetriever, confident, fit_abstain, fit_fusion_weight, fuse
-from alias_label.index import build_index, load_index, save_embeddings, save_index, search, spec_from_args
+from alias_label.index import build_index, load_index, save_embeddings, save_index, spec_from_args
 from alias_label.lexical import TfidfIndex
 from alias_label.metrics import DEPTH, retrieval_metrics
 from alias_label.modeling import encode, load_model, model_fingerprint
@@ -99,7 +99,7 @@ def split_ranking(model, split: Split, split_name: str, label_index, alias_embs:
     """
     aliases = split.pairs(split_name)["alias"]
     queries = encode(model, aliases, kind="query") if alias_embs is None else alias_embs[split.alias_rows(aliases)]
-    return search(label_index, queries, depth)[1]
+    return label_index.search(queries, depth)[1]
 
 
 def split_metrics(split: Split, split_name: str, ranked: np.ndarray) -> dict:

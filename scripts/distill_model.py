@@ -33,7 +33,7 @@ from calibrate import add_calibration_args, check_target
 from alias_label.common import UserError, paths, read_json, run_main, save_run_args, setup_logging, timed, write_json
 from alias_label.data import load_split
 from alias_label.distillation import distillation_pairs, reduce_layers, teacher_embeddings, with_projection
-from alias_label.index import add_index_args, build_index, search
+from alias_label.index import add_index_args, build_index
 from alias_label.modeling import embedding_dim, encode, load_model, model_fingerprint, pick_device, precision_name
 from alias_label.retrieval import Retriever, calibrate, encode_candidates, split_metrics, split_ranking, write_indexes
 from alias_label.training import (
@@ -164,7 +164,7 @@ def trainer_prompts(args, student) -> dict | None:
 def teacher_top1(split, embeddings, split_name: str) -> np.ndarray:
     """The teacher's top-1 label row for each alias of a split, from its cached embeddings."""
     alias_rows = split.alias_rows(split.pairs(split_name)["alias"])
-    _, ids = search(build_index(embeddings["labels"]), embeddings["aliases"][alias_rows], 1)
+    _, ids = build_index(embeddings["labels"]).search(embeddings["aliases"][alias_rows], 1)
     return ids[:, 0]
 
 

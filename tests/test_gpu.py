@@ -13,7 +13,7 @@ import torch
 
 from alias_label.common import read_json
 from alias_label.data import load_split
-from alias_label.index import build_index, search
+from alias_label.index import build_index
 from alias_label.modeling import encode, load_model, precision_name
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -39,7 +39,7 @@ def test_cpu_and_gpu_retrieve_the_same_labels(pipeline_home):
         model = load_model(model_dir, device)
         labels = encode(model, split.labels["label"], kind="document")
         queries = encode(model, split.aliases["alias"], kind="query")
-        results[device] = (labels, queries, search(build_index(labels), queries, 1)[1][:, 0])
+        results[device] = (labels, queries, build_index(labels).search(queries, 1)[1][:, 0])
     cosine_gap = np.abs(results["cpu"][1] @ results["cpu"][0].T - results["cuda"][1] @ results["cuda"][0].T).max()
     agreement = np.mean(results["cpu"][2] == results["cuda"][2])
     print(f"max cosine difference {cosine_gap:.2e}, top-1 agreement {agreement:.3f}")

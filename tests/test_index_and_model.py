@@ -8,7 +8,7 @@ import torch
 from conftest import unit_rows
 
 from alias_label.common import UserError, atomic_path, read_json
-from alias_label.index import build_index, load_embeddings, load_index, save_embeddings, save_index, search
+from alias_label.index import build_index, load_embeddings, load_index, save_embeddings, save_index
 from alias_label.modeling import (
     autocast_dtype,
     bundled_model_path,
@@ -25,7 +25,7 @@ def test_index_round_trip_and_exact_search(tmp_path):
     save_index(build_index(embs), tmp_path / "labels.index", meta)
     index, sidecar = load_index(tmp_path / "labels.index", "python fix.py", "abc")
     assert sidecar["dim"] == 8 and sidecar["metric"] == "inner_product" and sidecar["normalized"] is True
-    scores, ids = search(index, embs[:3], 50)
+    scores, ids = index.search(embs[:3], 50)
     assert ids.shape == (3, 20) and ids[:, 0].tolist() == [0, 1, 2]
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
 

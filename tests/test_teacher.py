@@ -11,7 +11,7 @@ import train_alias_label
 
 from alias_label.common import read_json
 from alias_label.data import load_split
-from alias_label.index import load_index, search
+from alias_label.index import load_index
 from alias_label.modeling import encode, load_model, model_fingerprint, precision_name
 
 
@@ -48,7 +48,7 @@ def test_training_alias_retrieves_its_own_label(pipeline_home):
     model = load_model(home / "models/trained/alias_label_teacher", "cpu")
     index, sidecar = load_index(home / "faiss/labels.index", "fix", split.fingerprint)
     pairs = split.train
-    _, ids = search(index, encode(model, pairs["alias"]), 1)
+    _, ids = index.search(encode(model, pairs["alias"]), 1)
     predicted = [sidecar["texts"][i] for i in ids[:, 0]]
     hits = np.mean(np.array(predicted) == pairs["label"].to_numpy())
     assert hits >= 0.8, f"only {hits:.0%} of training aliases retrieve their label"
