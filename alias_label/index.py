@@ -24,7 +24,7 @@ def sidecar_path(artifact: Path) -> Path:
 
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
-QUANTIZATIONS = ("none", "int8", "binary")
+QUANTIZATIONS = ("none", "int8", "int4", "binary")
 
 
 def add_index_args(parser) -> None:
@@ -34,7 +34,7 @@ def add_index_args(parser) -> None:
                        help="flat: exact; hnsw, ivf: approximate, for millions of rows; ivfpq: approximate and "
                             "compressed (default: flat)")
     group.add_argument("--quantize", default="none", choices=QUANTIZATIONS,
-                       help="store flat/hnsw/ivf vectors as int8 (1/4 of the memory) or sign bits (1/32) "
+                       help="store flat/hnsw/ivf vectors as int8 (1/4 of the memory), int4 (1/8) or sign bits (1/32) "
                             "(default: none)")
     group.add_argument("--rescore", type=int, default=None,
                        help="rerank R x k compressed candidates by exact cosine from float32 vectors kept on disk "
@@ -60,7 +60,7 @@ class IndexSpec:
 
     flat is exact. hnsw (a graph) and ivf (k-means cells, ``nprobe`` of ``nlist`` searched) are
     approximate; ivfpq also compresses each vector to ``pq_m`` bytes. ``quantize`` stores flat,
-    hnsw or ivf vectors as int8 (a quarter of float32) or sign bits (1/32). With ``rescore`` R, a
+    hnsw or ivf vectors as int8 (a quarter of float32), int4 (an eighth) or sign bits (1/32). With ``rescore`` R, a
     search takes R x k candidates from the compressed index and reranks them by exact cosine
     against the float32 vectors, which stay on disk as a memory map.
     """
@@ -111,7 +111,7 @@ class IndexSpec:
         """The FAISS index_factory string (binary indexes use index_binary_factory)."""
         if self.quantize == "binary":
             return {"flat": "BFlat", "hnsw": f"BHNSW{self.hnsw_m}", "ivf": f"BIVF{self.nlist}"}[self.kind]
-        storage = "SQ8" if self.quantize == "int8" else "Flat"
+        storage = {"int8": "SQ8", "int4": "SQ4"}.get(self.quantize, "Flat")
         return {"flat": storage, "hnsw": f"HNSW{self.hnsw_m},{storage}", "ivf": f"IVF{self.nlist},{storage}",
                 "ivfpq": f"IVF{self.nlist},PQ{self.pq_m}x{self.pq_bits}"}[self.kind]
 

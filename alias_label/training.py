@@ -160,21 +160,23 @@ def prepare_checkpoints(output: Path, resume: bool, run_identity: dict, is_main_
     return False
 
 
-def log_validation(role: str, epoch: float, step: int, metrics: dict) -> None:
+def log_validation(role: str, epoch: float, step: int, metrics: dict, extra: dict | None = None) -> None:
     """One fixed-format log line and one logs/metrics/<role>.jsonl record per validation."""
-    log.info("%s epoch=%.2f step=%d %s", role, epoch, step,
-             " ".join(f"val_{key}={value:.4f}" for key, value in metrics.items() if key != "n"))
-    append_jsonl(paths().metrics / f"{role}.jsonl", {"model": role, "epoch": round(epoch, 3), "step": step,
+    extra = extra or {}
+    log.info("%s %sepoch=%.2f step=%d %s", role, "".join(f"{key}={value} " for key, value in extra.items()), epoch,
+             step, " ".join(f"val_{key}={value:.4f}" for key, value in metrics.items() if key != "n"))
+    append_jsonl(paths().metrics / f"{role}.jsonl", {"model": role, **extra, "epoch": round(epoch, 3), "step": step,
                                                      **{f"val_{key}": value for key, value in metrics.items()}})
 
 
-def validation_callback(role: str, evaluate: Callable, patience: int = 0):
+def validation_callback(role: str, evaluate: Callable, patience: int = 0, validate_last: bool = False,
+                        extra: dict | None = None):
     """Run ``evaluate(model)`` at each epoch end.
 
-    Without early stopping the last epoch is skipped: its validation comes with the final index,
-    whose encoding is needed anyway. With ``patience`` > 0 every epoch is validated, training
-    stops after ``patience`` epochs without a better val top-1, and the best epoch's weights are
-    restored when training ends.
+    Without early stopping the last epoch is skipped unless ``validate_last``: its validation
+    comes with the final index, whose encoding is needed anyway. With ``patience`` > 0 every
+    epoch is validated, training stops after ``patience`` epochs without a better val top-1, and
+    the best epoch's weights are restored when training ends. ``extra`` goes into every record.
     """
     from transformers import TrainerCallback
 
@@ -182,14 +184,14 @@ def validation_callback(role: str, evaluate: Callable, patience: int = 0):
         best_top1, best_state, stale = -1.0, None, 0
 
         def on_epoch_end(self, train_args, state, control, model=None, **kwargs):
-            if state.global_step >= state.max_steps and not patience:
+            if state.global_step >= state.max_steps and not (patience or validate_last):
                 return
             # Every process validates (the same weights give the same early-stopping decision); one logs.
             model.eval()
             metrics = evaluate(model)
             model.train()
             if state.is_world_process_zero:
-                log_validation(role, state.epoch, state.global_step, metrics)
+                log_validation(role, state.epoch, state.global_step, metrics, extra)
             if not patience:
                 return
             if metrics["top1"] > self.best_top1:

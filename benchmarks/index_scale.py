@@ -28,8 +28,9 @@ from harness import percentiles, save_results
 from alias_label.index import IndexSpec, build_index, save_index
 from alias_label.retrieval import cache_paths
 
-TYPES = {"flat": ("flat", "none"), "flat-int8": ("flat", "int8"), "hnsw": ("hnsw", "none"),
-         "hnsw-int8": ("hnsw", "int8"), "ivf": ("ivf", "none"), "ivf-int8": ("ivf", "int8"),
+TYPES = {"flat": ("flat", "none"), "flat-int8": ("flat", "int8"), "flat-int4": ("flat", "int4"),
+         "hnsw": ("hnsw", "none"), "hnsw-int8": ("hnsw", "int8"), "hnsw-int4": ("hnsw", "int4"),
+         "ivf": ("ivf", "none"), "ivf-int8": ("ivf", "int8"), "ivf-int4": ("ivf", "int4"),
          "ivfpq": ("ivfpq", "none"), "ivf-binary": ("ivf", "binary"), "flat-binary": ("flat", "binary")}
 
 

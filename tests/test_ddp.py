@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -15,12 +16,20 @@ from alias_label.data import load_split
 from alias_label.retrieval import trained_retriever
 
 
+def free_port() -> int:
+    """A port nobody listens on now: the launcher's fixed default collides with any other run on the machine."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_accelerate_launch_two_cpu_processes(home, tiny_model, swot_slice):
     # --multi_gpu selects the torchrun launcher; with no GPU, the processes train on CPU over gloo.
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+               "--dynamo_backend", "no",
                str(REPO_ROOT / "scripts/train_alias_label.py"), "--data", str(swot_slice),
-               "--base-model", str(tiny_model), *TEACHER_SMOKE]
+               "--base-model", str(tiny_model), *TEACHER_SMOKE, "--rounds", "1", "--epochs", "8"]
     env = {**os.environ, "ALIAS_LABEL_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

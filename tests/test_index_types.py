@@ -15,8 +15,8 @@ from alias_label.index import DenseIndex, IndexSpec, build_index, load_index, sa
 from alias_label.modeling import encode, encode_to_file, load_model
 from alias_label.retrieval import trained_retriever
 
-COMBINATIONS = [("flat", "none"), ("flat", "int8"), ("flat", "binary"), ("hnsw", "none"), ("hnsw", "int8"),
-                ("ivf", "none"), ("ivf", "binary"), ("ivfpq", "none")]
+COMBINATIONS = [("flat", "none"), ("flat", "int8"), ("flat", "int4"), ("flat", "binary"), ("hnsw", "none"),
+                ("hnsw", "int8"), ("ivf", "none"), ("ivf", "int4"), ("ivf", "binary"), ("ivfpq", "none")]
 
 
 def clustered(n: int, d: int = 128, seed: int = 0) -> np.ndarray:

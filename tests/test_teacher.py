@@ -26,10 +26,18 @@ def test_teacher_writes_model_indexes_caches_and_logs(pipeline_home):
     assert config["data_fingerprint"] == split.fingerprint
     assert config["precision"] == precision_name(config["device"])
     assert metrics["test"]["n"] == len(split.test) and metrics["val"]["n"] == len(split.val)
-    assert set(metrics["timings_s"]) == {"data", "training_data", "train", "index_and_evaluate"}
+    assert set(metrics["timings_s"]) == {"data", "training_data_round1", "train_round1", "training_data_round2",
+                                         "train_round2", "index_and_evaluate"}
+    # Each round validates all 4 of its epochs: round 1's last by the callback, round 2's with the final index.
     epochs = [json.loads(line) for line in (home / "logs/metrics/teacher.jsonl").read_text().splitlines()]
-    assert len(epochs) == 8 and all(0 <= e["val_top1"] <= 1 for e in epochs)
-    assert not (home / "models/trained/checkpoints/alias_label_teacher").exists()
+    assert [(e["round"], e["epoch"]) for e in epochs] == [(r, float(e)) for r in (1, 2) for e in range(1, 5)]
+    assert all(0 <= e["val_top1"] <= 1 for e in epochs)
+    assert metrics["val"]["top1"] == epochs[-1]["val_top1"]
+    assert config["args"]["rounds"] == 2 and config["args"]["hard_negatives"] == 1
+    assert config["base_model"] == read_json(model_dir.with_name("alias_label_teacher_round1") /
+                                             "training_config.json")["base_model"]
+    for folder in ("alias_label_teacher", "alias_label_teacher_round1"):
+        assert not (home / "models/trained/checkpoints" / folder).exists()
     assert (home / "logs/train_alias_label_args.json").exists()
 
     for kind, table in (("labels", split.labels), ("aliases", split.aliases)):
@@ -58,20 +66,29 @@ def test_resume_continues_an_interrupted_run(home, tiny_model, swot_slice, caplo
     base = ["--data", str(swot_slice), "--base-model", str(tiny_model), "--limit", "40", "--epochs", "2",
             "--batch-size", "8", "--save-steps", "2"]
     stopped = train_alias_label.main(train_alias_label.parse_args([*base, "--stop-after-steps", "3"]))
-    assert stopped == {"stopped_at_step": 3}
-    ckpt = home / "models/trained/checkpoints/alias_label_teacher"
+    assert stopped == {"stopped_at_step": 3, "round": 1}
+    ckpt = home / "models/trained/checkpoints/alias_label_teacher_round1"
     assert (ckpt / "checkpoint-3").exists()
     assert not (home / "models/trained/alias_label_teacher").exists()
+    assert not (home / "models/trained/alias_label_teacher_round1").exists()
 
     caplog.set_level("INFO")
     train_alias_label.main(train_alias_label.parse_args([*base, "--resume"]))
     assert "resuming from the last checkpoint" in caplog.text
     assert (home / "models/trained/alias_label_teacher/model.safetensors").exists()
     epochs = [json.loads(line) for line in (home / "logs/metrics/teacher.jsonl").read_text().splitlines()]
-    # The interrupted run validated where it stopped (step 3); the resumed one went on from there to the end.
+    # The interrupted run validated where it stopped (step 3); the resumed one went on from there to the end
+    # of round 1, then trained round 2.
     per_epoch = epochs[1]["step"]
-    assert [(e["epoch"], e["step"]) for e in epochs] == [(round(3 / per_epoch, 3), 3), (1.0, per_epoch),
-                                                         (2.0, 2 * per_epoch)]
+    assert [(e["round"], e["epoch"], e["step"]) for e in epochs[:3]] == [
+        (1, round(3 / per_epoch, 3), 3), (1, 1.0, per_epoch), (1, 2.0, 2 * per_epoch)]
+    assert [(e["round"], e["epoch"]) for e in epochs[3:]] == [(2, 1.0), (2, 2.0)]
+
+    # A finished first round is reused by a later --resume, not trained again.
+    caplog.clear()
+    train_alias_label.main(train_alias_label.parse_args([*base, "--resume"]))
+    assert "round 1: reusing the finished model" in caplog.text
+    assert len((home / "logs/metrics/teacher.jsonl").read_text().splitlines()) == len(epochs) + 2
 
 
 def test_resume_refuses_checkpoints_of_another_split(home, tiny_model, swot_slice):
@@ -87,7 +104,7 @@ def test_augmented_second_round_with_symmetric_loss_and_early_stopping(home, pip
     caplog.set_level("INFO")
     argv = ["--data", str(swot_slice), "--base-model", str(pipeline_home / "models/trained/alias_label_teacher"),
             "--limit", "40", "--epochs", "3", "--batch-size", "8", "--lr", "1e-3", "--augment", "acronym",
-            "transliterate", "--augment-ratio", "0.5", "--hard-negatives", "2", "--loss", "symmetric",
+            "transliterate", "--augment-ratio", "0.5", "--rounds", "1", "--hard-negatives", "2", "--loss", "symmetric",
             "--early-stopping-patience", "1"]
     metrics = train_alias_label.main(train_alias_label.parse_args(argv))
     assert metrics["test"]["n"] > 0
