@@ -119,24 +119,25 @@ def train_pairs(split, args) -> pd.DataFrame:
     return pd.concat([pairs, generated[pairs.columns]], ignore_index=True).sample(frac=1.0, random_state=args.seed)
 
 
-def hard_negative_column(model, split, pairs: pd.DataFrame, k: int) -> dict[str, list[str]]:
+def hard_negative_column(model, split, pairs: pd.DataFrame, k: int, label_embs=None) -> dict[str, list[str]]:
     """The starting model's top-k non-gold labels per pair, as extra negative columns for MNRL."""
     alias_embs = encode(model, pairs["alias"], kind="query")
-    label_embs = encode(model, split.labels["label"], kind="document")
+    if label_embs is None:
+        label_embs = encode(model, split.labels["label"], kind="document")
     rows, _ = mine_hard_negatives(alias_embs, label_embs, forbidden_rows(split, pairs["alias"], pairs), k,
                                   str(model.device))
     texts = split.labels["label"].to_numpy()
     return {f"negative_{i + 1}": texts[rows[:, i]].tolist() for i in range(k)}
 
 
-def train_dataset(model, split, args, negatives: int):
+def train_dataset(model, split, args, negatives: int, label_embs=None):
     from datasets import Dataset
 
     pairs = train_pairs(split, args)
     # "label" is the trainer's reserved name for a score column, so the label text goes in as "canonical".
     columns = {"alias": pairs["alias"].tolist(), "canonical": pairs["label"].tolist()}
     if negatives:
-        columns.update(hard_negative_column(model, split, pairs, negatives))
+        columns.update(hard_negative_column(model, split, pairs, negatives, label_embs))
     return Dataset.from_dict(columns)
 
 
@@ -151,12 +152,14 @@ def make_loss(args, model, device: str):
     return ranking_loss(model, device, symmetric=args.loss == "symmetric", gather=gather)
 
 
-def validation_top1(split):
-    def evaluate(model) -> dict:
-        label_index = build_index(encode(model, split.labels["label"], kind="document"))
-        return split_metrics(split, "val", split_ranking(model, split, "val", label_index))
+def validation_metrics(model, split, label_embs=None) -> dict:
+    if label_embs is None:
+        label_embs = encode(model, split.labels["label"], kind="document")
+    return split_metrics(split, "val", split_ranking(model, split, "val", build_index(label_embs)))
 
-    return evaluate
+
+def validation_top1(split):
+    return lambda model: validation_metrics(model, split)
 
 
 def round_negatives(number: int, args) -> int:
@@ -169,15 +172,17 @@ def round_output(number: int, args) -> Path:
     return args.output if number == args.rounds else args.output.with_name(f"{args.output.name}_round{number}")
 
 
-def build_trainer(model, split, args, device: str, number: int):
-    dataset = train_dataset(model, split, args, round_negatives(number, args))
+def build_trainer(model, split, args, device: str, number: int, label_embs=None):
+    dataset = train_dataset(model, split, args, round_negatives(number, args), label_embs)
     prompts = None
     if model.prompts:
         query, document = model.prompts.get("query", ""), model.prompts.get("document", "")
         prompts = {column: query if column == "alias" else document for column in dataset.column_names}
-    # An earlier round validates its last epoch too: the next round starts from that model.
+    # An earlier round's last epoch is validated here only when no mining follows: mining encodes
+    # every label with that model anyway, and train_round validates it from those vectors.
+    last_unvalidated = number < args.rounds and not round_negatives(number + 1, args)
     callback = validation_callback("teacher", validation_top1(split), args.early_stopping_patience,
-                                   validate_last=number < args.rounds, extra={"round": number})
+                                   validate_last=last_unvalidated, extra={"round": number})
     return make_trainer(model, dataset, make_loss(args, model, device), args, round_output(number, args), device,
                         [callback], prompts, unique_batches=True)
 
@@ -187,7 +192,7 @@ def finished_round(folder: Path, identity: dict) -> bool:
     return config.exists() and all(read_json(config).get(key) == value for key, value in identity.items())
 
 
-def train_round(number: int, model, split, args, device: str, state, timings: dict):
+def train_round(number: int, model, split, args, device: str, state, timings: dict, previous=None):
     """One round of training: (the trained model, or None when --stop-after-steps cut it short; the trainer's state).
 
     An earlier round saves its model beside the teacher, and --resume reuses it once it is finished.
@@ -201,7 +206,15 @@ def train_round(number: int, model, split, args, device: str, state, timings: di
     with state.main_process_first():
         resume = prepare_checkpoints(output, args.resume, identity, state.is_main_process)
     with timed(f"training_data{suffix}", timings, log):
-        trainer = build_trainer(model, split, args, device, number)
+        label_embs = None
+        if previous is not None and round_negatives(number, args):
+            # The previous round's model mines this round's negatives; its validation shares the label vectors.
+            label_embs = encode(model, split.labels["label"], kind="document")
+            # With early stopping the callback has validated every epoch, and may have restored an earlier one.
+            if state.is_main_process and not args.early_stopping_patience:
+                log_validation("teacher", previous.epoch, previous.global_step,
+                               validation_metrics(model, split, label_embs), {"round": number - 1})
+        trainer = build_trainer(model, split, args, device, number, label_embs)
     with timed(f"train{suffix}", timings, log):
         if not run_training(trainer, resume, args.stop_after_steps):
             return None, trainer.state
@@ -234,8 +247,9 @@ def main(args: argparse.Namespace) -> dict:
     log.info("teacher: base=%s device=%s precision=%s train_pairs=%d labels=%d", model.alias_label_source, device,
              precision_name(device), len(split.train), len(split.labels))
 
+    progress = None
     for number in range(1, args.rounds + 1):
-        trained, progress = train_round(number, model, split, args, device, state, timings)
+        trained, progress = train_round(number, model, split, args, device, state, timings, progress)
         if trained is None:
             return {"stopped_at_step": progress.global_step, "round": number}
         # A reused earlier round comes back as a freshly loaded model; its source stays the base model.
