@@ -223,9 +223,12 @@ def main(args: argparse.Namespace) -> dict:
     save_model_atomically(student, args.output, training_record(
         "student", args, student, split, device, teacher=str(args.teacher), cache=cache_status, **identity))
     with timed("index_and_evaluate", timings, log):
-        student_embeddings = encode_candidates(student, split)
         # With --index-vectors teacher the candidates keep the teacher's vectors; the student encodes queries.
-        index_embeddings = embeddings if args.index_vectors == "teacher" else student_embeddings
+        if args.index_vectors == "teacher":
+            student_embeddings = {"aliases": encode(student, split.aliases["alias"], kind="query")}
+            index_embeddings = embeddings
+        else:
+            student_embeddings = index_embeddings = encode_candidates(student, split)
         write_indexes(index_embeddings, split, args.output, "student", args.index_dir, args)
         label_index = build_index(index_embeddings["labels"])
         calibrate(args.output, "student", split, Retriever("student", label_index, None, student),
