@@ -6,8 +6,9 @@ Each approach runs in its own child process, which reports its peak resident mem
   flat index as it arrives;
 - streamed (ivfpq): the same into a compressed index, whose memory does not grow with 4 x d per row.
 
-Memory depends on the embedding size, not on the weights, so a small random BERT with a
-384-dimensional output (MiniLM's width, one layer) stands in for the encoder to keep the run short.
+Memory depends on the embedding size, not on the weights, so a small random encoder with a
+384-dimensional output (MiniLM's width) stands in for the model to keep the run short: one
+32-wide BERT layer, then a Dense projection to 384 dimensions.
 
 Writes  benchmarks/results/encode_memory.json
 
@@ -28,6 +29,7 @@ from pathlib import Path
 from harness import save_results
 
 APPROACHES = ("naive", "streamed-flat", "streamed-ivfpq")
+DIM = 384  # MiniLM's embedding size
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,19 +53,20 @@ def child(args) -> dict:
     """One approach in this process; prints its peak memory as JSON."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from conftest import make_tiny_model
+    from sentence_transformers.sentence_transformer.modules import Dense
 
     from alias_label.index import DenseIndex, IndexSpec, build_index
     from alias_label.modeling import encode_to_file, load_model
 
-    model = load_model(make_tiny_model(args.workdir / "model", hidden=384, layers=1, heads=6, intermediate=384),
-                       "cpu", max_seq_length=16)
+    model = load_model(make_tiny_model(args.workdir / "model", hidden=32, layers=1, heads=2), "cpu", max_seq_length=16)
+    model.append(Dense(32, DIM))
     texts = generated_labels(args.labels)
     if args.approach == "naive":
         embeddings = model.encode(texts, batch_size=128, normalize_embeddings=True, convert_to_numpy=True)
         index = build_index(embeddings)
     else:
         kind = "ivfpq" if args.approach == "streamed-ivfpq" else "flat"
-        index = DenseIndex.empty(384, IndexSpec.scaled(len(texts), 384, kind, rescore=0))
+        index = DenseIndex.empty(DIM, IndexSpec.scaled(len(texts), DIM, kind, rescore=0))
         encode_to_file(model, texts, "document", args.workdir / "vectors.npy", index)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"approach": args.approach, "rows": index.ntotal, "peak_rss_mb": peak_mb}))
@@ -81,7 +84,7 @@ def main(args) -> dict:
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     naive = rows[0]["peak_rss_mb"]
-    figures = {"labels": args.labels, "dim": 384, "rows": rows,
+    figures = {"labels": args.labels, "dim": DIM, "rows": rows,
                "streamed_vs_naive": {row["approach"]: row["peak_rss_mb"] / naive for row in rows[1:]}}
     save_results("encode_memory", figures, args.results_dir)
     return figures

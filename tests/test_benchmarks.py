@@ -54,6 +54,7 @@ def test_encode_memory_compares_three_approaches(tmp_path):
     assert [row["approach"] for row in figures["rows"]] == ["naive", "streamed-flat", "streamed-ivfpq"]
     assert all(row["rows"] == 3000 and row["peak_rss_mb"] > 0 for row in figures["rows"])
     assert set(figures["streamed_vs_naive"]) == {"streamed-flat", "streamed-ivfpq"}
+    assert figures["dim"] == 384
 
 
 def test_hnsw_ef_sweep_raises_recall_with_ef(in_pipeline_home, tmp_path):
