@@ -169,14 +169,13 @@ def log_validation(role: str, epoch: float, step: int, metrics: dict, extra: dic
                                                      **{f"val_{key}": value for key, value in metrics.items()}})
 
 
-def validation_callback(role: str, evaluate: Callable, patience: int = 0, validate_last: bool = False,
-                        extra: dict | None = None):
+def validation_callback(role: str, evaluate: Callable, patience: int = 0, extra: dict | None = None):
     """Run ``evaluate(model)`` at each epoch end.
 
-    Without early stopping the last epoch is skipped unless ``validate_last``: its validation
-    comes with the final index, whose encoding is needed anyway. With ``patience`` > 0 every
-    epoch is validated, training stops after ``patience`` epochs without a better val top-1, and
-    the best epoch's weights are restored when training ends. ``extra`` goes into every record.
+    Without early stopping the last epoch is skipped: its validation comes with the final index,
+    whose encoding is needed anyway. With ``patience`` > 0 every epoch is validated, training
+    stops after ``patience`` epochs without a better val top-1, and the best epoch's weights are
+    restored when training ends. ``extra`` goes into every record.
     """
     from transformers import TrainerCallback
 
@@ -184,7 +183,7 @@ def validation_callback(role: str, evaluate: Callable, patience: int = 0, valida
         best_top1, best_state, stale = -1.0, None, 0
 
         def on_epoch_end(self, train_args, state, control, model=None, **kwargs):
-            if state.global_step >= state.max_steps and not (patience or validate_last):
+            if state.global_step >= state.max_steps and not patience:
                 return
             # Every process validates (the same weights give the same early-stopping decision); one logs.
             model.eval()

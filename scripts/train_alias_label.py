@@ -178,11 +178,9 @@ def build_trainer(model, split, args, device: str, number: int, label_embs=None)
     if model.prompts:
         query, document = model.prompts.get("query", ""), model.prompts.get("document", "")
         prompts = {column: query if column == "alias" else document for column in dataset.column_names}
-    # An earlier round's last epoch is validated here only when no mining follows: mining encodes
-    # every label with that model anyway, and train_round validates it from those vectors.
-    last_unvalidated = number < args.rounds and not round_negatives(number + 1, args)
+    # An earlier round's last epoch is validated when the next round starts (train_round).
     callback = validation_callback("teacher", validation_top1(split), args.early_stopping_patience,
-                                   validate_last=last_unvalidated, extra={"round": number})
+                                   extra={"round": number})
     return make_trainer(model, dataset, make_loss(args, model, device), args, round_output(number, args), device,
                         [callback], prompts, unique_batches=True)
 
@@ -207,10 +205,10 @@ def train_round(number: int, model, split, args, device: str, state, timings: di
         resume = prepare_checkpoints(output, args.resume, identity, state.is_main_process)
     with timed(f"training_data{suffix}", timings, log):
         label_embs = None
-        if previous is not None and round_negatives(number, args):
-            # The previous round's model mines this round's negatives; its validation shares the label vectors.
+        # The previous round's last epoch is validated here, from the label vectors this round's mining
+        # needs anyway. With early stopping the callback validated every epoch (and may have restored one).
+        if previous is not None and (round_negatives(number, args) or not args.early_stopping_patience):
             label_embs = encode(model, split.labels["label"], kind="document")
-            # With early stopping the callback has validated every epoch, and may have restored an earlier one.
             if state.is_main_process and not args.early_stopping_patience:
                 log_validation("teacher", previous.epoch, previous.global_step,
                                validation_metrics(model, split, label_embs), {"round": number - 1})
