@@ -37,6 +37,12 @@ def markdown_tables(report: dict) -> str:
             a = systems[name]["abstain"]
             lines.append(f"| {name} | {a['threshold']:.3f} | {a['margin']:.3f} | {_fmt(a['precision'], '{:.2%}')} | "
                          f"{a['coverage']:.2%} |")
+    if report.get("agreement_by_teacher_margin"):
+        lines += ["", "Agreement teacher/student by the teacher's top-1 minus top-2 score:", "",
+                  "| teacher margin | aliases | agreement |", "|---|---|---|"]
+        for band in report["agreement_by_teacher_margin"]:
+            upper = "" if band["margin_to"] is None else f"{band['margin_to']:.2f}"
+            lines.append(f"| {band['margin_from']:.2f}–{upper} | {band['n']} | {_fmt(band['agreement'], '{:.2%}')} |")
     kinds = report["kind_counts"]
     lines += ["", "Top-1 by alias kind:", "",
               "| system | " + " | ".join(f"{kind} (n={count})" for kind, count in kinds.items()) + " |",

@@ -7,6 +7,10 @@ the scripts write by default and an HNSW index over the same vectors. Everything
 with torch's default intra-op threads and with one thread, since a one-query forward pass is
 too small to split across cores.
 
+Then the speed a student of each depth would have: the teacher cut to 1..N layers (untrained
+copies: weights do not change the time), in float32 and with torch's dynamic int8 quantisation
+of its Linear layers, each timed on encode + HNSW search against the float32 teacher.
+
 Reads   data/processed/, models/trained/alias_label_{teacher,student}/, faiss/ (flat indexes)
 Writes  benchmarks/results/query_latency.json
 
@@ -17,7 +21,9 @@ Example:
 from __future__ import annotations
 
 import argparse
+import copy
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +31,7 @@ import torch
 from harness import percentiles, save_results
 
 from alias_label.data import load_split
+from alias_label.distillation import reduce_layers
 from alias_label.index import IndexSpec, build_index
 from alias_label.modeling import encode, prompt_for
 from alias_label.retrieval import trained_retriever
@@ -33,6 +40,8 @@ from alias_label.retrieval import trained_retriever
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=300, help="test aliases timed one by one (default: 300)")
+    parser.add_argument("--depth-queries", type=int, default=100,
+                        help="test aliases timed for each student depth and precision (default: 100)")
     parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
     return parser.parse_args(argv)
 
@@ -43,11 +52,48 @@ def timed_ms(function, *args, **kwargs) -> tuple[float, object]:
     return (time.perf_counter() - start) * 1000, result
 
 
+def hnsw_over(flat):
+    vectors = np.asarray(flat.index.reconstruct_n(0, flat.ntotal))
+    return build_index(vectors, IndexSpec.scaled(flat.ntotal, flat.d, "hnsw"))
+
+
+def int8(model):
+    """A copy with dynamically int8-quantised Linear layers (weights int8, activations per batch)."""
+    with warnings.catch_warnings():
+        # torch marks eager quantisation deprecated in favour of torchao, which this repo does not install.
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def lookup_p50(model, hnsw, aliases: list[str]) -> float:
+    for alias in aliases[:5]:  # warm-up
+        hnsw.search(encode(model, [alias], "query"), 10)
+    times = []
+    for alias in aliases:
+        start = time.perf_counter()
+        hnsw.search(encode(model, [alias], "query"), 10)
+        times.append((time.perf_counter() - start) * 1000)
+    return percentiles(times)["p50_ms"]
+
+
+def depth_sweep(teacher, hnsw, aliases: list[str]) -> dict:
+    """Encode + HNSW p50 of the teacher cut to each depth, float32 and int8, and its speed-up."""
+    reference = lookup_p50(teacher, hnsw, aliases)
+    figures = {"teacher_float32_p50_ms": reference}
+    for layers in range(len(teacher[0].auto_model.encoder.layer), 0, -1):
+        student = copy.deepcopy(teacher)
+        reduce_layers(student, layers)
+        for precision, model in (("float32", student), ("int8", int8(student))):
+            ms = lookup_p50(model, hnsw, aliases)
+            figures[f"layers{layers}_{precision}"] = {"p50_ms": ms, "speedup": reference / ms}
+            print(f"{layers} layer(s), {precision}: encode + HNSW p50 {ms:.2f} ms, {reference / ms:.2f}x the teacher")
+    return figures
+
+
 def profile(retriever, aliases: list[str]) -> dict:
     """p50/p95 of each step of a one-alias lookup."""
     model, flat = retriever.model, retriever.label_index
-    hnsw = build_index(np.asarray(flat.index.reconstruct_n(0, flat.ntotal)), IndexSpec.scaled(flat.ntotal, flat.d,
-                                                                                              "hnsw"))
+    hnsw = hnsw_over(flat)
     prompt = prompt_for(model, "query") or None
     parts = {name: [] for name in ("tokenize", "forward", "encode", "search_flat", "search_hnsw", "lookup_flat",
                                    "lookup_hnsw")}
@@ -85,6 +131,8 @@ def main(args) -> dict:
             figures[f"student_speedup_lookup_{mode}_threads{threads}"] = ratio
             print(f"{threads} thread(s): student vs teacher, encode + {mode} search p50: {ratio:.2f}x faster")
     torch.set_num_threads(default_threads)
+    figures["depth_sweep"] = depth_sweep(retrievers["teacher"].model, hnsw_over(retrievers["teacher"].label_index),
+                                         aliases[:args.depth_queries])
     save_results("query_latency", figures, args.results_dir)
     return figures
 

@@ -55,6 +55,9 @@ from alias_label.retrieval import (
 NAME = "evaluate_student"
 log = logging.getLogger(NAME)
 SYSTEMS = ("teacher", "student", "hybrid", "student_hybrid", "base", "tfidf")
+# Bands of the teacher's top-1 minus top-2 score: near-ties (< 0.01) are where a student's small
+# errors flip the top-1, so agreement is read per band.
+MARGIN_EDGES = (0.0, 0.01, 0.02, 0.05, 0.1, np.inf)
 HYBRID_OF = {"hybrid": "teacher", "student_hybrid": "student"}
 
 
@@ -112,8 +115,8 @@ def label_to_alias_queries(split, pairs: pd.DataFrame) -> tuple[list[str], list[
     return grouped.index.tolist(), [set(split.alias_rows(aliases).tolist()) for aliases in grouped]
 
 
-def accuracy(retriever, split, pairs: pd.DataFrame, kinds: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Metrics of one system, overall and per alias kind, plus its ranked label rows per query."""
+def accuracy(retriever, split, pairs: pd.DataFrame, kinds: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Metrics of one system, overall and per alias kind, plus its ranked label rows and scores per query."""
     scores, ranked = retriever.labels_for(pairs["alias"], DEPTH)
     gold = split.label_rows(pairs["label"])
     metrics = retrieval_metrics(ranked, gold)
@@ -128,7 +131,19 @@ def accuracy(retriever, split, pairs: pd.DataFrame, kinds: np.ndarray) -> tuple[
     labels, gold_sets = label_to_alias_queries(split, pairs)
     _, alias_ranked = retriever.aliases_for(labels, 10)
     metrics["label_to_alias_recall10"] = recall_at_k(alias_ranked, gold_sets, 10)
-    return metrics, ranked
+    return metrics, ranked, scores
+
+
+def agreement_by_margin(teacher_scores: np.ndarray, teacher_top1: np.ndarray, student_top1: np.ndarray) -> list[dict]:
+    """Teacher/student top-1 agreement within each band of the teacher's own top-1 margin."""
+    margin = teacher_scores[:, 0] - teacher_scores[:, 1]
+    bands = []
+    for low, high in zip(MARGIN_EDGES[:-1], MARGIN_EDGES[1:], strict=True):
+        inside = (margin >= low) & (margin < high)
+        bands.append({"margin_from": low, "margin_to": None if np.isinf(high) else high, "n": int(inside.sum()),
+                      "agreement": float(np.mean(teacher_top1[inside] == student_top1[inside])) if inside.any()
+                      else None})
+    return bands
 
 
 def speed(retriever, queries: list[str], n_single: int) -> dict:
@@ -166,16 +181,18 @@ def errors_table(split, pairs, kinds, ranked: dict) -> pd.DataFrame:
     return table[~np.logical_and.reduce(correct)] if correct else table
 
 
-def assemble_report(split, split_name, pairs, kinds, systems: dict, ranked: dict, args) -> dict:
+def assemble_report(split, split_name, pairs, kinds, systems: dict, ranked: dict, scores: dict, args) -> dict:
     both = "teacher" in ranked and "student" in ranked
     agreement = float(np.mean(ranked["teacher"][:, 0] == ranked["student"][:, 0])) if both else None
+    by_margin = (agreement_by_margin(scores["teacher"], ranked["teacher"][:, 0], ranked["student"][:, 0]) if both
+                 else None)
     retention = systems["student"]["top1"] / systems["teacher"]["top1"] if both and systems["teacher"]["top1"] else None
     p50 = {name: s.get("p50_ms") for name, s in systems.items()}
     return {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "split": split_name, "split_fingerprint": split.fingerprint,
         "n_queries": len(pairs), "n_labels": len(split.labels), "n_aliases": len(split.aliases),
-        "agreement": agreement, "retention": retention,
+        "agreement": agreement, "agreement_by_teacher_margin": by_margin, "retention": retention,
         "student_teacher_latency_ratio": p50["student"] / p50["teacher"] if both else None,
         "kind_counts": {kind: int((kinds == kind).sum()) for kind in ALIAS_KINDS},
         "index_bytes": index_sizes(args), "device": args.device, "cpu_threads": os.cpu_count(),
@@ -206,13 +223,13 @@ def main(args: argparse.Namespace) -> dict:
     pairs = split.pairs(args.split)
     kinds = np.array([alias_kind(a, lab) for a, lab in zip(pairs["alias"], pairs["label"], strict=True)])
     retrievers = build_retrievers(args, split, pick_device(args.device))
-    systems, ranked = {}, {}
+    systems, ranked, scores = {}, {}, {}
     for name, retriever in retrievers.items():
-        systems[name], ranked[name] = accuracy(retriever, split, pairs, kinds)
+        systems[name], ranked[name], scores[name] = accuracy(retriever, split, pairs, kinds)
         systems[name].update(speed(retriever, pairs["alias"].tolist(), args.latency_queries))
         log.info("%s: top1=%.4f top10=%.4f mrr=%.4f p50=%.1fms", name, systems[name]["top1"], systems[name]["top10"],
                  systems[name]["mrr"], systems[name]["p50_ms"])
-    report = assemble_report(split, args.split, pairs, kinds, systems, ranked, args)
+    report = assemble_report(split, args.split, pairs, kinds, systems, ranked, scores, args)
     write_outputs(report, errors_table(split, pairs, kinds, ranked), args.output_dir)
     return report
 

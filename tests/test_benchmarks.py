@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+import distill_sweep
 import encode_memory
 import gpu_throughput
 import hnsw_ef_sweep
 import index_scale
+import pytest
 import query_latency
+import torch
 
 from alias_label.common import read_json
 
@@ -40,12 +45,18 @@ def test_index_scale_reports_every_type(in_pipeline_home, tmp_path):
 
 
 def test_query_latency_profiles_both_models(in_pipeline_home, tmp_path):
-    figures = query_latency.main(query_latency.parse_args(["--queries", "5", "--results-dir", str(tmp_path)]))
+    figures = query_latency.main(query_latency.parse_args(["--queries", "5", "--depth-queries", "3",
+                                                           "--results-dir", str(tmp_path)]))
     for role in ("teacher", "student"):
         parts = figures[f"{role}_threads1"]
         assert {"tokenize", "forward", "encode", "search_flat", "search_hnsw", "lookup_flat"} <= set(parts)
         assert parts["lookup_flat"]["p50_ms"] >= parts["search_flat"]["p50_ms"] > 0
     assert figures["student_speedup_lookup_flat_threads1"] > 0
+    # The smoke teacher has 2 layers: one row per depth and precision, each a positive speed-up.
+    depths = figures["depth_sweep"]
+    assert set(depths) == {"teacher_float32_p50_ms", "layers2_float32", "layers2_int8", "layers1_float32",
+                           "layers1_int8"}
+    assert all(row["p50_ms"] > 0 and row["speedup"] > 0 for key, row in depths.items() if key.startswith("layers"))
     assert (tmp_path / "query_latency.json").exists()
 
 
@@ -63,3 +74,30 @@ def test_hnsw_ef_sweep_raises_recall_with_ef(in_pipeline_home, tmp_path):
     low, high = figures["rows"]
     assert high["recall_at_10"] >= low["recall_at_10"] and high["recall_at_10"] > 0.9
     assert (tmp_path / "hnsw_ef_sweep.json").exists()
+
+
+def test_distill_sweep_trains_each_variant_and_part(in_pipeline_home, tmp_path):
+    variants = json.dumps([{"epochs": 1, "docs": False}, {"epochs": 1, "kl": 1, "cand": 3},
+                           {"epochs": 1, "layers": 1, "aug": True}])
+    figures = distill_sweep.main(distill_sweep.parse_args(["--variants", variants, "--device", "cpu", "--part", "0",
+                                                           "--parts", "2", "--results-dir", str(tmp_path)]))
+    # Part 0 of 2 runs the first and third variants, with the defaults filled in.
+    assert [(row["variant"]["layers"], row["variant"]["aug"], row["variant"]["batch"]) for row in figures["results"]] \
+        == [(2, False, 64), (1, True, 64)]
+    assert figures["teacher"]["val"]["agreement"] == 1.0
+    for row in figures["results"]:
+        assert len(row["val_by_epoch"]) == 1 and row["val"] == row["val_by_epoch"][-1]
+        assert all(0 <= row[split][key] <= 1 for split in ("val", "test") for key in ("top1", "agreement"))
+    assert read_json(tmp_path / "distill_sweep_part0.json")["results"] == figures["results"]
+
+
+def test_distill_sweep_kl_over_candidates_matches_full_kl_when_they_are_all_labels():
+    sweep = distill_sweep.Sweep.__new__(distill_sweep.Sweep)
+    sweep.label_vectors = torch.nn.functional.normalize(torch.randn(5, 4), dim=-1)
+    teacher, student = (torch.nn.functional.normalize(torch.randn(3, 4), dim=-1) for _ in range(2))
+    variant = {**distill_sweep.DEFAULTS, "mse": 0.0, "kl": 1.0}
+    every_label = torch.arange(5).repeat(3, 1)
+    full = sweep.loss(variant, student, teacher, None)
+    assert full > 0
+    assert sweep.loss(variant, student, teacher, every_label) == pytest.approx(full.item(), rel=1e-5)
+    assert sweep.loss(variant, teacher, teacher, None) == pytest.approx(0.0, abs=1e-6)

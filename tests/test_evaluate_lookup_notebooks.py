@@ -35,6 +35,10 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
         assert system["top1"] <= system["top5"] <= system["top10"]
         assert system["p50_ms"] > 0 and system["p95_ms"] >= system["p50_ms"]
     assert 0 <= report["agreement"] <= 1
+    bands = report["agreement_by_teacher_margin"]
+    assert sum(band["n"] for band in bands) == report["n_queries"]
+    agreed = sum(band["agreement"] * band["n"] for band in bands if band["n"])
+    assert agreed == pytest.approx(report["agreement"] * report["n_queries"])
     systems = report["systems"]
     if systems["teacher"]["top1"]:
         assert report["retention"] == pytest.approx(systems["student"]["top1"] / systems["teacher"]["top1"])
@@ -51,11 +55,21 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
     assert "abstain" not in report["systems"]["tfidf"]
 
 
+def test_agreement_by_margin_bands():
+    # Margins 0.005, 0.015, 0.03 (twice), 0.5: the near-tie disagrees, one of the 0.03 pair too.
+    scores = np.array([[0.9, 0.895], [0.8, 0.785], [0.7, 0.67], [0.6, 0.57], [0.9, 0.4]])
+    teacher, student = np.array([1, 2, 3, 4, 5]), np.array([9, 2, 3, 9, 5])
+    bands = evaluate_student.agreement_by_margin(scores, teacher, student)
+    assert [(b["margin_from"], b["margin_to"], b["n"], b["agreement"]) for b in bands] == [
+        (0.0, 0.01, 1, 0.0), (0.01, 0.02, 1, 1.0), (0.02, 0.05, 2, 0.5), (0.05, 0.1, 0, None), (0.1, None, 1, 1.0)]
+
+
 def test_report_files(evaluation, pipeline_home):
     out = pipeline_home / "logs/metrics"
     table = (out / "evaluation.md").read_text()
     assert "| teacher |" in table and "| tfidf |" in table and "| hybrid |" in table and "Top-1 by alias kind" in table
     assert "Abstain at the threshold and margin fitted on validation (target precision 95%)" in table
+    assert "Agreement teacher/student by the teacher's top-1 minus top-2 score" in table
     assert len(list(out.glob("evaluation-*.json"))) >= 1
     for png in ("accuracy_at_k.png", "latency_vs_top1.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

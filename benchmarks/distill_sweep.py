@@ -1,0 +1,179 @@
+"""Sweep the student's distillation recipe on one GPU: loss, temperature, training texts, depth.
+
+distill_model.py trains one student through sentence-transformers' trainer, 43 minutes on the
+2-core CPU. This sweep runs the same recipe as a plain loop (the layer-reduced teacher regresses
+onto the teacher's embeddings of the train aliases and of every label; AdamW, 10% linear warm-up
+then linear decay, batches of 64 from one text set at a time), so that a dozen variants fit in
+minutes on one GPU. Each variant reports val and test top-1 and teacher agreement, searching the
+teacher's label vectors as the default student does. It measures which change could help; the
+figures that count come from distill_model.py and evaluate_student.py.
+
+A variant is a JSON object; keys left out take these defaults:
+    mse 1.0     weight of the MSE to the teacher's embedding (the default objective)
+    cos 0       weight of 1 - cosine to it
+    kl 0        weight of KL(teacher || student) over softmax(label scores / tau), tau 0.05
+    cand null   take that KL over each text's teacher top-`cand` labels instead of all labels
+    docs true   train on every label as a text too
+    aug false   train on the generated aliases of alias_label.augment as texts too
+    layers 2, epochs 10, lr 1e-4, batch 64
+
+Reads   the teacher folder (default models/trained/alias_label_teacher/), data/processed/
+Writes  benchmarks/results/distill_sweep[_partI].json
+
+Example (four variants at a time share one GPU):
+    for i in 0 1 2 3; do python benchmarks/distill_sweep.py --variants-file variants.json --part $i --parts 4 & done
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from harness import save_results
+
+from alias_label.augment import AUGMENTATIONS, augmentation_candidates
+from alias_label.common import paths
+from alias_label.data import load_split
+from alias_label.distillation import reduce_layers
+from alias_label.modeling import load_model, pick_device, prompt_for
+
+DEFAULTS = {"mse": 1.0, "cos": 0.0, "kl": 0.0, "tau": 0.05, "cand": None, "docs": True, "aug": False, "layers": 2,
+            "epochs": 10, "lr": 1e-4, "batch": 64}
+ENCODE_BATCH = 1024
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default='[{}]', help="a JSON list of variants (default: one, all defaults)")
+    parser.add_argument("--variants-file", type=Path, default=None, help="read the JSON list from this file instead")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="the teacher folder (default: models/trained/alias_label_teacher/)")
+    parser.add_argument("--part", type=int, default=0, help="run the variants whose position modulo --parts is this")
+    parser.add_argument("--parts", type=int, default=1, help="processes sharing the variants (default: 1)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if present")
+    parser.add_argument("--seed", type=int, default=13, help="seed of initialisation and batch order (default: 13)")
+    parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
+    args = parser.parse_args(argv)
+    text = args.variants_file.read_text() if args.variants_file else args.variants
+    args.variants = [{**DEFAULTS, **variant} for variant in json.loads(text)]
+    args.teacher = Path(args.teacher or paths().teacher)
+    return args
+
+
+def embed(model, texts: list[str], kind: str) -> torch.Tensor:
+    """Normalised embeddings with gradients, through the model's own tokeniser, prompt and pooling."""
+    features = model.preprocess(texts, prompt=prompt_for(model, kind) or None)
+    features = {key: value.to(model.device) for key, value in features.items() if torch.is_tensor(value)}
+    return F.normalize(model(features)["sentence_embedding"], dim=-1)
+
+
+@torch.no_grad()
+def embed_all(model, texts: list[str], kind: str) -> torch.Tensor:
+    model.eval()
+    return torch.cat([embed(model, texts[i:i + ENCODE_BATCH], kind) for i in range(0, len(texts), ENCODE_BATCH)])
+
+
+class Sweep:
+    """The teacher's vectors, the text sets and the held-out queries every variant shares."""
+
+    def __init__(self, teacher, split):
+        self.teacher, self.split = teacher, split
+        self.labels = split.labels["label"].tolist()
+        self.label_vectors = embed_all(teacher, self.labels, "document")
+        train_aliases = sorted(set(split.train["alias"]))
+        generated = augmentation_candidates(split, AUGMENTATIONS)["alias"].drop_duplicates().tolist()
+        self.sets = {"aliases": (train_aliases, embed_all(teacher, train_aliases, "query")),
+                     "docs": (self.labels, self.label_vectors),
+                     "aug": (generated, embed_all(teacher, generated, "query"))}
+        self.heldout = {}
+        for name in ("val", "test"):
+            pairs = self.split.pairs(name)
+            teacher_top1 = self.top1(embed_all(teacher, pairs["alias"].tolist(), "query"))
+            self.heldout[name] = (pairs["alias"].tolist(), split.label_rows(pairs["label"]), teacher_top1)
+
+    def top1(self, queries: torch.Tensor) -> np.ndarray:
+        return (queries @ self.label_vectors.T).argmax(1).cpu().numpy()
+
+    def evaluate(self, student, name: str) -> dict:
+        aliases, gold, teacher_top1 = self.heldout[name]
+        top1 = self.top1(embed_all(student, aliases, "query"))
+        return {"top1": float(np.mean(top1 == gold)), "agreement": float(np.mean(top1 == teacher_top1))}
+
+    def loss(self, variant: dict, student_vectors, teacher_vectors, candidates) -> torch.Tensor:
+        loss = variant["mse"] * F.mse_loss(student_vectors, teacher_vectors)
+        if variant["cos"]:
+            loss = loss + variant["cos"] * (1 - (student_vectors * teacher_vectors).sum(-1)).mean()
+        if variant["kl"]:
+            if candidates is None:
+                teacher_scores, student_scores = (v @ self.label_vectors.T for v in (teacher_vectors, student_vectors))
+            else:
+                labels = self.label_vectors[candidates]
+                teacher_scores, student_scores = (torch.einsum("bd,bkd->bk", v, labels)
+                                                  for v in (teacher_vectors, student_vectors))
+            loss = loss + variant["kl"] * F.kl_div(F.log_softmax(student_scores / variant["tau"], -1),
+                                                   F.log_softmax(teacher_scores / variant["tau"], -1),
+                                                   log_target=True, reduction="batchmean")
+        return loss
+
+    def candidates(self, vectors: torch.Tensor, k: int | None):
+        if not k:
+            return None
+        return torch.cat([(vectors[i:i + ENCODE_BATCH] @ self.label_vectors.T).topk(k, dim=1).indices
+                          for i in range(0, len(vectors), ENCODE_BATCH)])
+
+    def run(self, variant: dict, seed: int) -> dict:
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        student = copy.deepcopy(self.teacher)
+        reduce_layers(student, variant["layers"])
+        names = ["aliases"] + [name for name in ("docs", "aug") if variant[name]]
+        sets = [(*self.sets[name], self.candidates(self.sets[name][1], variant["cand"])) for name in names]
+        batch = variant["batch"]
+        steps = variant["epochs"] * sum(math.ceil(len(texts) / batch) for texts, _, _ in sets)
+        warmup = int(0.1 * steps)
+        optimizer = torch.optim.AdamW(student.parameters(), lr=variant["lr"], weight_decay=0.0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: step / max(1, warmup) if step < warmup
+                                                     else max(0.0, (steps - step) / max(1, steps - warmup)))
+        history, start = [], time.perf_counter()
+        for _ in range(variant["epochs"]):
+            student.train()
+            batches = [(s, order[i:i + batch]) for s, (texts, _, _) in enumerate(sets)
+                       for order in [rng.permutation(len(texts))] for i in range(0, len(texts), batch)]
+            rng.shuffle(batches)
+            for s, rows in batches:
+                texts, targets, candidates = sets[s]
+                rows_t = torch.as_tensor(rows, device=targets.device)
+                loss = self.loss(variant, embed(student, [texts[i] for i in rows], "query"), targets[rows_t],
+                                 None if candidates is None else candidates[rows_t])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+            history.append(self.evaluate(student, "val"))
+        result = {"variant": variant, "val": history[-1], "test": self.evaluate(student, "test"),
+                  "val_by_epoch": history, "seconds": time.perf_counter() - start}
+        print(json.dumps(result), flush=True)
+        return result
+
+
+def main(args) -> dict:
+    split = load_split()
+    # float(): a teacher saved in half precision (to travel to a GPU machine) trains in float32.
+    teacher = load_model(args.teacher, pick_device(args.device)).float()
+    sweep = Sweep(teacher, split)
+    figures = {"teacher": {name: sweep.evaluate(teacher, name) for name in ("val", "test")},
+               "results": [sweep.run(variant, args.seed) for i, variant in enumerate(args.variants)
+                           if i % args.parts == args.part]}
+    save_results("distill_sweep" + (f"_part{args.part}" if args.parts > 1 else ""), figures, args.results_dir)
+    return figures
+
+
+if __name__ == "__main__":
+    main(parse_args())
