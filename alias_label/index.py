@@ -39,6 +39,9 @@ def add_index_args(parser) -> None:
     group.add_argument("--rescore", type=int, default=None,
                        help="rerank R x k compressed candidates by exact cosine from float32 vectors kept on disk "
                             "(default: 4 for compressed indexes, else 0)")
+    group.add_argument("--label-keys", default="transliterated", choices=["transliterated", "label"],
+                       help="transliterated: index each non-Latin label under its text and its transliteration "
+                            "(unidecode), found by the closer one; label: its text only (default: transliterated)")
     group.add_argument("--index-param", action="append", default=[], metavar="KEY=VALUE",
                        help="override a scaled parameter: nlist, nprobe, hnsw_m, ef_construction, ef_search, pq_m; "
                             "repeatable")
@@ -179,6 +182,33 @@ class DenseIndex:
         exact = np.where(ids < 0, -np.inf, exact)
         order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(exact, order, axis=1).astype(np.float32), np.take_along_axis(ids, order, axis=1)
+
+
+class KeyedIndex:
+    """An index whose rows are keys of fewer entries (a label under its own text and its
+    transliteration); search returns entries, each at the score of its best key."""
+
+    def __init__(self, index, entry_of_key: np.ndarray):
+        self.index, self.entry_of_key = index, np.asarray(entry_of_key, dtype=np.int64)
+        self.ntotal = int(self.entry_of_key.max()) + 1 if len(self.entry_of_key) else 0
+        self.keys_per_entry = int(np.bincount(self.entry_of_key).max()) if len(self.entry_of_key) else 1
+
+    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, entry ids), best first; asks the index for enough keys to fill k entries."""
+        k = min(k, self.ntotal)
+        scores, keys = self.index.search(queries, k * self.keys_per_entry)
+        entries = np.where(keys < 0, -1, self.entry_of_key[np.maximum(keys, 0)])
+        # Keys come best first, so a stable sort by entry puts each entry's best key first; the rest go.
+        by_entry = np.argsort(entries, axis=1, kind="stable")
+        sorted_entries = np.take_along_axis(entries, by_entry, axis=1)
+        repeat = np.zeros_like(sorted_entries, dtype=bool)
+        repeat[:, 1:] = sorted_entries[:, 1:] == sorted_entries[:, :-1]
+        drop = np.empty_like(repeat)
+        np.put_along_axis(drop, by_entry, repeat, axis=1)
+        scores = np.where(drop | (entries < 0), -np.inf, scores)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        kept = np.take_along_axis(scores, order, axis=1)
+        return kept.astype(np.float32), np.where(np.isinf(kept), -1, np.take_along_axis(entries, order, axis=1))
 
 
 def build_index(embeddings: np.ndarray, spec: IndexSpec | None = None) -> DenseIndex:

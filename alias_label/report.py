@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SYSTEM_ORDER = ("hybrid", "teacher", "student_hybrid", "student", "base", "tfidf")
+SYSTEM_ORDER = ("hybrid", "teacher", "student_hybrid", "student", "base", "tfidf_translit", "tfidf")
 
 
 def ordered(systems: dict) -> list[str]:

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from alias_label.augment import transliterate
 from alias_label.common import UserError, paths, read_json, write_json
 from alias_label.data import Split
 from alias_label.hybrid import FUSION_DEPTH, HybridRetriever, confident, fit_abstain, fit_fusion_weight, fuse
-from alias_label.index import build_index, load_index, save_embeddings, save_index, spec_from_args
+from alias_label.index import KeyedIndex, build_index, load_index, save_embeddings, save_index, spec_from_args
 from alias_label.lexical import TfidfIndex
 from alias_label.metrics import DEPTH, retrieval_metrics
-from alias_label.modeling import encode, load_model, model_fingerprint
+from alias_label.modeling import embedding_dim, encode, load_model, model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ def index_paths(model_name: str, index_dir: Path | None = None) -> dict[str, Pat
 def cache_paths(cache_dir: Path | None = None) -> dict[str, Path]:
     """The teacher's embedding cache, which distillation reads."""
     cache_dir = Path(cache_dir or paths().cache)
-    return {"labels": cache_dir / "teacher_label_embs.npy", "aliases": cache_dir / "teacher_alias_embs.npy"}
+    return {"labels": cache_dir / "teacher_label_embs.npy", "aliases": cache_dir / "teacher_alias_embs.npy",
+            "label_keys": cache_dir / "teacher_label_key_embs.npy"}
 
 
 def cache_meta(model_dir: Path, split: Split, kind: str) -> dict:
@@ -47,32 +49,86 @@ def cache_meta(model_dir: Path, split: Split, kind: str) -> dict:
             "kind": kind, "normalized": True, "dtype": "float32"}
 
 
+def label_keys(split: Split) -> pd.DataFrame:
+    """The other string each label is indexed under: its transliteration, where it differs.
+
+    A mostly-Latin vocabulary (MiniLM's, e5's) reads a Cyrillic, Greek or CJK label as rare word
+    pieces, while its romanised form ("Moskovskii gosudarstvennyi universitet") shares words with
+    the Latin aliases people write. A label is found through whichever of its keys is closer.
+    """
+    labels = split.labels["label"]
+    folded = labels.map(lambda label: transliterate(label, set()))
+    same = folded.fillna("").str.casefold() == labels.str.split().str.join(" ").str.casefold()
+    keep = (folded.notna() & ~same).to_numpy()
+    return pd.DataFrame({"text": folded[keep].tolist(), "row": np.flatnonzero(keep)})
+
+
 def encode_candidates(model, split: Split) -> dict[str, np.ndarray]:
-    """Labels are encoded as documents and aliases as queries, in both directions of search."""
-    log.info("encoding %d labels and %d aliases", len(split.labels), len(split.aliases))
+    """Labels (and their other keys) are encoded as documents and aliases as queries."""
+    keys = label_keys(split)["text"].tolist()
+    log.info("encoding %d labels, %d transliterated label keys and %d aliases", len(split.labels), len(keys),
+             len(split.aliases))
     return {"labels": encode(model, split.labels["label"], kind="document"),
-            "aliases": encode(model, split.aliases["alias"], kind="query")}
+            "aliases": encode(model, split.aliases["alias"], kind="query"),
+            "label_keys": encode(model, keys, kind="document") if keys else np.empty((0, embedding_dim(model)),
+                                                                                     np.float32)}
 
 
-def index_table_meta(split: Split, kind: str, model_dir: Path, model_name: str) -> dict:
-    """The sidecar content of one index: which model, which split, and the id -> text table."""
+def keyed_rows(split: Split, keys: str) -> np.ndarray | None:
+    """The label row of each row of a label index with ``keys``; None when rows are labels one to one."""
+    if keys == "label":
+        return None
+    extra = label_keys(split)["row"].to_numpy()
+    return np.concatenate([np.arange(len(split.labels)), extra]) if len(extra) else None
+
+
+def index_vectors(embeddings: dict[str, np.ndarray], split: Split, kind: str, keys: str) -> np.ndarray:
+    """The rows of one index: for labels with transliterated keys, every label's vector, then its keys'."""
+    if kind == "labels" and keyed_rows(split, keys) is not None:
+        return np.vstack([embeddings["labels"], embeddings["label_keys"]])
+    return embeddings[kind]
+
+
+def build_label_index(embeddings: dict[str, np.ndarray], split: Split, keys: str = "transliterated", spec=None):
+    """The alias -> label index; with transliterated keys, each label scores by its closer key."""
+    index = build_index(index_vectors(embeddings, split, "labels", keys), spec)
+    rows = keyed_rows(split, keys)
+    return index if rows is None else KeyedIndex(index, rows)
+
+
+def index_table_meta(split: Split, kind: str, model_dir: Path, model_name: str, keys: str = "label") -> dict:
+    """The sidecar content of one index: which model, which split, and the id -> text table.
+
+    A label index with transliterated keys lists its key rows after the labels, each with the
+    qids of its label, and ``label_rows`` maps every row to its label.
+    """
     table = (split.labels.rename(columns={"label": "text"}) if kind == "labels"
              else split.aliases.rename(columns={"alias": "text"}))
-    return {"kind": kind, "model": str(model_dir), "model_role": model_name,
+    meta = {"kind": kind, "model": str(model_dir), "model_role": model_name,
             "model_fingerprint": model_fingerprint(model_dir), "data_fingerprint": split.fingerprint,
             "rows": len(table), "texts": table["text"].tolist(), "qids": table["qids"].map(list).tolist()}
+    rows = keyed_rows(split, keys) if kind == "labels" else None
+    if rows is not None:
+        extra = label_keys(split)
+        meta["texts"] += extra["text"].tolist()
+        meta["qids"] += [meta["qids"][row] for row in extra["row"]]
+        meta.update(rows=len(rows), label_keys=keys, label_rows=rows.tolist())
+    return meta
 
 
 def write_indexes(embeddings: dict[str, np.ndarray], split: Split, model_dir: Path, model_name: str,
                   index_dir: Path | None = None, index_args=None) -> dict[str, Path]:
     """Write labels(.|_distilled).index and aliases(...).index with self-describing sidecars.
 
-    ``index_args`` (the --index flags) picks the index type; its parameters scale with each table.
+    ``index_args`` (the --index flags) picks the index type and the label keys; the index's
+    parameters scale with each table.
     """
+    keys = index_args.label_keys if index_args else "transliterated"
     targets = index_paths(model_name, index_dir)
     for kind, target in targets.items():
-        spec = spec_from_args(index_args, *embeddings[kind].shape) if index_args else None
-        save_index(build_index(embeddings[kind], spec), target, index_table_meta(split, kind, model_dir, model_name))
+        vectors = index_vectors(embeddings, split, kind, keys)
+        spec = spec_from_args(index_args, *vectors.shape) if index_args else None
+        save_index(build_index(vectors, spec), target, index_table_meta(split, kind, model_dir, model_name, keys))
     return targets
 
 
@@ -86,7 +142,8 @@ def load_indexes(model_name: str, split: Split, index_dir: Path | None = None) -
     """Both indexes of one model, checked against the current split."""
     loaded = {}
     for kind, path in index_paths(model_name, index_dir).items():
-        loaded[kind] = load_index(path, FIX_COMMANDS[model_name], split.fingerprint)
+        index, meta = load_index(path, FIX_COMMANDS[model_name], split.fingerprint)
+        loaded[kind] = (KeyedIndex(index, np.array(meta["label_rows"])) if "label_rows" in meta else index, meta)
     return loaded
 
 
@@ -130,14 +187,25 @@ class Retriever:
         return self.alias_index.search(self._queries(labels, "document"), k)
 
 
-def lexical_retriever(split: Split) -> Retriever:
-    return Retriever("tfidf", TfidfIndex(split.labels["label"]), TfidfIndex(split.aliases["alias"]))
+def lexical_retriever(split: Split, keys: str = "label") -> Retriever:
+    """TF-IDF over the labels' texts: the baseline; with transliterated keys, the hybrid's lexical side."""
+    rows = keyed_rows(split, keys)
+    if rows is None:
+        label_index = TfidfIndex(split.labels["label"])
+    else:
+        label_index = KeyedIndex(TfidfIndex(split.labels["label"].tolist() + label_keys(split)["text"].tolist()), rows)
+    return Retriever("tfidf", label_index, TfidfIndex(split.aliases["alias"]))
 
 
-def dense_retriever(name: str, model, split: Split) -> Retriever:
+def keys_of(retriever: Retriever) -> str:
+    """The label keys a dense retriever's index was built with; its hybrid's lexical side uses the same."""
+    return "transliterated" if isinstance(retriever.label_index, KeyedIndex) else "label"
+
+
+def dense_retriever(name: str, model, split: Split, keys: str = "transliterated") -> Retriever:
     """A retriever over freshly encoded candidates, e.g. for an untrained base model."""
     embeddings = encode_candidates(model, split)
-    return Retriever(name, build_index(embeddings["labels"]), build_index(embeddings["aliases"]), model)
+    return Retriever(name, build_label_index(embeddings, split, keys), build_index(embeddings["aliases"]), model)
 
 
 def model_dir_of(role: str) -> Path:
@@ -168,7 +236,7 @@ def trained_retriever(role: str, split: Split, device: str = "cpu", index_dir: P
 
 def hybrid_of(dense: Retriever, split: Split, calibration: dict, lexical: Retriever | None = None) -> HybridRetriever:
     """A trained model's retriever fused with TF-IDF at its calibrated weight, with its hybrid abstain."""
-    return HybridRetriever(f"{dense.name}_hybrid", dense, lexical or lexical_retriever(split),
+    return HybridRetriever(f"{dense.name}_hybrid", dense, lexical or lexical_retriever(split, keys_of(dense)),
                            calibration["fusion"]["weight"], calibration["fusion"]["depth"],
                            calibration["abstain"]["hybrid"])
 
@@ -202,7 +270,7 @@ def calibrate(model_dir: Path, role: str, split: Split, dense: Retriever, target
     pairs = split.pairs("val")
     gold = split.label_rows(pairs["label"])
     dense_result = dense.labels_for(pairs["alias"], FUSION_DEPTH)
-    lexical_result = lexical_retriever(split).labels_for(pairs["alias"], FUSION_DEPTH)
+    lexical_result = lexical_retriever(split, keys_of(dense)).labels_for(pairs["alias"], FUSION_DEPTH)
     fusion = fit_fusion_weight(dense_result, lexical_result, gold)
     hybrid_result = fuse(dense_result, lexical_result, fusion["weight"], FUSION_DEPTH)
     abstain = {}

@@ -32,7 +32,7 @@ from harness import percentiles, save_results
 
 from alias_label.data import load_split
 from alias_label.distillation import reduce_layers
-from alias_label.index import IndexSpec, build_index
+from alias_label.index import IndexSpec, KeyedIndex, build_index
 from alias_label.modeling import encode, prompt_for
 from alias_label.retrieval import trained_retriever
 
@@ -52,9 +52,13 @@ def timed_ms(function, *args, **kwargs) -> tuple[float, object]:
     return (time.perf_counter() - start) * 1000, result
 
 
-def hnsw_over(flat):
+def hnsw_over(label_index):
+    """An HNSW index over the same rows as a flat label index, keyed the same way."""
+    keyed = isinstance(label_index, KeyedIndex)
+    flat = label_index.index if keyed else label_index
     vectors = np.asarray(flat.index.reconstruct_n(0, flat.ntotal))
-    return build_index(vectors, IndexSpec.scaled(flat.ntotal, flat.d, "hnsw"))
+    hnsw = build_index(vectors, IndexSpec.scaled(flat.ntotal, flat.d, "hnsw"))
+    return KeyedIndex(hnsw, label_index.entry_of_key) if keyed else hnsw
 
 
 def int8(model):

@@ -10,7 +10,8 @@ Writes  faiss/{labels,aliases}{,_distilled}.index with sidecars (type, factory s
         the model's calibration.json, refitted, since the scores it was fitted on may have moved
 
 With --vectors-from teacher, a student distilled with --objective embedding-mse gets indexes of
-the teacher's cached vectors (data/cache/), searched with its own query embeddings.
+the teacher's cached vectors (data/cache/; re-encoded with the teacher when stale), searched with its
+own query embeddings.
 
 Example:
     python scripts/build_index.py --model teacher --index hnsw
@@ -29,11 +30,11 @@ from calibrate import add_calibration_args, check_target
 
 from alias_label.common import UserError, paths, read_json, run_main, save_run_args, setup_logging
 from alias_label.data import load_split
+from alias_label.distillation import teacher_embeddings
 from alias_label.index import (
     DenseIndex,
     add_index_args,
     build_index,
-    load_embeddings,
     save_index,
     sidecar_path,
     spec_from_args,
@@ -42,11 +43,10 @@ from alias_label.index import (
 from alias_label.modeling import STREAM_CHUNK_ROWS, embedding_dim, encode_to_file, load_model, pick_device
 from alias_label.retrieval import (
     FIX_COMMANDS,
-    cache_meta,
-    cache_paths,
     calibrate,
     index_paths,
     index_table_meta,
+    index_vectors,
     model_dir_of,
     trained_retriever,
 )
@@ -62,8 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="whose indexes to rebuild (default: teacher)")
     add_index_args(parser)
     parser.add_argument("--vectors-from", default=None, choices=["teacher"],
-                        help="index the teacher's cached vectors instead of encoding with --model (a student "
-                             "trained with --objective embedding-mse shares the teacher's space)")
+                        help="index the teacher's cached vectors instead of encoding with --model: the teacher's "
+                             "own, or a student trained with --objective embedding-mse, which shares its space")
     parser.add_argument("--chunk-rows", type=int, default=STREAM_CHUNK_ROWS,
                         help=f"texts encoded per chunk (default: {STREAM_CHUNK_ROWS})")
     parser.add_argument("--batch-size", type=int, default=128, help="texts per forward pass (default: 128)")
@@ -92,18 +92,16 @@ def build_one(model, texts: list[str], kind: str, target: Path, args) -> DenseIn
     return index
 
 
-def teacher_vectors(split, model_dir) -> dict:
-    """The teacher's cached label and alias vectors, for a student that learnt the teacher's space."""
+def teacher_vectors(split, model_dir, device: str) -> dict:
+    """The teacher's cached vectors, for a student that learnt the teacher's space; re-encoded when stale."""
     objective = read_json(model_dir / "training_config.json").get("objective")
-    if objective != "embedding-mse":
+    if model_dir != paths().teacher and objective != "embedding-mse":
         raise UserError(f"{model_dir} was distilled with --objective {objective}, so its queries do not live in the "
                         "teacher's space. Distil with: python scripts/distill_model.py --objective embedding-mse")
-    vectors = {}
-    for kind, path in cache_paths().items():
-        vectors[kind], reason = load_embeddings(path, cache_meta(paths().teacher, split, kind))
-        if vectors[kind] is None:
-            raise UserError(f"{reason}. Rebuild the teacher's cache with: {FIX_COMMANDS['teacher']}")
-    return vectors
+    teacher_dir = paths().teacher
+    if not (teacher_dir / "training_config.json").exists():
+        raise UserError(f"no trained teacher at {teacher_dir}. Train it with: {FIX_COMMANDS['teacher']}")
+    return teacher_embeddings(load_model(teacher_dir, device), teacher_dir, split)[0]
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -114,13 +112,14 @@ def main(args: argparse.Namespace) -> dict:
     model_dir = model_dir_of(args.model)
     if not (model_dir / "training_config.json").exists():
         raise UserError(f"no trained {args.model} at {model_dir}. Build it with: {FIX_COMMANDS[args.model]}")
-    cached = teacher_vectors(split, model_dir) if args.vectors_from == "teacher" else None
+    cached = teacher_vectors(split, model_dir, pick_device(args.device)) if args.vectors_from == "teacher" else None
     model = None if cached else load_model(model_dir, pick_device(args.device))
     written = {}
     for kind, target in index_paths(args.model, args.index_dir or paths().faiss).items():
-        meta = index_table_meta(split, kind, model_dir, args.model)
+        meta = index_table_meta(split, kind, model_dir, args.model, args.label_keys)
         if cached:
-            index = build_index(cached[kind], spec_from_args(args, *cached[kind].shape))
+            vectors = index_vectors(cached, split, kind, args.label_keys)
+            index = build_index(vectors, spec_from_args(args, *vectors.shape))
             meta["vectors_from"] = "teacher"
         else:
             index = build_one(model, meta["texts"], kind, target, args)

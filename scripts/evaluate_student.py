@@ -46,6 +46,7 @@ from alias_label.retrieval import (
     dense_retriever,
     hybrid_of,
     index_paths,
+    keys_of,
     lexical_retriever,
     load_calibration,
     model_dir_of,
@@ -54,7 +55,8 @@ from alias_label.retrieval import (
 
 NAME = "evaluate_student"
 log = logging.getLogger(NAME)
-SYSTEMS = ("teacher", "student", "hybrid", "student_hybrid", "base", "tfidf")
+SYSTEMS = ("teacher", "student", "hybrid", "student_hybrid", "base", "tfidf", "tfidf_translit")
+LEXICAL_KEYS = {"tfidf": "label", "tfidf_translit": "transliterated"}
 # Bands of the teacher's top-1 minus top-2 score: near-ties (< 0.01) are where a student's small
 # errors flip the top-1, so agreement is read per band.
 MARGIN_EDGES = (0.0, 0.01, 0.02, 0.05, 0.1, np.inf)
@@ -79,21 +81,32 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_retrievers(args, split, device: str) -> dict:
-    """Each asked-for system; a hybrid reuses its dense model and the one TF-IDF index."""
-    retrievers, dense, lexical = {}, {}, lexical_retriever(split)
+    """Each asked-for system; a hybrid reuses its dense model and the TF-IDF index of its label keys.
+
+    The tfidf system is the plain baseline, the labels' own texts; tfidf_translit adds their
+    transliterated keys, as a hybrid's lexical side does when its dense index has them.
+    """
+    retrievers, dense, lexical = {}, {}, {}
+
+    def lexical_for(keys: str):
+        if keys not in lexical:
+            lexical[keys] = lexical_retriever(split, keys)
+        return lexical[keys]
+
     for name in args.systems:
         log.info("loading %s", name)
         role = HYBRID_OF.get(name, name)
         if role in ("teacher", "student") and role not in dense:
             dense[role] = trained_retriever(role, split, device, args.index_dir)
         if name in HYBRID_OF:
-            retrievers[name] = hybrid_of(dense[role], split, load_calibration(model_dir_of(role), role, split), lexical)
+            retrievers[name] = hybrid_of(dense[role], split, load_calibration(model_dir_of(role), role, split),
+                                         lexical_for(keys_of(dense[role])))
         elif name in dense:
             retrievers[name] = dense[name]
         elif name == "base":
             retrievers[name] = dense_retriever("base", base_model(device), split)
         else:
-            retrievers[name] = lexical
+            retrievers[name] = lexical_for(LEXICAL_KEYS[name])
     return retrievers
 
 

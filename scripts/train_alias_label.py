@@ -38,6 +38,7 @@ from alias_label.index import add_index_args, build_index
 from alias_label.modeling import encode, load_model, model_fingerprint, pick_device, precision_name, resolve_model
 from alias_label.retrieval import (
     Retriever,
+    build_label_index,
     calibrate,
     encode_candidates,
     split_metrics,
@@ -153,6 +154,8 @@ def make_loss(args, model, device: str):
 
 
 def validation_metrics(model, split, label_embs=None) -> dict:
+    # Per-epoch validation ranks the labels' own texts, without their transliterated keys: it only
+    # compares epochs, and encoding the keys each epoch would cost a quarter more.
     if label_embs is None:
         label_embs = encode(model, split.labels["label"], kind="document")
     return split_metrics(split, "val", split_ranking(model, split, "val", build_index(label_embs)))
@@ -226,7 +229,7 @@ def index_and_evaluate(model, split, args) -> dict:
     embeddings = encode_candidates(model, split)
     write_cache(embeddings, split, args.output, args.cache_dir)
     write_indexes(embeddings, split, args.output, "teacher", args.index_dir, args)
-    label_index = build_index(embeddings["labels"])
+    label_index = build_label_index(embeddings, split, args.label_keys)
     calibrate(args.output, "teacher", split, Retriever("teacher", label_index, None, model), args.target_precision)
     return {name: split_metrics(split, name, split_ranking(model, split, name, label_index, embeddings["aliases"]))
             for name in ("val", "test")}

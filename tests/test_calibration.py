@@ -14,7 +14,7 @@ from alias_label.common import REPO_ROOT, UserError, read_json, write_json
 from alias_label.data import load_split
 from alias_label.hybrid import WEIGHT_GRID, confident, fuse
 from alias_label.modeling import model_fingerprint
-from alias_label.retrieval import lexical_retriever, trained_retriever
+from alias_label.retrieval import keys_of, label_keys, lexical_retriever, trained_retriever
 
 
 @pytest.mark.parametrize("role", ["teacher", "student"])
@@ -36,11 +36,27 @@ def test_hybrid_retriever_fuses_dense_and_tfidf_at_the_calibrated_weight(in_pipe
     dense = trained_retriever("teacher", split)
     weight = read_json(in_pipeline_home / "models/trained/alias_label_teacher/calibration.json")["fusion"]["weight"]
     queries = split.test["alias"].tolist()
-    expected = fuse(dense.labels_for(queries, 100), lexical_retriever(split).labels_for(queries, 100), weight, 5)
+    # Both sides index the labels under their transliterated keys too, as the teacher's index records.
+    lexical = lexical_retriever(split, "transliterated")
+    assert keys_of(dense) == "transliterated" and keys_of(lexical) == "transliterated"
+    expected = fuse(dense.labels_for(queries, 100), lexical.labels_for(queries, 100), weight, 5)
     scores, ids = hybrid.labels_for(queries, 5)
     np.testing.assert_array_equal(ids, expected[1])
     np.testing.assert_allclose(scores, expected[0])
     assert hybrid.abstain["threshold"] != dense.abstain["threshold"] or weight == 1.0
+
+
+def test_keyed_tfidf_finds_a_label_by_its_transliteration(in_pipeline_home):
+    split = load_split()
+    keys = label_keys(split)
+    plain, keyed = lexical_retriever(split), lexical_retriever(split, "transliterated")
+    assert keys_of(plain) == "label"
+    scores, rows = keyed.labels_for(keys["text"], 3)
+    # Each key finds its own label first, at an exact match, and no label twice.
+    np.testing.assert_array_equal(rows[:, 0], keys["row"].to_numpy())
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+    assert all(len(set(row)) == len(row) for row in rows.tolist())
+    assert plain.label_index.ntotal == keyed.label_index.ntotal == len(split.labels)
 
 
 def test_lookup_flags_matches_below_the_calibrated_setting(in_pipeline_home):

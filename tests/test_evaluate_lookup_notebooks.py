@@ -28,7 +28,8 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
     assert report == evaluation
     split = load_split(pipeline_home / "data/processed")
     assert report["n_queries"] == len(split.test) and report["n_labels"] == len(split.labels)
-    assert set(report["systems"]) == {"teacher", "student", "hybrid", "student_hybrid", "base", "tfidf"}
+    assert set(report["systems"]) == {"teacher", "student", "hybrid", "student_hybrid", "base", "tfidf",
+                                      "tfidf_translit"}
     for name, system in report["systems"].items():
         for key in ("top1", "top5", "top10", "mrr", "label_to_alias_recall10"):
             assert 0 <= system[key] <= 1, (name, key)
@@ -52,7 +53,7 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
         abstain = report["systems"][name]["abstain"]
         assert {"threshold", "margin", "precision", "coverage", "target_precision"} <= set(abstain)
         assert 0 <= abstain["coverage"] <= 1 and abstain["kept"] == round(abstain["coverage"] * abstain["n"])
-    assert "abstain" not in report["systems"]["tfidf"]
+    assert "abstain" not in report["systems"]["tfidf"] and "abstain" not in report["systems"]["tfidf_translit"]
 
 
 def test_agreement_by_margin_bands():

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import unit_rows
 
 from alias_label.common import UserError, atomic_path, read_json
-from alias_label.index import build_index, load_embeddings, load_index, save_embeddings, save_index
+from alias_label.index import KeyedIndex, build_index, load_embeddings, load_index, save_embeddings, save_index
 from alias_label.modeling import (
     autocast_dtype,
     bundled_model_path,
@@ -28,6 +29,35 @@ def test_index_round_trip_and_exact_search(tmp_path):
     scores, ids = index.search(embs[:3], 50)
     assert ids.shape == (3, 20) and ids[:, 0].tolist() == [0, 1, 2]
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+
+
+def test_keyed_index_returns_each_entry_once_at_its_best_key():
+    keys = unit_rows(5, d=8, seed=3)
+    # Entry 0 has keys 0 and 3, entry 1 key 1, entry 2 keys 2 and 4.
+    keyed = KeyedIndex(build_index(keys), np.array([0, 1, 2, 0, 2]))
+    assert keyed.ntotal == 3 and keyed.keys_per_entry == 2
+    exact = keys @ keys.T
+    scores, entries = keyed.search(keys[[3, 1]], 5)
+    assert entries.shape == (2, 3)  # k is capped at the 3 entries
+    assert entries[0, 0] == 0 and scores[0, 0] == pytest.approx(1.0)  # found through its second key
+    for row, query in enumerate((3, 1)):
+        assert sorted(entries[row]) == [0, 1, 2]
+        best = {0: max(exact[query, [0, 3]]), 1: exact[query, 1], 2: max(exact[query, [2, 4]])}
+        assert scores[row] == pytest.approx([best[e] for e in entries[row]], abs=1e-5)
+        assert list(scores[row]) == sorted(scores[row], reverse=True)
+
+
+def test_label_keys_are_transliterations_that_differ():
+    from types import SimpleNamespace
+
+    from alias_label.retrieval import label_keys
+
+    split = SimpleNamespace(labels=pd.DataFrame({"label": ["Université Laval", "MIT", "Московский университет",
+                                                          "Oxford  University", "東京大学"]}))
+    keys = label_keys(split)
+    assert keys["row"].tolist() == [0, 2, 4]
+    assert keys["text"].tolist()[:2] == ["Universite Laval", "Moskovskii universitet"]
+    assert keys["text"].iloc[2].strip() != ""
 
 
 def test_index_for_another_split_names_the_fix(tmp_path):

@@ -96,7 +96,7 @@ def test_build_index_script_switches_type_and_everything_still_searches(home, pi
     assert meta["index_type"] == "hnsw" and meta["factory"] == "HNSW32,SQ8" and meta["vectors_file"]
     split = load_split()
     dense = trained_retriever("teacher", split)
-    assert dense.label_index.spec.kind == "hnsw"
+    assert dense.label_index.index.spec.kind == "hnsw"  # inside the label keys' KeyedIndex
     _, ids = dense.labels_for(split.test["alias"], 3)
     assert ids.shape == (len(split.test), 3)
     report = evaluate_student.main(evaluate_student.parse_args(["--systems", "teacher", "hybrid",

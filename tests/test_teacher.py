@@ -13,6 +13,7 @@ from alias_label.common import read_json
 from alias_label.data import load_split
 from alias_label.index import load_index
 from alias_label.modeling import encode, load_model, model_fingerprint, precision_name
+from alias_label.retrieval import label_keys, load_indexes
 
 
 def test_teacher_writes_model_indexes_caches_and_logs(pipeline_home):
@@ -40,24 +41,31 @@ def test_teacher_writes_model_indexes_caches_and_logs(pipeline_home):
         assert not (home / "models/trained/checkpoints" / folder).exists()
     assert (home / "logs/train_alias_label_args.json").exists()
 
-    for kind, table in (("labels", split.labels), ("aliases", split.aliases)):
+    keys = label_keys(split)
+    assert len(keys) > 0  # the slice has accented and non-Latin labels
+    for kind, table, extra in (("labels", split.labels, keys), ("aliases", split.aliases, keys[:0])):
         index, sidecar = load_index(home / f"faiss/{kind}.index", "fix", split.fingerprint)
-        assert index.ntotal == len(table) == sidecar["rows"]
-        assert sidecar["texts"] == table.iloc[:, 0].tolist()
+        # The label index holds every label, then each transliterated key, mapped back to its label.
+        assert index.ntotal == len(table) + len(extra) == sidecar["rows"]
+        assert sidecar["texts"] == table.iloc[:, 0].tolist() + extra["text"].tolist()
         assert sidecar["model_fingerprint"] == model_fingerprint(model_dir)
         assert sidecar["dim"] == 32 and sidecar["normalized"] is True
         cache = np.load(home / f"data/cache/teacher_{kind[:-1] if kind == 'labels' else 'alias'}_embs.npy")
         assert cache.shape == (len(table), 32)
+    _, sidecar = load_index(home / "faiss/labels.index", "fix", split.fingerprint)
+    assert sidecar["label_keys"] == "transliterated"
+    assert sidecar["label_rows"] == list(range(len(split.labels))) + keys["row"].tolist()
+    assert np.load(home / "data/cache/teacher_label_key_embs.npy").shape == (len(keys), 32)
 
 
-def test_training_alias_retrieves_its_own_label(pipeline_home):
-    home = pipeline_home
+def test_training_alias_retrieves_its_own_label(in_pipeline_home):
+    home = in_pipeline_home
     split = load_split(home / "data/processed")
     model = load_model(home / "models/trained/alias_label_teacher", "cpu")
-    index, sidecar = load_index(home / "faiss/labels.index", "fix", split.fingerprint)
+    index = load_indexes("teacher", split)["labels"][0]
     pairs = split.train
     _, ids = index.search(encode(model, pairs["alias"]), 1)
-    predicted = [sidecar["texts"][i] for i in ids[:, 0]]
+    predicted = split.labels["label"].to_numpy()[ids[:, 0]]
     hits = np.mean(np.array(predicted) == pairs["label"].to_numpy())
     assert hits >= 0.8, f"only {hits:.0%} of training aliases retrieve their label"
 
