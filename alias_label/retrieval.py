@@ -74,46 +74,47 @@ def encode_candidates(model, split: Split) -> dict[str, np.ndarray]:
                                                                                      np.float32)}
 
 
-def keyed_rows(split: Split, keys: str) -> np.ndarray | None:
-    """The label row of each row of a label index with ``keys``; None when rows are labels one to one."""
-    if keys == "label":
-        return None
-    extra = label_keys(split)["row"].to_numpy()
-    return np.concatenate([np.arange(len(split.labels)), extra]) if len(extra) else None
+def keyed_labels(split: Split, keys: str) -> tuple[list[str], np.ndarray | None]:
+    """The text of every row of a label index with ``keys`` (the labels, then their other keys),
+    and the label row of each; None when the rows are the labels, one to one."""
+    texts = split.labels["label"].tolist()
+    extra = label_keys(split) if keys == "transliterated" else None
+    if extra is None or not len(extra):
+        return texts, None
+    return texts + extra["text"].tolist(), np.concatenate([np.arange(len(texts)), extra["row"].to_numpy()])
 
 
-def index_vectors(embeddings: dict[str, np.ndarray], split: Split, kind: str, keys: str) -> np.ndarray:
+def index_vectors(embeddings: dict[str, np.ndarray], kind: str, keys: str) -> np.ndarray:
     """The rows of one index: for labels with transliterated keys, every label's vector, then its keys'."""
-    if kind == "labels" and keyed_rows(split, keys) is not None:
+    if kind == "labels" and keys == "transliterated" and len(embeddings["label_keys"]):
         return np.vstack([embeddings["labels"], embeddings["label_keys"]])
     return embeddings[kind]
 
 
 def build_label_index(embeddings: dict[str, np.ndarray], split: Split, keys: str = "transliterated", spec=None):
     """The alias -> label index; with transliterated keys, each label scores by its closer key."""
-    index = build_index(index_vectors(embeddings, split, "labels", keys), spec)
-    rows = keyed_rows(split, keys)
+    index = build_index(index_vectors(embeddings, "labels", keys), spec)
+    rows = keyed_labels(split, keys)[1]
     return index if rows is None else KeyedIndex(index, rows)
 
 
-def index_table_meta(split: Split, kind: str, model_dir: Path, model_name: str, keys: str = "label") -> dict:
+def index_table_meta(split: Split, kind: str, model_dir: Path, model_name: str, keys: str) -> dict:
     """The sidecar content of one index: which model, which split, and the id -> text table.
 
     A label index with transliterated keys lists its key rows after the labels, each with the
     qids of its label, and ``label_rows`` maps every row to its label.
     """
-    table = (split.labels.rename(columns={"label": "text"}) if kind == "labels"
-             else split.aliases.rename(columns={"alias": "text"}))
     meta = {"kind": kind, "model": str(model_dir), "model_role": model_name,
-            "model_fingerprint": model_fingerprint(model_dir), "data_fingerprint": split.fingerprint,
-            "rows": len(table), "texts": table["text"].tolist(), "qids": table["qids"].map(list).tolist()}
-    rows = keyed_rows(split, keys) if kind == "labels" else None
-    if rows is not None:
-        extra = label_keys(split)
-        meta["texts"] += extra["text"].tolist()
-        meta["qids"] += [meta["qids"][row] for row in extra["row"]]
-        meta.update(rows=len(rows), label_keys=keys, label_rows=rows.tolist())
-    return meta
+            "model_fingerprint": model_fingerprint(model_dir), "data_fingerprint": split.fingerprint}
+    if kind == "aliases":
+        return {**meta, "rows": len(split.aliases), "texts": split.aliases["alias"].tolist(),
+                "qids": split.aliases["qids"].map(list).tolist()}
+    texts, rows = keyed_labels(split, keys)
+    qids = split.labels["qids"].map(list).tolist()
+    meta.update(rows=len(texts), texts=texts)
+    if rows is None:
+        return {**meta, "qids": qids}
+    return {**meta, "qids": [qids[row] for row in rows], "label_keys": keys, "label_rows": rows.tolist()}
 
 
 def write_indexes(embeddings: dict[str, np.ndarray], split: Split, model_dir: Path, model_name: str,
@@ -126,7 +127,7 @@ def write_indexes(embeddings: dict[str, np.ndarray], split: Split, model_dir: Pa
     keys = index_args.label_keys if index_args else "transliterated"
     targets = index_paths(model_name, index_dir)
     for kind, target in targets.items():
-        vectors = index_vectors(embeddings, split, kind, keys)
+        vectors = index_vectors(embeddings, kind, keys)
         spec = spec_from_args(index_args, *vectors.shape) if index_args else None
         save_index(build_index(vectors, spec), target, index_table_meta(split, kind, model_dir, model_name, keys))
     return targets
@@ -189,11 +190,8 @@ class Retriever:
 
 def lexical_retriever(split: Split, keys: str = "label") -> Retriever:
     """TF-IDF over the labels' texts: the baseline; with transliterated keys, the hybrid's lexical side."""
-    rows = keyed_rows(split, keys)
-    if rows is None:
-        label_index = TfidfIndex(split.labels["label"])
-    else:
-        label_index = KeyedIndex(TfidfIndex(split.labels["label"].tolist() + label_keys(split)["text"].tolist()), rows)
+    texts, rows = keyed_labels(split, keys)
+    label_index = TfidfIndex(texts) if rows is None else KeyedIndex(TfidfIndex(texts), rows)
     return Retriever("tfidf", label_index, TfidfIndex(split.aliases["alias"]))
 
 

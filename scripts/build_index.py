@@ -93,7 +93,7 @@ def build_one(model, texts: list[str], kind: str, target: Path, args) -> DenseIn
 
 
 def teacher_vectors(split, model_dir, device: str) -> dict:
-    """The teacher's cached vectors, for a student that learnt the teacher's space; re-encoded when stale."""
+    """The teacher's cached vectors, for the teacher or a student that learnt its space; re-encoded when stale."""
     objective = read_json(model_dir / "training_config.json").get("objective")
     if model_dir != paths().teacher and objective != "embedding-mse":
         raise UserError(f"{model_dir} was distilled with --objective {objective}, so its queries do not live in the "
@@ -118,7 +118,7 @@ def main(args: argparse.Namespace) -> dict:
     for kind, target in index_paths(args.model, args.index_dir or paths().faiss).items():
         meta = index_table_meta(split, kind, model_dir, args.model, args.label_keys)
         if cached:
-            vectors = index_vectors(cached, split, kind, args.label_keys)
+            vectors = index_vectors(cached, kind, args.label_keys)
             index = build_index(vectors, spec_from_args(args, *vectors.shape))
             meta["vectors_from"] = "teacher"
         else:
