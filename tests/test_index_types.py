@@ -13,7 +13,7 @@ from alias_label.common import UserError, read_json
 from alias_label.data import load_split
 from alias_label.index import DenseIndex, IndexSpec, build_index, load_index, save_index, vectors_path
 from alias_label.modeling import encode, encode_to_file, load_model
-from alias_label.retrieval import trained_retriever
+from alias_label.retrieval import keys_of, trained_retriever
 
 COMBINATIONS = [("flat", "none"), ("flat", "int8"), ("flat", "int4"), ("flat", "binary"), ("hnsw", "none"),
                 ("hnsw", "int8"), ("ivf", "none"), ("ivf", "int4"), ("ivf", "binary"), ("ivfpq", "none")]
@@ -102,3 +102,19 @@ def test_build_index_script_switches_type_and_everything_still_searches(home, pi
     report = evaluate_student.main(evaluate_student.parse_args(["--systems", "teacher", "hybrid",
                                                                 "--latency-queries", "3"]))
     assert 0 <= report["systems"]["hybrid"]["top1"] <= 1
+
+
+def test_label_keys_off_indexes_the_labels_texts_alone(home, pipeline_home):
+    for folder in ("data", "faiss", "models"):
+        shutil.copytree(pipeline_home / folder, home / folder)
+    build_index_cli.main(build_index_cli.parse_args(["--model", "teacher", "--vectors-from", "teacher",
+                                                     "--label-keys", "label"]))
+    split = load_split()
+    meta = read_json(home / "faiss/labels.index.json")
+    assert meta["rows"] == len(split.labels) and meta["texts"] == split.labels["label"].tolist()
+    assert "label_rows" not in meta and "label_keys" not in meta
+    dense = trained_retriever("teacher", split)
+    hybrid = trained_retriever("teacher", split, mode="hybrid")
+    # The hybrid's TF-IDF follows the dense index: no keys on either side.
+    assert keys_of(dense) == "label" and keys_of(hybrid.lexical) == "label"
+    assert isinstance(dense.label_index, DenseIndex)
