@@ -165,10 +165,31 @@ def test_student_resume_and_embedding_mse_with_projection(home, pipeline_home, t
     base = ["--epochs", "1", "--batch-size", "8", "--save-steps", "2", "--objective", "embedding-mse",
             "--student-base", str(other_shape)]
     assert distill_model.main(distill_model.parse_args([*base, "--stop-after-steps", "2"])) == {"stopped_at_step": 2}
+    with pytest.raises(UserError, match="belong to another run.*training_texts"):  # other texts to imitate
+        distill_model.main(distill_model.parse_args([*base, "--resume", "--augment", "case-order"]))
     metrics = distill_model.main(distill_model.parse_args([*base, "--resume"]))
     assert metrics["test"]["n"] > 0
     student = load_model(home / "models/trained/alias_label_student", "cpu")
     assert embedding_dim(student) == 32  # projected up to the teacher's dimension
+
+
+def test_student_augment_imitates_the_teacher_on_generated_aliases(in_pipeline_home):
+    from alias_label.modeling import encode
+
+    split = load_split()
+    teacher_dir = in_pipeline_home / "models/trained/alias_label_teacher"
+    teacher = load_model(teacher_dir, "cpu")
+    args = distill_model.parse_args(["--augment", "acronym", "case-order"])
+    texts, targets = distill_model.generated_queries(args, split, teacher)
+    assert texts and len(set(texts)) == len(texts)
+    assert not {text.casefold() for text in texts} & set(split.aliases["alias"].str.casefold())
+    np.testing.assert_allclose(targets, encode(teacher, texts, kind="query"), atol=1e-5)
+    embeddings, _ = teacher_embeddings(teacher, teacher_dir, split)
+    queries = distill_model.training_dataset(args, split, embeddings, (texts, targets), "cpu")["queries"]
+    assert queries["text"][-len(texts):] == texts
+    np.testing.assert_allclose(np.array(queries["label"][-len(texts):]), targets, atol=1e-6)
+    with pytest.raises(SystemExit):
+        distill_model.parse_args(["--augment", "acronym", "--objective", "cosine"])
 
 
 def test_student_queries_over_the_teachers_vectors(home, pipeline_home):
