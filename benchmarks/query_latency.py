@@ -9,7 +9,9 @@ too small to split across cores.
 
 Then the speed a student of each depth would have: the teacher cut to 1..N layers (untrained
 copies: weights do not change the time), in float32 and with torch's dynamic int8 quantisation
-of its Linear layers, each timed on encode + HNSW search against the float32 teacher.
+of its Linear layers, each timed on encode + HNSW search against the float32 teacher. What int8
+costs in quality is measured on the trained models: test top-1 and top-1 agreement with the
+float32 teacher, for the teacher and the student in int8.
 
 Reads   data/processed/, models/trained/alias_label_{teacher,student}/, faiss/ (flat indexes)
 Writes  benchmarks/results/query_latency.json
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +36,7 @@ from harness import percentiles, save_results
 from alias_label.data import load_split
 from alias_label.distillation import reduce_layers
 from alias_label.index import IndexSpec, KeyedIndex, build_index
+from alias_label.metrics import retrieval_metrics
 from alias_label.modeling import encode, prompt_for
 from alias_label.retrieval import trained_retriever
 
@@ -94,6 +98,24 @@ def depth_sweep(teacher, hnsw, aliases: list[str]) -> dict:
     return figures
 
 
+def int8_quality(retrievers: dict, split) -> dict:
+    """Test top-1 of each trained model in float32 and int8, and how often its top-1 is the float32 teacher's."""
+    pairs = split.test
+    gold = split.label_rows(pairs["label"])
+    top1 = {}
+    for role, retriever in retrievers.items():
+        for precision in ("float32", "int8"):
+            model = retriever.model if precision == "float32" else int8(retriever.model)
+            top1[f"{role}_{precision}"] = dataclasses.replace(retriever, model=model).labels_for(pairs["alias"], 1)[1]
+    figures, reference = {}, top1["teacher_float32"][:, 0]
+    for name, ranked in top1.items():
+        figures[name] = {"top1": retrieval_metrics(ranked, gold)["top1"],
+                         "agreement_with_teacher_float32": float(np.mean(ranked[:, 0] == reference))}
+        print(f"{name}: test top-1 {figures[name]['top1']:.2%}, "
+              f"agreement with the float32 teacher {figures[name]['agreement_with_teacher_float32']:.2%}")
+    return figures
+
+
 def profile(retriever, aliases: list[str]) -> dict:
     """p50/p95 of each step of a one-alias lookup."""
     model, flat = retriever.model, retriever.label_index
@@ -137,6 +159,7 @@ def main(args) -> dict:
     torch.set_num_threads(default_threads)
     figures["depth_sweep"] = depth_sweep(retrievers["teacher"].model, hnsw_over(retrievers["teacher"].label_index),
                                          aliases[:args.depth_queries])
+    figures["int8_quality"] = int8_quality(retrievers, split)
     save_results("query_latency", figures, args.results_dir)
     return figures
 

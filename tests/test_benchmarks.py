@@ -57,6 +57,10 @@ def test_query_latency_profiles_both_models(in_pipeline_home, tmp_path):
     assert set(depths) == {"teacher_float32_p50_ms", "layers2_float32", "layers2_int8", "layers1_float32",
                            "layers1_int8"}
     assert all(row["p50_ms"] > 0 and row["speedup"] > 0 for key, row in depths.items() if key.startswith("layers"))
+    quality = figures["int8_quality"]
+    assert set(quality) == {"teacher_float32", "teacher_int8", "student_float32", "student_int8"}
+    assert quality["teacher_float32"]["agreement_with_teacher_float32"] == 1.0
+    assert all(0 <= row["top1"] <= 1 and 0 <= row["agreement_with_teacher_float32"] <= 1 for row in quality.values())
     assert (tmp_path / "query_latency.json").exists()
 
 
