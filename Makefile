@@ -7,8 +7,9 @@ HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE
 export TOKENIZERS_PARALLELISM = false
 
-# Flags per step, e.g. make pipeline TEACHER_ARGS="--epochs 3". The pipeline's defaults are sized
-# to finish in about 25 minutes on a 2-core CPU; see the README for what more epochs buy.
+# Flags per step, e.g. make pipeline TEACHER_ARGS="--epochs 3". The student trains one epoch here
+# instead of its default 10, to fit a 2-core CPU; the README gives each step's time and what more
+# epochs buy.
 DATA_ARGS ?=
 TEACHER_ARGS ?=
 STUDENT_ARGS ?= --epochs 1

@@ -14,8 +14,12 @@ A variant is a JSON object; keys left out take these defaults:
     kl 0        weight of KL(teacher || student) over softmax(label scores / tau), tau 0.05
     cand null   take that KL over each text's teacher top-`cand` labels instead of all labels
     docs true   train on every label as a text too
-    aug false   train on the generated aliases of alias_label.augment as texts too
-    layers 2, epochs 10, lr 1e-4, batch 64
+    aug true    train on the generated aliases of alias_label.augment as texts too
+    layers 1, epochs 10, lr 1e-3, batch 64, as distill_model.py's defaults
+    seed        of initialisation and batch order (default: --seed)
+
+The results in benchmarks/results/distill_sweep.json list every variant in full; its sweeps 1
+and 2 ran when the student's defaults were 2 layers, no generated aliases and lr 1e-4.
 
 Reads   the teacher folder (default models/trained/alias_label_teacher/), data/processed/
 Writes  benchmarks/results/distill_sweep[_partI].json
@@ -44,8 +48,8 @@ from alias_label.data import load_split
 from alias_label.distillation import reduce_layers
 from alias_label.modeling import load_model, pick_device, prompt_for
 
-DEFAULTS = {"mse": 1.0, "cos": 0.0, "kl": 0.0, "tau": 0.05, "cand": None, "docs": True, "aug": False, "layers": 2,
-            "epochs": 10, "lr": 1e-4, "batch": 64}
+DEFAULTS = {"mse": 1.0, "cos": 0.0, "kl": 0.0, "tau": 0.05, "cand": None, "docs": True, "aug": True, "layers": 1,
+            "epochs": 10, "lr": 1e-3, "batch": 64}
 ENCODE_BATCH = 1024
 
 
@@ -58,11 +62,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--part", type=int, default=0, help="run the variants whose position modulo --parts is this")
     parser.add_argument("--parts", type=int, default=1, help="processes sharing the variants (default: 1)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if present")
-    parser.add_argument("--seed", type=int, default=13, help="seed of initialisation and batch order (default: 13)")
+    parser.add_argument("--seed", type=int, default=13,
+                        help="seed of initialisation and batch order of variants that set none (default: 13)")
     parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
     args = parser.parse_args(argv)
     text = args.variants_file.read_text() if args.variants_file else args.variants
-    args.variants = [{**DEFAULTS, **variant} for variant in json.loads(text)]
+    args.variants = [{**DEFAULTS, "seed": args.seed, **variant} for variant in json.loads(text)]
     args.teacher = Path(args.teacher or paths().teacher)
     return args
 
@@ -128,9 +133,9 @@ class Sweep:
         return torch.cat([(vectors[i:i + ENCODE_BATCH] @ self.label_vectors.T).topk(k, dim=1).indices
                           for i in range(0, len(vectors), ENCODE_BATCH)])
 
-    def run(self, variant: dict, seed: int) -> dict:
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
+    def run(self, variant: dict) -> dict:
+        torch.manual_seed(variant["seed"])
+        rng = np.random.default_rng(variant["seed"])
         student = copy.deepcopy(self.teacher)
         reduce_layers(student, variant["layers"])
         names = ["aliases"] + [name for name in ("docs", "aug") if variant[name]]
@@ -169,7 +174,7 @@ def main(args) -> dict:
     teacher = load_model(args.teacher, pick_device(args.device)).float()
     sweep = Sweep(teacher, split)
     figures = {"teacher": {name: sweep.evaluate(teacher, name) for name in ("val", "test")},
-               "results": [sweep.run(variant, args.seed) for i, variant in enumerate(args.variants)
+               "results": [sweep.run(variant) for i, variant in enumerate(args.variants)
                            if i % args.parts == args.part]}
     save_results("distill_sweep" + (f"_part{args.part}" if args.parts > 1 else ""), figures, args.results_dir)
     return figures

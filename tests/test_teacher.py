@@ -27,17 +27,18 @@ def test_teacher_writes_model_indexes_caches_and_logs(pipeline_home):
     assert config["data_fingerprint"] == split.fingerprint
     assert config["precision"] == precision_name(config["device"])
     assert metrics["test"]["n"] == len(split.test) and metrics["val"]["n"] == len(split.val)
-    assert set(metrics["timings_s"]) == {"data", "training_data_round1", "train_round1", "training_data_round2",
-                                         "train_round2", "index_and_evaluate"}
-    # Each round validates all 4 of its epochs: round 1's last by the callback, round 2's with the final index.
+    assert set(metrics["timings_s"]) == {"data", *(f"{phase}_round{r}" for r in (1, 2, 3)
+                                                   for phase in ("training_data", "train")), "index_and_evaluate"}
+    # Each round validates all 4 of its epochs: an earlier round's last when the next starts, the last
+    # round's with the final index.
     epochs = [json.loads(line) for line in (home / "logs/metrics/teacher.jsonl").read_text().splitlines()]
-    assert [(e["round"], e["epoch"]) for e in epochs] == [(r, float(e)) for r in (1, 2) for e in range(1, 5)]
+    assert [(e["round"], e["epoch"]) for e in epochs] == [(r, float(e)) for r in (1, 2, 3) for e in range(1, 5)]
     assert all(0 <= e["val_top1"] <= 1 for e in epochs)
     assert metrics["val"]["top1"] == epochs[-1]["val_top1"]
-    assert config["args"]["rounds"] == 2 and config["args"]["hard_negatives"] == 1
-    assert config["base_model"] == read_json(model_dir.with_name("alias_label_teacher_round1") /
-                                             "training_config.json")["base_model"]
-    for folder in ("alias_label_teacher", "alias_label_teacher_round1"):
+    assert config["args"]["rounds"] == 3 and config["args"]["hard_negatives"] == 1
+    for earlier in ("alias_label_teacher_round1", "alias_label_teacher_round2"):
+        assert config["base_model"] == read_json(model_dir.with_name(earlier) / "training_config.json")["base_model"]
+    for folder in ("alias_label_teacher", "alias_label_teacher_round1", "alias_label_teacher_round2"):
         assert not (home / "models/trained/checkpoints" / folder).exists()
     assert (home / "logs/train_alias_label_args.json").exists()
 
@@ -72,7 +73,7 @@ def test_training_alias_retrieves_its_own_label(in_pipeline_home):
 
 def test_resume_continues_an_interrupted_run(home, tiny_model, swot_slice, caplog):
     base = ["--data", str(swot_slice), "--base-model", str(tiny_model), "--limit", "40", "--epochs", "2",
-            "--batch-size", "8", "--save-steps", "2"]
+            "--batch-size", "8", "--save-steps", "2", "--rounds", "2"]
     stopped = train_alias_label.main(train_alias_label.parse_args([*base, "--stop-after-steps", "3"]))
     assert stopped == {"stopped_at_step": 3, "round": 1}
     ckpt = home / "models/trained/checkpoints/alias_label_teacher_round1"
