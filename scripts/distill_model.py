@@ -192,8 +192,8 @@ def training_dataset(args, split, embeddings, generated: tuple[list[str], np.nda
         pairs = pairs.sample(frac=1.0, random_state=args.seed)
         return Dataset.from_dict({"alias": pairs["alias"].tolist(), "canonical": pairs["label"].tolist(),
                                   "score": pairs["score"].astype(np.float32).tolist()})
-    # embedding-mse: every train alias (as a query) and every label and label key (as documents) with
-    # its teacher vector; more texts to imitate is what moved agreement in the README's sweep.
+    # embedding-mse: every train alias and generated alias (as queries) and every label and label key
+    # (as documents) with its teacher vector; more texts to imitate is what moved agreement in the sweep.
     alias_rows = np.flatnonzero(split.aliases["alias"].isin(set(split.train["alias"])))
     generated_texts, generated_embs = generated
     return {
