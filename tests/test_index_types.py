@@ -8,6 +8,7 @@ import build_index as build_index_cli
 import evaluate_student
 import numpy as np
 import pytest
+from conftest import unit_rows
 
 from alias_label.common import UserError, read_json
 from alias_label.data import load_split
@@ -61,6 +62,22 @@ def test_rescoring_returns_exact_cosines():
     index = build_index(vectors, IndexSpec.scaled(3000, 128, "flat", "binary", rescore=8))
     scores, ids = index.search(queries, 5)
     np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries, vectors[ids]), rtol=1e-5)
+
+
+def test_few_queries_search_on_one_faiss_thread_and_restore_the_count(monkeypatch):
+    import faiss
+
+    vectors = unit_rows(500, 16)
+    index = build_index(vectors)
+    calls = []
+    set_threads = faiss.omp_set_num_threads
+    monkeypatch.setattr(faiss, "omp_set_num_threads", lambda n: (calls.append(n), set_threads(n)))
+    before = faiss.omp_get_max_threads()
+    few, many = index.search(vectors[:3], 5), index.search(vectors[:40], 5)
+    assert calls == [1, before] and faiss.omp_get_max_threads() == before  # the batch of 40 keeps the default
+    exact = vectors[:40] @ vectors.T
+    np.testing.assert_array_equal(few[1], many[1][:3])
+    np.testing.assert_array_equal(many[1], np.argsort(-exact, axis=1, kind="stable")[:, :5])
 
 
 def test_parameters_scale_with_the_table():
