@@ -88,7 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "teacher, e.g. intfloat/e5-base-v2")
     parser.add_argument("--student-layers", type=int, default=1,
                         help="transformer layers the layer-reduced teacher keeps, evenly spaced; 2 agree more with "
-                             "the teacher at 2.1x its speed instead of 3.2x (default: 1)")
+                             "the teacher at about 2x its speed instead of 3x (README: the student sweep) (default: 1)")
     # Defaults from the measured comparison in the README: on the same teacher and split, embedding
     # MSE with the teacher's index vectors kept more of the teacher than the design's cosine recipe.
     parser.add_argument("--objective", default="embedding-mse", choices=["cosine", "embedding-mse"],
