@@ -234,9 +234,11 @@ def trained_retriever(role: str, split: Split, device: str = "cpu", index_dir: P
 
 def hybrid_of(dense: Retriever, split: Split, calibration: dict, lexical: Retriever | None = None) -> HybridRetriever:
     """A trained model's retriever fused with TF-IDF at its calibrated weight, with its hybrid abstain."""
+    fusion = calibration["fusion"]
+    # Calibrations fitted before the exponent was fitted used the plain weighted sum.
     return HybridRetriever(f"{dense.name}_hybrid", dense, lexical or lexical_retriever(split, keys_of(dense)),
-                           calibration["fusion"]["weight"], calibration["fusion"]["depth"],
-                           calibration["abstain"]["hybrid"])
+                           fusion["weight"], fusion["depth"], calibration["abstain"]["hybrid"],
+                           fusion.get("exponent", 1.0))
 
 
 def calibration_command(role: str) -> str:
@@ -270,7 +272,7 @@ def calibrate(model_dir: Path, role: str, split: Split, dense: Retriever, target
     dense_result = dense.labels_for(pairs["alias"], FUSION_DEPTH)
     lexical_result = lexical_retriever(split, keys_of(dense)).labels_for(pairs["alias"], FUSION_DEPTH)
     fusion = fit_fusion_weight(dense_result, lexical_result, gold)
-    hybrid_result = fuse(dense_result, lexical_result, fusion["weight"], FUSION_DEPTH)
+    hybrid_result = fuse(dense_result, lexical_result, fusion["weight"], FUSION_DEPTH, fusion["exponent"])
     abstain = {}
     for mode, (scores, ids) in {"dense": dense_result, "hybrid": hybrid_result}.items():
         abstain[mode] = fit_abstain(scores, ids[:, 0] == gold, target_precision)

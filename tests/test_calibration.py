@@ -12,7 +12,7 @@ import test_lookup as lookup_cli
 
 from alias_label.common import REPO_ROOT, UserError, read_json, write_json
 from alias_label.data import load_split
-from alias_label.hybrid import WEIGHT_GRID, confident, fuse
+from alias_label.hybrid import EXPONENT_GRID, WEIGHT_GRID, confident, fuse
 from alias_label.modeling import model_fingerprint
 from alias_label.retrieval import keys_of, label_keys, lexical_retriever, trained_retriever
 
@@ -24,6 +24,7 @@ def test_training_saves_a_calibration_that_matches_its_model(in_pipeline_home, r
     assert calibration["model_fingerprint"] == model_fingerprint(model_dir)
     assert calibration["data_fingerprint"] == load_split().fingerprint
     assert calibration["fusion"]["weight"] in WEIGHT_GRID.tolist()
+    assert calibration["fusion"]["exponent"] in EXPONENT_GRID
     assert calibration["fusion"]["val_top1"] == max(calibration["fusion"]["val_top1_by_weight"].values())
     for mode in ("dense", "hybrid"):
         assert calibration["abstain"][mode]["target_precision"] == 0.95
@@ -34,16 +35,17 @@ def test_hybrid_retriever_fuses_dense_and_tfidf_at_the_calibrated_weight(in_pipe
     split = load_split()
     hybrid = trained_retriever("teacher", split, mode="hybrid")
     dense = trained_retriever("teacher", split)
-    weight = read_json(in_pipeline_home / "models/trained/alias_label_teacher/calibration.json")["fusion"]["weight"]
+    fusion = read_json(in_pipeline_home / "models/trained/alias_label_teacher/calibration.json")["fusion"]
     queries = split.test["alias"].tolist()
     # Both sides index the labels under their transliterated keys too, as the teacher's index records.
     lexical = lexical_retriever(split, "transliterated")
     assert keys_of(dense) == "transliterated" and keys_of(lexical) == "transliterated"
-    expected = fuse(dense.labels_for(queries, 100), lexical.labels_for(queries, 100), weight, 5)
+    expected = fuse(dense.labels_for(queries, 100), lexical.labels_for(queries, 100), fusion["weight"], 5,
+                    fusion["exponent"])
     scores, ids = hybrid.labels_for(queries, 5)
     np.testing.assert_array_equal(ids, expected[1])
     np.testing.assert_allclose(scores, expected[0])
-    assert hybrid.abstain["threshold"] != dense.abstain["threshold"] or weight == 1.0
+    assert hybrid.abstain["threshold"] != dense.abstain["threshold"] or fusion["weight"] == 1.0
 
 
 def test_keyed_tfidf_finds_a_label_by_its_transliteration(in_pipeline_home):

@@ -41,6 +41,29 @@ def test_fit_fusion_weight_finds_the_mix_that_beats_both_lists():
     curve = fitted["val_top1_by_weight"]
     assert curve["1.00"] == 0.5 and curve["0.00"] == 0.5 and curve["0.50"] == 1.0
     assert fitted["val_top1"] == 1.0 and 0.11 < fitted["weight"] < 0.97
+    assert fitted["exponent"] == 1.0  # the plain sum already gets both right, and ties keep it
+
+
+def test_fuse_raises_the_lexical_score_to_the_exponent():
+    dense = ranked([[0.7, 0.6]], [[1, 2]])
+    lexical = ranked([[0.81, 0.49]], [[2, 1]])
+    scores, ids = fuse(dense, lexical, 0.5, 2, exponent=0.5)
+    # Row 1: 0.5 * 0.7 + 0.5 * sqrt(0.49) = 0.70; row 2: 0.5 * 0.6 + 0.5 * sqrt(0.81) = 0.75.
+    assert ids[0].tolist() == [2, 1] and scores[0].tolist() == pytest.approx([0.75, 0.70])
+
+
+def test_fit_fusion_weight_takes_an_exponent_when_no_plain_weight_gets_both_right():
+    # Query 0: lexical prefers the wrong row 2 by a large gap between high cosines (0.81 / 0.49);
+    # query 1: it prefers the gold row 7 by a smaller gap between low ones (0.25 / 0.01). Dense
+    # prefers the other row by 0.1 each time. A plain weighted sum that fixes query 1 breaks query 0;
+    # lexical ** 0.5 narrows the high gap (0.2) and widens the low one (0.4), so a weight fixes both.
+    dense = ranked([[0.7, 0.6], [0.7, 0.6]], [[1, 2], [6, 7]])
+    lexical = ranked([[0.81, 0.49], [0.25, 0.01]], [[2, 1], [7, 6]])
+    fitted = fit_fusion_weight(dense, lexical, np.array([1, 7]))
+    assert fitted["val_top1_by_exponent"]["1.00"] == 0.5
+    assert fitted["val_top1"] == 1.0 and fitted["exponent"] < 1.0
+    scores, ids = fuse(dense, lexical, fitted["weight"], 1, fitted["exponent"])
+    assert ids[:, 0].tolist() == [1, 7]
 
 
 def test_margins_and_confident():
