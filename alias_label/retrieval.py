@@ -20,7 +20,7 @@ from alias_label.hybrid import FUSION_DEPTH, HybridRetriever, confident, fit_abs
 from alias_label.index import KeyedIndex, build_index, load_index, save_embeddings, save_index, spec_from_args
 from alias_label.lexical import TfidfIndex
 from alias_label.metrics import DEPTH, retrieval_metrics
-from alias_label.modeling import embedding_dim, encode, load_model, model_fingerprint
+from alias_label.modeling import embedding_dim, encode, load_model, model_fingerprint, quantize_int8
 
 log = logging.getLogger(__name__)
 
@@ -211,11 +211,13 @@ def model_dir_of(role: str) -> Path:
 
 
 def trained_retriever(role: str, split: Split, device: str = "cpu", index_dir: Path | None = None,
-                      mode: str = "dense"):
+                      mode: str = "dense", int8: bool = False):
     """The trained teacher or student with the indexes written for it, all checked against the split.
 
     ``mode="hybrid"`` fuses it with TF-IDF using the weight fitted on validation. Either way the
     retriever carries the calibrated abstain setting of its mode (``None`` when uncalibrated).
+    ``int8`` runs the model's Linear layers in int8 (CPU only); the indexes and calibration stay
+    those of the float32 model.
     """
     model_dir = model_dir_of(role)
     if not (model_dir / "training_config.json").exists():
@@ -226,7 +228,8 @@ def trained_retriever(role: str, split: Split, device: str = "cpu", index_dir: P
         if meta["model_fingerprint"] != fingerprint:
             raise UserError(f"{kind} index of the {role} was built by another model than {model_dir}. "
                             f"Rebuild it with: {FIX_COMMANDS[role]}")
-    dense = Retriever(role, indexes["labels"][0], indexes["aliases"][0], load_model(model_dir, device))
+    model = load_model(model_dir, device)
+    dense = Retriever(role, indexes["labels"][0], indexes["aliases"][0], quantize_int8(model) if int8 else model)
     calibration = load_calibration(model_dir, role, split, required=mode == "hybrid")
     dense.abstain = calibration["abstain"]["dense"] if calibration else None
     return dense if mode == "dense" else hybrid_of(dense, split, calibration)

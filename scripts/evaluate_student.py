@@ -4,6 +4,7 @@ Every system goes through the same code: the same queries, a full N-way ranking 
 distinct label, the same metrics. Dense systems search their FAISS indexes; TF-IDF ranks
 character n-gram vectors; a hybrid fuses a dense and the TF-IDF ranking at the weight fitted on
 validation. Systems with a calibrated abstain setting also report its precision and coverage.
+``--int8 student`` evaluates the student as it runs fastest on a CPU, Linear layers in int8.
 
 Reads   data/processed/ (the split), models/trained/alias_label_{teacher,student}/ with their
         calibration.json, faiss/{labels,aliases}{,_distilled}.index
@@ -75,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="single queries timed per system for p50/p95 (default: 200)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
                         help="where models run; cpu by default, since the latency figures are for CPU serving")
+    parser.add_argument("--int8", nargs="+", default=[], choices=["teacher", "student"],
+                        help="run these models' Linear layers in int8 (CPU only), their hybrids too "
+                             "(default: none, float32)")
     args = parser.parse_args(argv)
     args.output_dir = Path(args.output_dir or paths().metrics)
     return args
@@ -97,7 +101,7 @@ def build_retrievers(args, split, device: str) -> dict:
         log.info("loading %s", name)
         role = HYBRID_OF.get(name, name)
         if role in ("teacher", "student") and role not in dense:
-            dense[role] = trained_retriever(role, split, device, args.index_dir)
+            dense[role] = trained_retriever(role, split, device, args.index_dir, int8=role in args.int8)
         if name in HYBRID_OF:
             retrievers[name] = hybrid_of(dense[role], split, load_calibration(model_dir_of(role), role, split),
                                          lexical_for(keys_of(dense[role])))
@@ -208,7 +212,7 @@ def assemble_report(split, split_name, pairs, kinds, systems: dict, ranked: dict
         "agreement": agreement, "agreement_by_teacher_margin": by_margin, "retention": retention,
         "student_teacher_latency_ratio": p50["student"] / p50["teacher"] if both else None,
         "kind_counts": {kind: int((kinds == kind).sum()) for kind in ALIAS_KINDS},
-        "index_bytes": index_sizes(args), "device": args.device, "cpu_threads": os.cpu_count(),
+        "index_bytes": index_sizes(args), "device": args.device, "int8": args.int8, "cpu_threads": os.cpu_count(),
         "systems": systems,
         "abstain": systems.get("hybrid", {}).get("abstain"),
     }

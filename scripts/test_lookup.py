@@ -11,6 +11,7 @@ Writes  with --batch, a CSV of (query, rank, qid, label|alias, score, confident)
 Examples:
     python scripts/test_lookup.py "UdeG"
     python scripts/test_lookup.py --reverse "Universidad de Guadalajara" --model student -k 5
+    python scripts/test_lookup.py "Uni Wien" --model student --int8     # fastest on a CPU
     python scripts/test_lookup.py --batch my_aliases.csv --query-col name --output matches.csv
     python scripts/test_lookup.py            # interactive prompt; an empty line quits
 """
@@ -54,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="CSV written in batch mode (default: logs/lookup_results.csv)")
     parser.add_argument("--batch-size", type=int, default=256, help="queries encoded at a time in batch mode")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the model runs")
+    parser.add_argument("--int8", action="store_true",
+                        help="run the model's Linear layers in int8 (CPU only): the default student encodes a "
+                             "query about twice as fast with the same test top-1 (README, \"int8 on a CPU\")")
     args = parser.parse_args(argv)
     if args.query is not None and not args.query.strip():
         parser.error("the query is empty; give an alias, e.g. \"UdeG\", or leave it out for a prompt")
@@ -108,7 +112,7 @@ def main(args: argparse.Namespace):
     setup_logging(NAME)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     split = load_split()
-    retriever = trained_retriever(args.model, split, pick_device(args.device), mode=args.mode)
+    retriever = trained_retriever(args.model, split, pick_device(args.device), mode=args.mode, int8=args.int8)
     column = "alias" if args.reverse else "label"
     if args.batch:
         return run_batch(args, retriever, split)

@@ -47,11 +47,12 @@ def test_index_scale_reports_every_type(in_pipeline_home, tmp_path):
 def test_query_latency_profiles_both_models(in_pipeline_home, tmp_path):
     figures = query_latency.main(query_latency.parse_args(["--queries", "5", "--depth-queries", "3",
                                                            "--results-dir", str(tmp_path)]))
-    for role in ("teacher", "student"):
+    for role in ("teacher", "student", "student_int8"):
         parts = figures[f"{role}_threads1"]
         assert {"tokenize", "forward", "encode", "search_flat", "search_hnsw", "lookup_flat"} <= set(parts)
         assert parts["lookup_flat"]["p50_ms"] >= parts["search_flat"]["p50_ms"] > 0
     assert figures["student_speedup_lookup_flat_threads1"] > 0
+    assert figures["student_int8_speedup_lookup_hnsw_threads1"] > 0
     # The smoke teacher has 2 layers: one row per depth and precision, each a positive speed-up.
     depths = figures["depth_sweep"]
     assert set(depths) == {"teacher_float32_p50_ms", "layers2_float32", "layers2_int8", "layers1_float32",

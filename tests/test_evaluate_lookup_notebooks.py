@@ -10,10 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import test_lookup as lookup_cli
+import torch
 
 from alias_label.common import REPO_ROOT, UserError, read_json
 from alias_label.data import alias_kind, load_split
 from alias_label.lexical import TfidfIndex
+from alias_label.modeling import encode, quantize_int8
+from alias_label.retrieval import trained_retriever
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +133,38 @@ def test_lookup_forward_reverse_and_min_score(in_pipeline_home, capsys):
     unsure = lookup_cli.main(lookup_cli.parse_args([alias, "--min-score", "1.01"]))
     assert not unsure["confident"].any()
     assert "no confident match" in capsys.readouterr().out
+
+
+def test_int8_student_runs_int8_linears_and_ranks_like_float32(in_pipeline_home):
+    split = load_split()
+    float32 = trained_retriever("student", split)
+    int8 = trained_retriever("student", split, int8=True)
+    linears = [m for m in int8.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert not linears and any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in int8.model.modules())
+    assert any(isinstance(m, torch.nn.Linear) for m in float32.model.modules())  # the float32 model is untouched
+    aliases = split.test["alias"].tolist()
+    cosines = np.sum(encode(float32.model, aliases) * encode(int8.model, aliases), axis=1)
+    assert cosines.min() > 0.95
+    assert int8.abstain == float32.abstain  # the float32 model's calibration: only the query encoder changed
+    assert int8.labels_for(aliases, 5)[1].shape == (len(aliases), 5)
+
+
+def test_int8_is_refused_on_a_gpu_with_the_fix(in_pipeline_home, monkeypatch):
+    model = trained_retriever("student", load_split()).model
+    monkeypatch.setattr(type(model), "device", property(lambda self: torch.device("cuda", 0)))
+    with pytest.raises(UserError, match="int8 runs on a CPU only .* drop --int8, or pass --device cpu"):
+        quantize_int8(model)
+
+
+def test_lookup_and_evaluator_take_int8(in_pipeline_home, capsys):
+    alias = load_split().train["alias"].iloc[0]
+    matches = lookup_cli.main(lookup_cli.parse_args([alias, "--model", "student", "--int8", "-k", "2"]))
+    assert len(matches) == 2 and matches["score"].is_monotonic_decreasing
+    report = evaluate_student.main(evaluate_student.parse_args(
+        ["--systems", "teacher", "student", "--int8", "student", "--latency-queries", "3",
+         "--output-dir", str(in_pipeline_home / "int8_eval")]))
+    assert report["int8"] == ["student"] and 0 <= report["agreement"] <= 1
+    assert "In int8: student." in (in_pipeline_home / "int8_eval/evaluation.md").read_text()
 
 
 def test_lookup_batch_mode(in_pipeline_home, tmp_path):
