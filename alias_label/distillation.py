@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from alias_label.common import UserError
+from alias_label.common import UserError, sha256_of
 from alias_label.data import Split
-from alias_label.index import load_embeddings
-from alias_label.modeling import embedding_dim
+from alias_label.index import load_embeddings, save_embeddings
+from alias_label.modeling import embedding_dim, encode
 from alias_label.retrieval import cache_meta, cache_paths, encode_candidates, write_cache
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,28 @@ def teacher_embeddings(teacher, teacher_dir: Path, split: Split, cache_dir: Path
     log.info("teacher cache miss (%s); encoding with the teacher", reason)
     embeddings = encode_candidates(teacher, split)
     write_cache(embeddings, split, teacher_dir, cache_dir)
+    return embeddings, "miss"
+
+
+GENERATED_CACHE = "teacher_generated_alias_embs.npy"
+
+
+def generated_embeddings(teacher, teacher_dir: Path, split: Split, texts: list[str], cache_dir: Path | None = None,
+                         refresh: bool = False) -> tuple[np.ndarray, str]:
+    """The teacher's query embeddings of generated aliases, cached beside its other embeddings.
+
+    The sidecar holds a fingerprint of the texts themselves, so other augmentation kinds, or a
+    change in how aliases are generated, make the cache stale rather than wrong.
+    """
+    target = Path(cache_dir or cache_paths()["aliases"].parent) / GENERATED_CACHE
+    expected = {**cache_meta(teacher_dir, split, "generated_aliases"), "texts_fingerprint": sha256_of(*texts)}
+    embeddings, reason = (None, "--refresh-cache") if refresh else load_embeddings(target, expected)
+    if embeddings is not None:
+        log.info("teacher cache hit: %s (%d generated aliases)", target, len(texts))
+        return embeddings, "hit"
+    log.info("teacher cache miss (%s); encoding %d generated aliases with the teacher", reason, len(texts))
+    embeddings = encode(teacher, texts, kind="query")
+    save_embeddings(target, embeddings, expected)
     return embeddings, "miss"
 
 

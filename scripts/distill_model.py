@@ -11,8 +11,8 @@ Trains  --objective embedding-mse (default): the student regresses onto the teac
         (alias, hard negative) pairs regresses onto the teacher's (the design's recipe), and the
         student encodes its own indexes (--index-vectors student).
         --augment (all kinds by default) adds the aliases alias_label.augment generates from
-        train-side labels as more texts to imitate (embedding-mse), encoded by the teacher at the
-        start of each run.
+        train-side labels as more texts to imitate (embedding-mse), encoded by the teacher once
+        and cached in data/cache/teacher_generated_alias_embs.npy.
 Writes  models/trained/alias_label_student/  model + training_config.json + metrics.json
         faiss/labels_distilled.index, faiss/aliases_distilled.index  (+ .json sidecars)
         logs/metrics/student.jsonl  per-epoch validation top-1 and teacher agreement
@@ -47,7 +47,13 @@ from alias_label.common import (
     write_json,
 )
 from alias_label.data import load_split
-from alias_label.distillation import distillation_pairs, reduce_layers, teacher_embeddings, with_projection
+from alias_label.distillation import (
+    distillation_pairs,
+    generated_embeddings,
+    reduce_layers,
+    teacher_embeddings,
+    with_projection,
+)
 from alias_label.index import add_index_args, build_index
 from alias_label.modeling import embedding_dim, encode, load_model, model_fingerprint, pick_device, precision_name
 from alias_label.retrieval import (
@@ -110,7 +116,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--processed-dir", type=Path, default=None,
                         help="the split the teacher was trained on (default: data/processed/)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="teacher embedding cache (default: data/cache/)")
-    parser.add_argument("--refresh-cache", action="store_true", help="re-encode with the teacher even on a cache hit")
+    parser.add_argument("--refresh-cache", action="store_true",
+                        help="re-encode with the teacher even on a cache hit (labels, aliases, generated aliases)")
     parser.add_argument("--seed", type=int, default=13, help="seed of shuffling and training (default: 13)")
     parser.add_argument("--output", type=Path, default=None,
                         help="where the student goes (default: models/trained/alias_label_student/)")
@@ -175,9 +182,8 @@ def generated_queries(args, split, teacher) -> tuple[list[str], np.ndarray]:
     if not args.augment:
         return [], np.empty((0, embedding_dim(teacher)), dtype=np.float32)
     texts = augmentation_candidates(split, args.augment)["alias"].drop_duplicates().tolist()
-    log.info("augmentation: %d generated aliases (%s), encoding them with the teacher", len(texts),
-             ", ".join(args.augment))
-    return texts, encode(teacher, texts, kind="query")
+    log.info("augmentation: %d generated aliases (%s)", len(texts), ", ".join(args.augment))
+    return texts, generated_embeddings(teacher, args.teacher, split, texts, args.cache_dir, args.refresh_cache)[0]
 
 
 def training_dataset(args, split, embeddings, generated: tuple[list[str], np.ndarray], device: str):

@@ -16,12 +16,13 @@ from alias_label.data import clean_table, load_split, make_split
 from alias_label.distillation import (
     distillation_pairs,
     forbidden_rows,
+    generated_embeddings,
     layer_indices,
     mine_hard_negatives,
     teacher_embeddings,
 )
 from alias_label.index import load_index
-from alias_label.modeling import embedding_dim, load_model, model_fingerprint
+from alias_label.modeling import embedding_dim, encode, load_model, model_fingerprint
 
 
 def toy_split():
@@ -112,6 +113,26 @@ def test_teacher_cache_hit_miss_and_stale(in_pipeline_home, caplog, tmp_path):
     assert teacher_embeddings(teacher, teacher_dir, split, tmp_path)[1] == "miss"
     assert "stale cache teacher_label_embs.npy: model_fingerprint is 'other'" in caplog.text
     assert teacher_embeddings(teacher, teacher_dir, split, tmp_path, refresh=True)[1] == "miss"
+
+
+def test_generated_alias_cache_hit_miss_and_stale(in_pipeline_home, caplog, tmp_path):
+    teacher_dir = in_pipeline_home / "models/trained/alias_label_teacher"
+    split = load_split()
+    teacher = load_model(teacher_dir, "cpu")
+    texts = ["Univ. of Somewhere", "UoS", "Somewhere University"]
+    caplog.set_level("INFO")
+    first, status = generated_embeddings(teacher, teacher_dir, split, texts, tmp_path)
+    assert status == "miss" and first.shape == (3, 32)
+    np.testing.assert_allclose(first, encode(teacher, texts, kind="query"), atol=1e-6)
+    again, status = generated_embeddings(teacher, teacher_dir, split, texts, tmp_path)
+    assert status == "hit"
+    np.testing.assert_array_equal(again, first)
+    # Other texts (another --augment) are a miss, and the log says why.
+    caplog.clear()
+    other, status = generated_embeddings(teacher, teacher_dir, split, texts[:2], tmp_path)
+    assert status == "miss" and other.shape == (2, 32)
+    assert "stale cache teacher_generated_alias_embs.npy: texts_fingerprint" in caplog.text
+    assert generated_embeddings(teacher, teacher_dir, split, texts[:2], tmp_path, refresh=True)[1] == "miss"
 
 
 def test_student_smoke_run_outputs(in_pipeline_home):
