@@ -57,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the model runs")
     parser.add_argument("--int8", action="store_true",
                         help="run the model's Linear layers in int8 (CPU only): the default student encodes a "
-                             "query about twice as fast with the same test top-1 (README, \"int8 on a CPU\")")
+                             "query 1.15x to 1.8x as fast with the same test top-1 (README, \"int8 on a CPU\")")
     args = parser.parse_args(argv)
     if args.query is not None and not args.query.strip():
         parser.error("the query is empty; give an alias, e.g. \"UdeG\", or leave it out for a prompt")
