@@ -123,6 +123,12 @@ def save_run_args(name: str, args) -> Path:
     return target
 
 
+def current_umask() -> int:
+    umask = os.umask(0)  # the only way to read it is to set it, so set it straight back
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path):
     """Yield a temporary path beside ``target``; rename it over ``target`` only on success.
@@ -135,6 +141,8 @@ def atomic_path(target: Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp creates the file private (0600); the artifact gets the mode a plain open() would give it.
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -83,6 +85,17 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path):
             raise RuntimeError("crash mid-write")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_atomic_path_gives_the_file_the_umask_mode_not_mkstemps_private_one(tmp_path, umask, mode):
+    before = os.umask(umask)
+    try:
+        with atomic_path(tmp_path / "shared.json") as tmp:
+            tmp.write_text("{}")
+    finally:
+        os.umask(before)
+    assert (tmp_path / "shared.json").stat().st_mode & 0o777 == mode
 
 
 def test_embedding_cache_hit_and_stale(tmp_path):
