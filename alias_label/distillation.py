@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from alias_label.common import UserError, sha256_of
+from alias_label.common import UserError, paths, sha256_of
 from alias_label.data import Split
 from alias_label.index import load_embeddings, save_embeddings
 from alias_label.modeling import embedding_dim, encode
@@ -57,7 +57,7 @@ def generated_embeddings(teacher, teacher_dir: Path, split: Split, texts: list[s
     The sidecar holds a fingerprint of the texts themselves, so other augmentation kinds, or a
     change in how aliases are generated, make the cache stale rather than wrong.
     """
-    target = Path(cache_dir or cache_paths()["aliases"].parent) / GENERATED_CACHE
+    target = Path(cache_dir or paths().cache) / GENERATED_CACHE
     expected = {**cache_meta(teacher_dir, split, "generated_aliases"), "texts_fingerprint": sha256_of(*texts)}
     embeddings, reason = (None, "--refresh-cache") if refresh else load_embeddings(target, expected)
     if embeddings is not None:
