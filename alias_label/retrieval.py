@@ -214,7 +214,7 @@ def trained_retriever(role: str, split: Split, device: str = "cpu", index_dir: P
                       mode: str = "dense", int8: bool = False):
     """The trained teacher or student with the indexes written for it, all checked against the split.
 
-    ``mode="hybrid"`` fuses it with TF-IDF using the weight fitted on validation. Either way the
+    ``mode="hybrid"`` fuses it with TF-IDF using the weight and exponent fitted on validation. Either way the
     retriever carries the calibrated abstain setting of its mode (``None`` when uncalibrated).
     ``int8`` runs the model's Linear layers in int8 (CPU only); the indexes and calibration stay
     those of the float32 model.
@@ -236,7 +236,7 @@ def trained_retriever(role: str, split: Split, device: str = "cpu", index_dir: P
 
 
 def hybrid_of(dense: Retriever, split: Split, calibration: dict, lexical: Retriever | None = None) -> HybridRetriever:
-    """A trained model's retriever fused with TF-IDF at its calibrated weight, with its hybrid abstain."""
+    """A trained model's retriever fused with TF-IDF at its calibrated weight and exponent, with its hybrid abstain."""
     fusion = calibration["fusion"]
     # Calibrations fitted before the exponent was fitted used the plain weighted sum.
     return HybridRetriever(f"{dense.name}_hybrid", dense, lexical or lexical_retriever(split, keys_of(dense)),

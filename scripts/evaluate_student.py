@@ -2,8 +2,9 @@
 
 Every system goes through the same code: the same queries, a full N-way ranking over every
 distinct label, the same metrics. Dense systems search their FAISS indexes; TF-IDF ranks
-character n-gram vectors; a hybrid fuses a dense and the TF-IDF ranking at the weight fitted on
-validation. Systems with a calibrated abstain setting also report its precision and coverage.
+character n-gram vectors; a hybrid fuses a dense and the TF-IDF ranking at the weight and
+exponent fitted on validation. Systems with a calibrated abstain setting also report its
+precision and coverage.
 ``--int8 student`` evaluates the student as it runs fastest on a CPU, Linear layers in int8.
 
 Reads   data/processed/ (the split), models/trained/alias_label_{teacher,student}/ with their

@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default="teacher", choices=["teacher", "student"],
                         help="which trained model and indexes to use (default: teacher)")
     parser.add_argument("--mode", default="hybrid", choices=["hybrid", "dense"],
-                        help="hybrid: the model fused with TF-IDF at the weight fitted on validation; "
+                        help="hybrid: the model fused with TF-IDF at the weight and exponent fitted on validation; "
                              "dense: the model's FAISS index alone (default: hybrid)")
     parser.add_argument("-k", type=int, default=5, help="matches per query (default: 5)")
     parser.add_argument("--min-score", type=float, default=None,

@@ -1,4 +1,4 @@
-"""Hybrid fusion, the fitted weight and calibrated abstain, on hand-made rankings."""
+"""Hybrid fusion, the fitted weight and exponent, and calibrated abstain, on hand-made rankings."""
 
 from __future__ import annotations
 
