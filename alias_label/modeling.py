@@ -177,9 +177,29 @@ def encode(model, texts, kind: str = "query", batch_size: int = 128, progress: b
     if progress is None:
         progress = len(texts) > 5 * batch_size
     with inference_precision(str(model.device)):
+        if 0 < len(texts) <= batch_size:
+            return _encode_one_batch(model, texts, kind)
         embeddings = model.encode(texts, prompt=prompt_for(model, kind) or None, batch_size=batch_size,
                                   normalize_embeddings=True, show_progress_bar=progress, convert_to_numpy=True)
     return np.ascontiguousarray(embeddings, dtype=np.float32)
+
+
+def _encode_one_batch(model, texts: list[str], kind: str) -> np.ndarray:
+    """The texts as one batch, through the model's own preprocessing and forward pass.
+
+    The same computation as sentence-transformers' ``encode`` for a single batch, without the
+    bookkeeping it repeats on every call (``eval()`` over every module, the device looked up
+    from the parameters, length sorting): about 0.4 ms, a quarter of the int8 student's
+    one-alias encode on this CPU (README, "Query latency").
+    """
+    from sentence_transformers.util import batch_to_device
+
+    if model.training:
+        model.eval()  # as encode() leaves it: dropout off
+    features = batch_to_device(model.preprocess(texts, prompt=prompt_for(model, kind) or None), model.device)
+    with torch.inference_mode():
+        embeddings = model(features)["sentence_embedding"]
+    return np.ascontiguousarray(torch.nn.functional.normalize(embeddings.float(), dim=-1).cpu().numpy())
 
 
 STREAM_CHUNK_ROWS = 32_768  # rows encoded per chunk when streaming: memory stays flat at any table size

@@ -5,7 +5,8 @@ distinct label, the same metrics. Dense systems search their FAISS indexes; TF-I
 character n-gram vectors; a hybrid fuses a dense and the TF-IDF ranking at the weight and
 exponent fitted on validation. Systems with a calibrated abstain setting also report its
 precision and coverage.
-``--int8 student`` evaluates the student as it runs fastest on a CPU, Linear layers in int8.
+On a CPU the student runs as the lookup script runs it, Linear layers in int8; ``--int8 none``
+evaluates it in float32.
 
 Reads   data/processed/ (the split), models/trained/alias_label_{teacher,student}/ with their
         calibration.json, faiss/{labels,aliases}{,_distilled}.index
@@ -48,6 +49,7 @@ from alias_label.retrieval import (
     dense_retriever,
     hybrid_of,
     index_paths,
+    int8_by_default,
     keys_of,
     lexical_retriever,
     load_calibration,
@@ -77,10 +79,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="single queries timed per system for p50/p95 (default: 200)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
                         help="where models run; cpu by default, since the latency figures are for CPU serving")
-    parser.add_argument("--int8", nargs="+", default=[], choices=["teacher", "student"],
-                        help="run these models' Linear layers in int8 (CPU only), their hybrids too "
-                             "(default: none, float32)")
+    parser.add_argument("--int8", nargs="+", default=None, choices=["teacher", "student", "none"],
+                        help="run these models' Linear layers in int8 (CPU only), their hybrids too; none: all in "
+                             "float32 (default: the student on a CPU, as the lookup script and notebooks run it)")
     args = parser.parse_args(argv)
+    if args.int8 is None:
+        args.int8 = [role for role in ("teacher", "student") if int8_by_default(role, pick_device(args.device))]
+    elif "none" in args.int8:
+        if len(args.int8) > 1:
+            parser.error("--int8 none runs every model in float32; name no model beside it")
+        args.int8 = []
     args.output_dir = Path(args.output_dir or paths().metrics)
     return args
 

@@ -140,7 +140,7 @@ def test_int8_student_runs_int8_linears_and_ranks_like_float32(in_pipeline_home)
     float32 = trained_retriever("student", split)
     int8 = trained_retriever("student", split, int8=True)
     linears = [m for m in int8.model.modules() if isinstance(m, torch.nn.Linear)]
-    assert not linears and any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in int8.model.modules())
+    assert not linears and is_int8(int8.model)
     assert any(isinstance(m, torch.nn.Linear) for m in float32.model.modules())  # the float32 model is untouched
     aliases = split.test["alias"].tolist()
     cosines = np.sum(encode(float32.model, aliases) * encode(int8.model, aliases), axis=1)
@@ -156,12 +156,34 @@ def test_int8_is_refused_on_a_gpu_with_the_fix(in_pipeline_home, monkeypatch):
         quantize_int8(model)
 
 
+def is_int8(model) -> bool:
+    return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
+
+
+def test_the_student_runs_int8_on_a_cpu_by_default(in_pipeline_home):
+    split = load_split()
+    assert is_int8(trained_retriever("student", split, int8=None).model)
+    assert not is_int8(trained_retriever("teacher", split, int8=None).model)
+    assert not is_int8(trained_retriever("student", split).model)  # artifacts are made by the float32 model
+    assert lookup_cli.parse_args(["x"]).int8 is None and lookup_cli.parse_args(["x", "--no-int8"]).int8 is False
+    assert evaluate_student.parse_args([]).int8 == ["student"]
+    assert evaluate_student.parse_args(["--int8", "none"]).int8 == []
+    assert evaluate_student.parse_args(["--int8", "teacher", "student"]).int8 == ["teacher", "student"]
+
+
+def test_evaluator_refuses_none_beside_a_model():
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/evaluate_student.py"), "--int8", "none",
+                             "student"], capture_output=True, text=True)
+    assert result.returncode == 2 and "--int8 none runs every model in float32" in result.stderr
+
+
 def test_lookup_and_evaluator_take_int8(in_pipeline_home, capsys):
     alias = load_split().train["alias"].iloc[0]
-    matches = lookup_cli.main(lookup_cli.parse_args([alias, "--model", "student", "--int8", "-k", "2"]))
-    assert len(matches) == 2 and matches["score"].is_monotonic_decreasing
+    for flag in ("--int8", "--no-int8"):
+        matches = lookup_cli.main(lookup_cli.parse_args([alias, "--model", "student", flag, "-k", "2"]))
+        assert len(matches) == 2 and matches["score"].is_monotonic_decreasing
     report = evaluate_student.main(evaluate_student.parse_args(
-        ["--systems", "teacher", "student", "--int8", "student", "--latency-queries", "3",
+        ["--systems", "teacher", "student", "--latency-queries", "3",
          "--output-dir", str(in_pipeline_home / "int8_eval")]))
     assert report["int8"] == ["student"] and 0 <= report["agreement"] <= 1
     assert "In int8: student." in (in_pipeline_home / "int8_eval/evaluation.md").read_text()

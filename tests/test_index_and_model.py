@@ -138,6 +138,26 @@ def test_encode_is_normalised_float32(tiny_model):
     np.testing.assert_allclose(np.linalg.norm(embs, axis=1), 1.0, atol=1e-5)
 
 
+def test_one_batch_path_equals_the_library_encode(tiny_model):
+    model = load_model(tiny_model, "cpu", query_prompt="q: ", doc_prompt="d: ")
+    texts = ["UdeG", "Universidad de Guadalajara en Jalisco, México", "MIT", "Batman Üniversitesi"]
+    for kind, prompt in (("query", "q: "), ("document", "d: ")):
+        library = model.encode(texts, prompt=prompt, normalize_embeddings=True, convert_to_numpy=True)
+        np.testing.assert_allclose(encode(model, texts, kind=kind), library, atol=1e-6)
+        np.testing.assert_allclose(encode(model, texts[:1], kind=kind), library[:1], atol=1e-6)
+    # Past one batch the library's own loop runs; both paths agree.
+    np.testing.assert_allclose(encode(model, texts, batch_size=3), encode(model, texts, batch_size=4), atol=1e-6)
+    assert encode(model, []).size == 0
+
+
+def test_one_batch_path_turns_dropout_off_as_encode_does(tiny_model):
+    model = load_model(tiny_model, "cpu")
+    expected = encode(model, ["UdeG", "MIT"])
+    model.train()  # as a trainer leaves it between steps
+    np.testing.assert_allclose(encode(model, ["UdeG", "MIT"]), expected, atol=1e-6)
+    assert not model.training
+
+
 def test_precision_choice(monkeypatch):
     assert autocast_dtype("cpu") is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
