@@ -104,9 +104,9 @@ def quantize_int8(model):
 
     Weights are stored as int8 and each batch's activations are quantised on the fly, so the
     matrix multiplies that dominate a short query's forward pass take int8 kernels (VNNI where the
-    CPU has it). The default student's one-alias encode went from 2.73 to 2.38 ms on 2 threads and
-    from 4.27 to 2.40 ms on one, at no cost in test top-1 (README, "int8 on a CPU"); the teacher's
-    answers move more, so the option is the user's.
+    CPU has it). The default student's one-alias encode takes 1.41 ms instead of 2.12 on 2 threads,
+    at no cost in test top-1, so the student runs so on a CPU by default; the teacher's answers
+    move more (README, "int8 on a CPU").
     """
     if str(model.device) != "cpu":
         raise UserError(f"int8 runs on a CPU only (torch's dynamic quantisation has no {model.device} kernels); "
