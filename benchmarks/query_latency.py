@@ -5,7 +5,7 @@ encode is split into its parts, timed separately: tokenising, the transformer fo
 the whole encode, ours (one batch straight through the model) beside sentence-transformers'
 ``encode``, which repeats its bookkeeping on every call; search is timed against the flat index
 the scripts write by default and an HNSW index over the same vectors. The student is timed as
-trained and with its Linear layers in int8 (``--int8``, how it runs fastest on a CPU), each
+trained and with its Linear layers in int8 (how the scripts run it on a CPU by default), each
 against the float32 teacher. Everything is timed twice: with torch's default intra-op threads
 and with one thread, since a one-query forward pass is too small to split across cores.
 

@@ -167,6 +167,8 @@ def test_the_student_runs_int8_on_a_cpu_by_default(in_pipeline_home):
     assert not is_int8(trained_retriever("student", split).model)  # artifacts are made by the float32 model
     assert lookup_cli.parse_args(["x"]).int8 is None and lookup_cli.parse_args(["x", "--no-int8"]).int8 is False
     assert evaluate_student.parse_args([]).int8 == ["student"]
+    assert evaluate_student.parse_args(["--systems", "student_hybrid"]).int8 == ["student"]
+    assert evaluate_student.parse_args(["--systems", "teacher", "tfidf"]).int8 == []
     assert evaluate_student.parse_args(["--int8", "none"]).int8 == []
     assert evaluate_student.parse_args(["--int8", "teacher", "student"]).int8 == ["teacher", "student"]
 
