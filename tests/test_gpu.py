@@ -14,7 +14,7 @@ import torch
 from alias_label.common import read_json
 from alias_label.data import load_split
 from alias_label.index import build_index
-from alias_label.modeling import encode, load_model, precision_name
+from alias_label.modeling import encode, inference_precision, load_model, precision_name
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -45,3 +45,14 @@ def test_cpu_and_gpu_retrieve_the_same_labels(pipeline_home):
     print(f"max cosine difference {cosine_gap:.2e}, top-1 agreement {agreement:.3f}")
     assert cosine_gap < 2e-2
     assert agreement >= 0.9
+
+
+def test_one_batch_encode_on_gpu_matches_the_library_and_the_cpu(tiny_model):
+    texts = ["UdeG", "Universidad de Guadalajara en Jalisco", "MIT"]
+    model = load_model(tiny_model, "cuda")
+    ours = encode(model, texts)  # one batch: straight through the model, under autocast
+    with inference_precision("cuda"):
+        library = model.encode(texts, normalize_embeddings=True, convert_to_tensor=True).float().cpu().numpy()
+    assert ours.dtype == np.float32 and ours.shape == library.shape
+    np.testing.assert_allclose(ours, library, atol=1e-3)
+    np.testing.assert_allclose(ours, encode(load_model(tiny_model, "cpu"), texts), atol=2e-2)
