@@ -138,7 +138,7 @@ def main(args) -> dict:
     split = load_split()
     aliases = split.test["alias"].tolist()[:args.queries]
     retrievers = {role: trained_retriever(role, split) for role in ("teacher", "student")}
-    # The student as it runs fastest on a CPU (--int8 in the lookup script), against the float32 teacher.
+    # The student as the scripts run it on a CPU by default (int8), against the float32 teacher.
     timed = {**retrievers, "student_int8": trained_retriever("student", split, int8=True)}
     default_threads = torch.get_num_threads()
     figures = {"queries": len(aliases), "labels": len(split.labels), "default_threads": default_threads}

@@ -84,9 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "float32 (default: the student on a CPU, as the lookup script and notebooks run it)")
     args = parser.parse_args(argv)
     if args.int8 is None:
-        models = {HYBRID_OF.get(name, name) for name in args.systems}
-        args.int8 = [role for role in ("teacher", "student")
-                     if role in models and int8_by_default(role, pick_device(args.device))]
+        models, device = {HYBRID_OF.get(name, name) for name in args.systems}, pick_device(args.device)
+        args.int8 = [role for role in ("teacher", "student") if role in models and int8_by_default(role, device)]
     elif "none" in args.int8:
         if len(args.int8) > 1:
             parser.error("--int8 none runs every model in float32; name no model beside it")
