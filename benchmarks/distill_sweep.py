@@ -15,6 +15,8 @@ A variant is a JSON object; keys left out take these defaults:
     cand null   take that KL over each text's teacher top-`cand` labels instead of all labels
     docs true   train on every label as a text too
     aug true    train on the generated aliases of alias_label.augment as texts too
+    noise 0     train on up to this many perturbed copies of each train-side label too
+                (alias_label.augment.perturbed_labels, seeded by --seed)
     layers 1, epochs 10, lr 1e-3, batch 64, as distill_model.py's defaults
     seed        of initialisation and batch order (default: --seed)
 
@@ -42,14 +44,14 @@ import torch
 import torch.nn.functional as F
 from harness import save_results
 
-from alias_label.augment import AUGMENTATIONS, augmentation_candidates
+from alias_label.augment import AUGMENTATIONS, augmentation_candidates, perturbed_labels
 from alias_label.common import paths
 from alias_label.data import load_split
 from alias_label.distillation import reduce_layers
 from alias_label.modeling import load_model, pick_device, prompt_for
 
-DEFAULTS = {"mse": 1.0, "cos": 0.0, "kl": 0.0, "tau": 0.05, "cand": None, "docs": True, "aug": True, "layers": 1,
-            "epochs": 10, "lr": 1e-3, "batch": 64}
+DEFAULTS = {"mse": 1.0, "cos": 0.0, "kl": 0.0, "tau": 0.05, "cand": None, "docs": True, "aug": True, "noise": 0,
+            "layers": 1, "epochs": 10, "lr": 1e-3, "batch": 64}
 ENCODE_BATCH = 1024
 
 
@@ -88,7 +90,7 @@ def embed_all(model, texts: list[str], kind: str) -> torch.Tensor:
 class Sweep:
     """The teacher's vectors, the text sets and the held-out queries every variant shares."""
 
-    def __init__(self, teacher, split):
+    def __init__(self, teacher, split, noise_levels=(), seed: int = 13):
         self.teacher, self.split = teacher, split
         self.labels = split.labels["label"].tolist()
         self.label_vectors = embed_all(teacher, self.labels, "document")
@@ -97,6 +99,9 @@ class Sweep:
         self.sets = {"aliases": (train_aliases, embed_all(teacher, train_aliases, "query")),
                      "docs": (self.labels, self.label_vectors),
                      "aug": (generated, embed_all(teacher, generated, "query"))}
+        for level in sorted(set(noise_levels) - {0}):
+            texts = perturbed_labels(split, level, seed)
+            self.sets[f"noise{level}"] = (texts, embed_all(teacher, texts, "query"))
         self.heldout = {}
         for name in ("val", "test"):
             pairs = self.split.pairs(name)
@@ -139,6 +144,7 @@ class Sweep:
         student = copy.deepcopy(self.teacher)
         reduce_layers(student, variant["layers"])
         names = ["aliases"] + [name for name in ("docs", "aug") if variant[name]]
+        names += [f"noise{variant['noise']}"] if variant["noise"] else []
         sets = [(*self.sets[name], self.candidates(self.sets[name][1], variant["cand"])) for name in names]
         batch = variant["batch"]
         steps = variant["epochs"] * sum(math.ceil(len(texts) / batch) for texts, _, _ in sets)
@@ -172,10 +178,10 @@ def main(args) -> dict:
     split = load_split()
     # float(): a teacher saved in half precision (to travel to a GPU machine) trains in float32.
     teacher = load_model(args.teacher, pick_device(args.device)).float()
-    sweep = Sweep(teacher, split)
+    variants = [variant for i, variant in enumerate(args.variants) if i % args.parts == args.part]
+    sweep = Sweep(teacher, split, [variant["noise"] for variant in variants], args.seed)
     figures = {"teacher": {name: sweep.evaluate(teacher, name) for name in ("val", "test")},
-               "results": [sweep.run(variant) for i, variant in enumerate(args.variants)
-                           if i % args.parts == args.part]}
+               "results": [sweep.run(variant) for variant in variants]}
     save_results("distill_sweep" + (f"_part{args.part}" if args.parts > 1 else ""), figures, args.results_dir)
     return figures
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from alias_label.augment import (
     AUGMENTATIONS,
     GENERATORS,
+    PERTURBERS,
     augmentation_candidates,
     augmented_pairs,
     generic_words,
+    perturbed_labels,
+    word_borrower,
 )
 from alias_label.data import clean_table, make_split
 
@@ -66,3 +70,31 @@ def test_augmented_pairs_respect_the_ratio_and_split_it_evenly():
     assert pairs["augmentation"].value_counts().to_dict() == {"acronym": per_kind, "case-order": per_kind}
     assert augmented_pairs(split, [], ratio=1.0, seed=0).empty
     pd.testing.assert_frame_equal(pairs, augmented_pairs(split, ["acronym", "case-order"], ratio=1.0, seed=0))
+
+
+def test_each_perturbation_changes_one_word():
+    words = "Shanxi University of Technology".split()
+    rng = np.random.default_rng(0)
+    borrowed = word_borrower(["Shanxi University of Technology", "Shanxi Agricultural University"], rng)
+    assert PERTURBERS["drop-word"](words, 0, rng, borrowed) == "University of Technology".split()
+    # The only label sharing a word lends the only word this label lacks.
+    assert PERTURBERS["borrow-word"](words, 3, rng, borrowed) == "Shanxi University of Agricultural".split()
+    assert PERTURBERS["abbreviate"](words, 3, rng, borrowed)[3] in {"Tec.", "Tech."}
+    assert PERTURBERS["abbreviate"](words, 2, rng, borrowed) is None
+    for seed in range(20):
+        typo = PERTURBERS["typo"](words, 1, np.random.default_rng(seed), borrowed)[1]
+        assert typo != "University" and abs(len(typo) - len("University")) <= 1 and typo[0] == "U"
+    assert PERTURBERS["drop-word"](["Harvard"], 0, rng, borrowed) is None
+
+
+def test_perturbed_labels_leave_out_held_out_entities_and_existing_strings():
+    split = _split()
+    texts = perturbed_labels(split, per_label=3, seed=0)
+    existing = set(split.labels["label"].str.casefold()) | set(split.aliases["alias"].str.casefold())
+    assert texts and len(texts) == len(set(texts)) and not {text.casefold() for text in texts} & existing
+    # Held-out entities' labels are never a source: each text still names its source town.
+    held_out = set(split.val["qid"]) | set(split.test["qid"])
+    held_out_towns = {label.split()[-1] for label, qids in zip(split.labels["label"], split.labels["qids"],
+                                                             strict=True) if held_out & set(qids)}
+    assert not [text for text in texts if text.split()[-1] in held_out_towns]
+    assert texts == perturbed_labels(split, per_label=3, seed=0) and perturbed_labels(split, 0, seed=0) == []
