@@ -81,15 +81,25 @@ GENERATORS = {"acronym": acronym, "generic-drop": generic_drop, "transliterate":
               "case-order": case_order}
 
 
+def train_side_labels(split: Split) -> pd.DataFrame:
+    """The label rows of entities outside val and test: the only ones text may be generated from."""
+    held_out_qids = set(split.val["qid"]) | set(split.test["qid"])
+    return split.labels[~split.labels["qids"].map(lambda qids: bool(held_out_qids & set(qids)))]
+
+
+def existing_strings(split: Split) -> set[str]:
+    """Every label and alias, case-folded: a generated text equal to one would name it."""
+    return set(split.labels["label"].str.casefold()) | set(split.aliases["alias"].str.casefold())
+
+
 def augmentation_candidates(split: Split, kinds) -> pd.DataFrame:
     """Every generated (qid, label, alias, augmentation) for the labels that may be used."""
-    held_out_qids = set(split.val["qid"]) | set(split.test["qid"])
     alias_counts = split.train.groupby("label")["alias"].nunique()
-    labels = split.labels[~split.labels["qids"].map(lambda qids: bool(held_out_qids & set(qids)))]
+    labels = train_side_labels(split)
     # Labels with many real aliases need no made-up ones; most labels have none.
     labels = labels[labels["label"].map(alias_counts).fillna(0) <= 1]
     generic = generic_words(split.labels["label"])
-    forbidden = set(split.labels["label"].str.casefold()) | set(split.aliases["alias"].str.casefold())
+    forbidden = existing_strings(split)
     rows = []
     for label, qids in zip(labels["label"], labels["qids"], strict=True):
         for kind in kinds:
@@ -161,12 +171,10 @@ def perturbed_labels(split: Split, per_label: int, seed: int) -> list[str]:
     """
     if per_label <= 0:
         return []
-    held_out_qids = set(split.val["qid"]) | set(split.test["qid"])
-    labels = split.labels.loc[~split.labels["qids"].map(lambda qids: bool(held_out_qids & set(qids))), "label"]
-    labels = labels.tolist()
+    labels = train_side_labels(split)["label"].tolist()
     rng = np.random.default_rng(seed)
     borrowed = word_borrower(labels, rng)
-    forbidden = set(split.labels["label"].str.casefold()) | set(split.aliases["alias"].str.casefold())
+    forbidden = existing_strings(split)
     texts: dict[str, None] = {}
     for label in labels:
         words = label.split()
