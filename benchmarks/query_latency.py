@@ -11,7 +11,8 @@ and with one thread, since a one-query forward pass is too small to split across
 
 Then the speed a student of each depth would have: the teacher cut to 1..N layers (untrained
 copies: weights do not change the time), in float32 and with torch's dynamic int8 quantisation
-of its Linear layers, each timed on encode + HNSW search against the float32 teacher. What int8
+of its Linear layers, each timed on encode, encode + flat search and encode + HNSW search
+against the float32 teacher, the models taking turns ten aliases at a time. What int8
 costs in quality is measured on the trained models: test top-1 and top-1 agreement with the
 float32 teacher, for the teacher and the student in int8.
 
@@ -46,8 +47,8 @@ from alias_label.retrieval import trained_retriever
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=300, help="test aliases timed one by one (default: 300)")
-    parser.add_argument("--depth-queries", type=int, default=100,
-                        help="test aliases timed for each student depth and precision (default: 100)")
+    parser.add_argument("--depth-queries", type=int, default=300,
+                        help="test aliases timed for each student depth and precision (default: 300)")
     parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
     return parser.parse_args(argv)
 
@@ -67,28 +68,42 @@ def hnsw_over(label_index):
     return KeyedIndex(hnsw, label_index.entry_of_key) if keyed else hnsw
 
 
-def lookup_p50(model, hnsw, aliases: list[str]) -> float:
-    for alias in aliases[:5]:  # warm-up
-        hnsw.search(encode(model, [alias], "query"), 10)
-    times = []
-    for alias in aliases:
-        start = time.perf_counter()
-        hnsw.search(encode(model, [alias], "query"), 10)
-        times.append((time.perf_counter() - start) * 1000)
-    return percentiles(times)["p50_ms"]
-
-
-def depth_sweep(teacher, hnsw, aliases: list[str]) -> dict:
-    """Encode + HNSW p50 of the teacher cut to each depth, float32 and int8, and its speed-up."""
-    reference = lookup_p50(teacher, hnsw, aliases)
-    figures = {"teacher_float32_p50_ms": reference}
+def depth_models(teacher) -> dict:
+    """The float32 teacher, then its copy cut to each depth in float32 and in int8."""
+    models = {"teacher": teacher}
     for layers in range(len(teacher[0].auto_model.encoder.layer), 0, -1):
         student = copy.deepcopy(teacher)
         reduce_layers(student, layers)
-        for precision, model in (("float32", student), ("int8", quantize_int8(student))):
-            ms = lookup_p50(model, hnsw, aliases)
-            figures[f"layers{layers}_{precision}"] = {"p50_ms": ms, "speedup": reference / ms}
-            print(f"{layers} layer(s), {precision}: encode + HNSW p50 {ms:.2f} ms, {reference / ms:.2f}x the teacher")
+        models[f"layers{layers}_float32"], models[f"layers{layers}_int8"] = student, quantize_int8(student)
+    return models
+
+
+def depth_sweep(teacher, flat, hnsw, aliases: list[str], block: int = 10) -> dict:
+    """Encode and lookup p50 (flat, HNSW) of the teacher cut to each depth, and its speed-up.
+
+    The models take turns a block of aliases at a time, so a drift in the machine's speed reaches
+    every depth alike, while each model still answers several queries in a row, as a server would.
+    """
+    models = depth_models(teacher)
+    times = {name: {"encode": [], "lookup_flat": [], "lookup_hnsw": []} for name in models}
+    for model in models.values():  # warm-up
+        encode(model, aliases[:3], "query")
+    for start in range(0, len(aliases), block):
+        for name, model in models.items():
+            for alias in aliases[start:start + block]:
+                ms, query = timed_ms(encode, model, [alias], "query")
+                times[name]["encode"].append(ms)
+                times[name]["lookup_flat"].append(ms + timed_ms(flat.search, query, 10)[0])
+                times[name]["lookup_hnsw"].append(ms + timed_ms(hnsw.search, query, 10)[0])
+    p50 = {name: {f"{step}_p50_ms": percentiles(values)["p50_ms"] for step, values in steps.items()}
+           for name, steps in times.items()}
+    figures = {"teacher": p50["teacher"]}
+    for name in list(models)[1:]:
+        speedups = {f"speedup_{step}": p50["teacher"][f"{step}_p50_ms"] / p50[name][f"{step}_p50_ms"]
+                    for step in times[name]}
+        figures[name] = {**p50[name], **speedups}
+        print(f"{name}: " + ", ".join(f"{step} {figures[name][f'speedup_{step}']:.2f}x" for step in times[name])
+              + " the teacher")
     return figures
 
 
@@ -154,7 +169,8 @@ def main(args) -> dict:
             figures[f"{student}_speedup_lookup_{mode}_threads{threads}"] = ratio
             print(f"{threads} thread(s): {student} vs teacher, encode + {mode} search p50: {ratio:.2f}x faster")
     torch.set_num_threads(default_threads)
-    figures["depth_sweep"] = depth_sweep(retrievers["teacher"].model, hnsw_over(retrievers["teacher"].label_index),
+    teacher = retrievers["teacher"]
+    figures["depth_sweep"] = depth_sweep(teacher.model, teacher.label_index, hnsw_over(teacher.label_index),
                                          aliases[:args.depth_queries])
     figures["int8_quality"] = int8_quality(retrievers, split)
     save_results("query_latency", figures, args.results_dir)

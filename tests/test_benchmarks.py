@@ -55,9 +55,11 @@ def test_query_latency_profiles_both_models(in_pipeline_home, tmp_path):
     assert figures["student_int8_speedup_lookup_hnsw_threads1"] > 0
     # The smoke teacher has 2 layers: one row per depth and precision, each a positive speed-up.
     depths = figures["depth_sweep"]
-    assert set(depths) == {"teacher_float32_p50_ms", "layers2_float32", "layers2_int8", "layers1_float32",
-                           "layers1_int8"}
-    assert all(row["p50_ms"] > 0 and row["speedup"] > 0 for key, row in depths.items() if key.startswith("layers"))
+    assert set(depths) == {"teacher", "layers2_float32", "layers2_int8", "layers1_float32", "layers1_int8"}
+    for row in depths.values():
+        assert min(row["lookup_flat_p50_ms"], row["lookup_hnsw_p50_ms"]) >= row["encode_p50_ms"] > 0
+    assert all(depths[key][f"speedup_{step}"] > 0 for key in depths if key != "teacher"
+               for step in ("encode", "lookup_flat", "lookup_hnsw"))
     quality = figures["int8_quality"]
     assert set(quality) == {"teacher_float32", "teacher_int8", "student_float32", "student_int8"}
     assert quality["teacher_float32"]["agreement_with_teacher_float32"] == 1.0
