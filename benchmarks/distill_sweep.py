@@ -168,6 +168,8 @@ class Sweep:
                 optimizer.step()
                 schedule.step()
             history.append(self.evaluate(student, "val"))
+            # One line an epoch, so that a run stopped by a time limit still tells how far it got.
+            print(json.dumps({"variant": variant, "epoch": len(history), "val": history[-1]}), flush=True)
         result = {"variant": variant, "val": history[-1], "test": self.evaluate(student, "test"),
                   "val_by_epoch": history, "seconds": time.perf_counter() - start}
         print(json.dumps(result), flush=True)
