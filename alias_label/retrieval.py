@@ -222,13 +222,14 @@ def int8_by_default(role: str, device: str) -> bool:
 
 
 def trained_retriever(role: str, split: Split, device: str = "cpu", index_dir: Path | None = None,
-                      mode: str = "dense", int8: bool | None = False):
+                      mode: str = "dense", int8: bool | None = False, int8_scheme: str = "per-channel"):
     """The trained teacher or student with the indexes written for it, all checked against the split.
 
     ``mode="hybrid"`` fuses it with TF-IDF using the weight and exponent fitted on validation. Either way the
     retriever carries the calibrated abstain setting of its mode (``None`` when uncalibrated).
-    ``int8`` runs the model's Linear layers in int8 (CPU only); ``None`` does so where
-    ``int8_by_default`` says. The indexes and calibration stay those of the float32 model.
+    ``int8`` runs the model's Linear layers in int8 (CPU only), quantised as ``int8_scheme`` says
+    (``alias_label.modeling.INT8_SCHEMES``); ``None`` does so where ``int8_by_default`` says. The
+    indexes and calibration stay those of the float32 model.
     """
     if int8 is None:
         int8 = int8_by_default(role, device)
@@ -242,7 +243,8 @@ def trained_retriever(role: str, split: Split, device: str = "cpu", index_dir: P
             raise UserError(f"{kind} index of the {role} was built by another model than {model_dir}. "
                             f"Rebuild it with: {FIX_COMMANDS[role]}")
     model = load_model(model_dir, device)
-    dense = Retriever(role, indexes["labels"][0], indexes["aliases"][0], quantize_int8(model) if int8 else model)
+    model = quantize_int8(model, int8_scheme) if int8 else model
+    dense = Retriever(role, indexes["labels"][0], indexes["aliases"][0], model)
     calibration = load_calibration(model_dir, role, split, required=mode == "hybrid")
     dense.abstain = calibration["abstain"]["dense"] if calibration else None
     return dense if mode == "dense" else hybrid_of(dense, split, calibration)

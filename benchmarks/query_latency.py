@@ -12,9 +12,8 @@ and with one thread, since a one-query forward pass is too small to split across
 Then the speed a student of each depth would have: the teacher cut to 1..N layers (untrained
 copies: weights do not change the time), in float32 and with torch's dynamic int8 quantisation
 of its Linear layers, each timed on encode, encode + flat search and encode + HNSW search
-against the float32 teacher, the models taking turns ten aliases at a time. What int8
-costs in quality is measured on the trained models: test top-1 and top-1 agreement with the
-float32 teacher, for the teacher and the student in int8.
+against the float32 teacher, the models taking turns ten aliases at a time. What int8 costs in
+quality is benchmarks/int8_schemes.py's to measure.
 
 Reads   data/processed/, models/trained/alias_label_{teacher,student}/, faiss/ (flat indexes)
 Writes  benchmarks/results/query_latency.json
@@ -27,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import itertools
 import time
 from pathlib import Path
@@ -39,7 +37,6 @@ from harness import percentiles, save_results
 from alias_label.data import load_split
 from alias_label.distillation import reduce_layers
 from alias_label.index import IndexSpec, KeyedIndex, build_index
-from alias_label.metrics import retrieval_metrics
 from alias_label.modeling import encode, prompt_for, quantize_int8
 from alias_label.retrieval import trained_retriever
 
@@ -107,24 +104,6 @@ def depth_sweep(teacher, flat, hnsw, aliases: list[str], block: int = 10) -> dic
     return figures
 
 
-def int8_quality(retrievers: dict, split) -> dict:
-    """Test top-1 of each trained model in float32 and int8, and how often its top-1 is the float32 teacher's."""
-    pairs = split.test
-    gold = split.label_rows(pairs["label"])
-    top1 = {}
-    for role, retriever in retrievers.items():
-        for precision in ("float32", "int8"):
-            model = retriever.model if precision == "float32" else quantize_int8(retriever.model)
-            top1[f"{role}_{precision}"] = dataclasses.replace(retriever, model=model).labels_for(pairs["alias"], 1)[1]
-    figures, reference = {}, top1["teacher_float32"][:, 0]
-    for name, ranked in top1.items():
-        figures[name] = {"top1": retrieval_metrics(ranked, gold)["top1"],
-                         "agreement_with_teacher_float32": float(np.mean(ranked[:, 0] == reference))}
-        print(f"{name}: test top-1 {figures[name]['top1']:.2%}, "
-              f"agreement with the float32 teacher {figures[name]['agreement_with_teacher_float32']:.2%}")
-    return figures
-
-
 def profile(retriever, aliases: list[str]) -> dict:
     """p50/p95 of each step of a one-alias lookup."""
     model, flat = retriever.model, retriever.label_index
@@ -172,7 +151,6 @@ def main(args) -> dict:
     teacher = retrievers["teacher"]
     figures["depth_sweep"] = depth_sweep(teacher.model, teacher.label_index, hnsw_over(teacher.label_index),
                                          aliases[:args.depth_queries])
-    figures["int8_quality"] = int8_quality(retrievers, split)
     save_results("query_latency", figures, args.results_dir)
     return figures
 

@@ -43,7 +43,7 @@ from alias_label.common import (
 from alias_label.data import ALIAS_KINDS, alias_kind, load_split
 from alias_label.hybrid import abstain_quality
 from alias_label.metrics import DEPTH, recall_at_k, retrieval_metrics
-from alias_label.modeling import load_model, pick_device
+from alias_label.modeling import INT8_SCHEMES, load_model, pick_device
 from alias_label.report import markdown_tables, save_plots
 from alias_label.retrieval import (
     dense_retriever,
@@ -82,6 +82,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--int8", nargs="+", default=None, choices=["teacher", "student", "none"],
                         help="run these models' Linear layers in int8 (CPU only), their hybrids too; none: all in "
                              "float32 (default: the student on a CPU, as the lookup script and notebooks run it)")
+    parser.add_argument("--int8-scheme", default="per-channel", choices=INT8_SCHEMES,
+                        help="how --int8 quantises: a weight scale per output channel (default, as the lookup "
+                             "script), one per matrix (per-tensor), or per channel with each layer's feed-forward "
+                             "output left in float32")
     args = parser.parse_args(argv)
     if args.int8 is None:
         models, device = {HYBRID_OF.get(name, name) for name in args.systems}, pick_device(args.device)
@@ -111,7 +115,8 @@ def build_retrievers(args, split, device: str) -> dict:
         log.info("loading %s", name)
         role = HYBRID_OF.get(name, name)
         if role in ("teacher", "student") and role not in dense:
-            dense[role] = trained_retriever(role, split, device, args.index_dir, int8=role in args.int8)
+            dense[role] = trained_retriever(role, split, device, args.index_dir, int8=role in args.int8,
+                                             int8_scheme=args.int8_scheme)
         if name in HYBRID_OF:
             retrievers[name] = hybrid_of(dense[role], split, load_calibration(model_dir_of(role), role, split),
                                          lexical_for(keys_of(dense[role])))
@@ -222,7 +227,8 @@ def assemble_report(split, split_name, pairs, kinds, systems: dict, ranked: dict
         "agreement": agreement, "agreement_by_teacher_margin": by_margin, "retention": retention,
         "student_teacher_latency_ratio": p50["student"] / p50["teacher"] if both else None,
         "kind_counts": {kind: int((kinds == kind).sum()) for kind in ALIAS_KINDS},
-        "index_bytes": index_sizes(args), "device": args.device, "int8": args.int8, "cpu_threads": os.cpu_count(),
+        "index_bytes": index_sizes(args), "device": args.device, "int8": args.int8,
+        "int8_scheme": args.int8_scheme if args.int8 else None, "cpu_threads": os.cpu_count(),
         "systems": systems,
         "abstain": systems.get("hybrid", {}).get("abstain"),
     }

@@ -15,7 +15,7 @@ import torch
 from alias_label.common import REPO_ROOT, UserError, read_json
 from alias_label.data import alias_kind, load_split
 from alias_label.lexical import TfidfIndex
-from alias_label.modeling import encode, quantize_int8
+from alias_label.modeling import INT8_SCHEMES, encode, quantize_int8
 from alias_label.retrieval import trained_retriever
 
 
@@ -156,6 +156,28 @@ def test_int8_is_refused_on_a_gpu_with_the_fix(in_pipeline_home, monkeypatch):
         quantize_int8(model)
 
 
+def test_int8_schemes_quantise_as_named(in_pipeline_home):
+    model = trained_retriever("student", load_split()).model
+
+    def layer0(quantized, part: str):
+        return dict(quantized.named_modules())[f"0.model.encoder.layer.0.{part}"]
+
+    def weight_error(quantized) -> float:
+        weight = layer0(quantized, "intermediate.dense").weight()
+        return float((weight.dequantize() - layer0(model, "intermediate.dense").weight.detach()).abs().mean())
+
+    schemes = {scheme: quantize_int8(model, scheme) for scheme in INT8_SCHEMES}
+    assert layer0(schemes["per-channel"], "output.dense").weight().qscheme() == torch.per_channel_affine
+    assert layer0(schemes["per-tensor"], "output.dense").weight().qscheme() == torch.per_tensor_affine
+    mixed = schemes["per-channel-ffn-float32"]
+    assert type(layer0(mixed, "output.dense")) is torch.nn.Linear  # the feed-forward output stays float32
+    assert layer0(mixed, "attention.output.dense").weight().qscheme() == torch.per_channel_affine
+    # A scale per output row fits each row's range, so its weights come back closer than one scale per matrix.
+    assert weight_error(schemes["per-channel"]) < weight_error(schemes["per-tensor"])
+    with pytest.raises(UserError, match="unknown int8 scheme 'int4'; choose one of per-channel, per-tensor"):
+        quantize_int8(model, "int4")
+
+
 def is_int8(model) -> bool:
     return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
 
@@ -181,14 +203,14 @@ def test_evaluator_refuses_none_beside_a_model():
 
 def test_lookup_and_evaluator_take_int8(in_pipeline_home, capsys):
     alias = load_split().train["alias"].iloc[0]
-    for flag in ("--int8", "--no-int8"):
-        matches = lookup_cli.main(lookup_cli.parse_args([alias, "--model", "student", flag, "-k", "2"]))
+    for flags in (["--int8"], ["--no-int8"], ["--int8-scheme", "per-channel-ffn-float32"]):
+        matches = lookup_cli.main(lookup_cli.parse_args([alias, "--model", "student", *flags, "-k", "2"]))
         assert len(matches) == 2 and matches["score"].is_monotonic_decreasing
     report = evaluate_student.main(evaluate_student.parse_args(
-        ["--systems", "teacher", "student", "--latency-queries", "3",
+        ["--systems", "teacher", "student", "--latency-queries", "3", "--int8-scheme", "per-tensor",
          "--output-dir", str(in_pipeline_home / "int8_eval")]))
-    assert report["int8"] == ["student"] and 0 <= report["agreement"] <= 1
-    assert "In int8: student." in (in_pipeline_home / "int8_eval/evaluation.md").read_text()
+    assert report["int8"] == ["student"] and report["int8_scheme"] == "per-tensor" and 0 <= report["agreement"] <= 1
+    assert "In int8 (per-tensor): student." in (in_pipeline_home / "int8_eval/evaluation.md").read_text()
 
 
 def test_lookup_batch_mode(in_pipeline_home, tmp_path):
