@@ -215,7 +215,7 @@ def int8_by_default(role: str, device: str) -> bool:
 
     The student exists to answer fast on a CPU, and in int8 it encodes a query about 1.5x as fast
     with the same test top-1 (README, "int8 on a CPU"). The teacher stays float32: its int8 copy
-    changes the top-1 of about one test alias in five. Artifacts (indexes, calibration) are always
+    changes the top-1 of about one test alias in eight. Artifacts (indexes, calibration) are always
     made by the float32 model.
     """
     return role == "student" and str(device) == "cpu"

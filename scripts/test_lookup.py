@@ -63,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--int8-scheme", default="per-channel", choices=INT8_SCHEMES,
                         help="how int8 quantises: a weight scale per output channel (default), one per matrix "
                              "(per-tensor, torch's default), or per channel with each layer's feed-forward output "
-                             "left in float32 (closer to float32, about 0.2 ms a layer slower)")
+                             "left in float32 (closer to float32, 0.1-0.3 ms a layer slower)")
     args = parser.parse_args(argv)
     if args.query is not None and not args.query.strip():
         parser.error("the query is empty; give an alias, e.g. \"UdeG\", or leave it out for a prompt")
