@@ -58,6 +58,7 @@ pipeline: setup
 # Needs the pipeline's models (query latency) and teacher cache (index vectors).
 bench: setup
 	$(BIN)/python benchmarks/query_latency.py
+	$(BIN)/python benchmarks/int8_schemes.py
 	$(BIN)/python benchmarks/index_scale.py $(BENCH_INDEX_ARGS)
 	$(BIN)/python benchmarks/hnsw_ef_sweep.py
 	$(BIN)/python benchmarks/encode_memory.py
