@@ -127,11 +127,17 @@ def layer_indices(n_layers: int, keep: int) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n_layers - 1, keep)})
 
 
-def reduce_layers(model, keep: int) -> list[int]:
-    """Drop transformer layers in place; the rest keep the teacher's weights as their start."""
+def reduce_layers(model, keep: int, kept: list[int] | None = None) -> list[int]:
+    """Drop transformer layers in place; the rest keep the teacher's weights as their start.
+
+    ``keep`` evenly spaced layers, or exactly the teacher layers ``kept`` names (0-based).
+    """
     backbone = model[0].auto_model
     encoder_layers = backbone.encoder.layer
-    kept = layer_indices(len(encoder_layers), keep)
+    if kept is None:
+        kept = layer_indices(len(encoder_layers), keep)
+    elif not kept or sorted(set(kept)) != list(kept) or not 0 <= kept[0] <= kept[-1] < len(encoder_layers):
+        raise UserError(f"layers to keep {kept} must be increasing indices from 0 to {len(encoder_layers) - 1}")
     backbone.encoder.layer = torch.nn.ModuleList([encoder_layers[i] for i in kept])
     backbone.config.num_hidden_layers = len(kept)
     return kept

@@ -18,6 +18,8 @@ A variant is a JSON object; keys left out take these defaults:
     noise 0     train on up to this many perturbed copies of each train-side label too
                 (alias_label.augment.perturbed_labels, seeded by --seed)
     layers 1, epochs 10, lr 1e-3, batch 64, as distill_model.py's defaults
+    kept null   keep exactly these teacher layers (0-based, e.g. [0, 3]) instead of `layers`
+                evenly spaced ones
     seed        of initialisation and batch order (default: --seed)
 
 The results in benchmarks/results/distill_sweep.json list every variant in full; its sweeps 1
@@ -51,7 +53,7 @@ from alias_label.distillation import reduce_layers
 from alias_label.modeling import load_model, pick_device, prompt_for
 
 DEFAULTS = {"mse": 1.0, "cos": 0.0, "kl": 0.0, "tau": 0.05, "cand": None, "docs": True, "aug": True, "noise": 0,
-            "layers": 1, "epochs": 10, "lr": 1e-3, "batch": 64}
+            "layers": 1, "kept": None, "epochs": 10, "lr": 1e-3, "batch": 64}
 ENCODE_BATCH = 1024
 
 
@@ -142,7 +144,7 @@ class Sweep:
         torch.manual_seed(variant["seed"])
         rng = np.random.default_rng(variant["seed"])
         student = copy.deepcopy(self.teacher)
-        reduce_layers(student, variant["layers"])
+        reduce_layers(student, variant["layers"], variant["kept"])
         names = ["aliases"] + [name for name in ("docs", "aug") if variant[name]]
         names += [f"noise{variant['noise']}"] if variant["noise"] else []
         sets = [(*self.sets[name], self.candidates(self.sets[name][1], variant["cand"])) for name in names]

@@ -107,12 +107,13 @@ def test_hnsw_ef_sweep_raises_recall_with_ef(in_pipeline_home, tmp_path):
 
 def test_distill_sweep_trains_each_variant_and_part(in_pipeline_home, tmp_path):
     variants = json.dumps([{"epochs": 1, "docs": False, "aug": False, "layers": 2}, {"epochs": 1, "kl": 1, "cand": 3},
-                           {"epochs": 1, "seed": 5, "noise": 1}])
+                           {"epochs": 1, "seed": 5, "noise": 1, "kept": [1]}])
     figures = distill_sweep.main(distill_sweep.parse_args(["--variants", variants, "--device", "cpu", "--part", "0",
                                                            "--parts", "2", "--results-dir", str(tmp_path)]))
     # Part 0 of 2 runs the first and third variants, with the defaults filled in.
-    assert [(row["variant"]["layers"], row["variant"]["aug"], row["variant"]["noise"], row["variant"]["lr"],
-             row["variant"]["seed"]) for row in figures["results"]] == [(2, False, 0, 1e-3, 13), (1, True, 1, 1e-3, 5)]
+    assert [(row["variant"]["layers"], row["variant"]["kept"], row["variant"]["aug"], row["variant"]["noise"],
+             row["variant"]["lr"], row["variant"]["seed"]) for row in figures["results"]] == [
+        (2, None, False, 0, 1e-3, 13), (1, [1], True, 1, 1e-3, 5)]
     assert figures["teacher"]["val"]["agreement"] == 1.0
     for row in figures["results"]:
         assert len(row["val_by_epoch"]) == 1 and row["val"] == row["val_by_epoch"][-1]

@@ -11,7 +11,7 @@ import pytest
 from conftest import unit_rows
 
 import alias_label.distillation as distillation
-from alias_label.common import UserError, read_json
+from alias_label.common import UserError, paths, read_json
 from alias_label.data import clean_table, load_split, make_split
 from alias_label.distillation import (
     distillation_pairs,
@@ -19,6 +19,7 @@ from alias_label.distillation import (
     generated_embeddings,
     layer_indices,
     mine_hard_negatives,
+    reduce_layers,
     teacher_embeddings,
 )
 from alias_label.index import load_index
@@ -89,6 +90,19 @@ def test_layer_indices():
     assert layer_indices(6, 6) == list(range(6))
     with pytest.raises(UserError, match="between 1 and the teacher's 6 layers"):
         layer_indices(6, 7)
+
+
+def test_reduce_layers_keeps_the_named_layers(in_pipeline_home):
+    student = load_model(paths().teacher, "cpu")  # the tiny teacher has 2 layers
+    second = student[0].auto_model.encoder.layer[1]
+    assert reduce_layers(student, 2, kept=[1]) == [1]
+    assert list(student[0].auto_model.encoder.layer) == [second]  # the very module, weights and all
+    assert student[0].auto_model.config.num_hidden_layers == 1
+    teacher = load_model(paths().teacher, "cpu")
+    for wrong in ([], [1, 0], [0, 0], [2]):
+        with pytest.raises(UserError, match=r"must be increasing indices from 0 to 1"):
+            reduce_layers(teacher, 1, kept=wrong)
+    assert len(teacher[0].auto_model.encoder.layer) == 2  # refused before anything was dropped
 
 
 def test_teacher_cache_hit_miss_and_stale(in_pipeline_home, caplog, tmp_path):
