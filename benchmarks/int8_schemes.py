@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from harness import percentiles, save_results
-from query_latency import timed_ms
+from query_latency import taking_turns, timed_ms
 
 from alias_label.data import load_split
 from alias_label.metrics import retrieval_metrics
@@ -71,14 +71,9 @@ def quality(runs: dict, split) -> dict:
     return figures
 
 
-def speed(models: dict, aliases: list[str], block: int = 10) -> dict:
+def speed(models: dict, aliases: list[str]) -> dict:
     """One-alias encode p50 of each model, and the float32 teacher's p50 over it."""
-    times = {name: [] for name in models}
-    for model in models.values():  # warm-up
-        encode(model, aliases[:3], "query")
-    for start in range(0, len(aliases), block):
-        for name, model in models.items():
-            times[name] += [timed_ms(encode, model, [alias], "query")[0] for alias in aliases[start:start + block]]
+    times = taking_turns(models, aliases, lambda model, alias: timed_ms(encode, model, [alias], "query")[0])
     p50 = {name: percentiles(values)["p50_ms"] for name, values in times.items()}
     figures = {name: {"encode_p50_ms": ms, "speedup_encode": p50["teacher_float32"] / ms} for name, ms in p50.items()}
     for name, row in figures.items():

@@ -75,23 +75,32 @@ def depth_models(teacher) -> dict:
     return models
 
 
-def depth_sweep(teacher, flat, hnsw, aliases: list[str], block: int = 10) -> dict:
-    """Encode and lookup p50 (flat, HNSW) of the teacher cut to each depth, and its speed-up.
+def taking_turns(models: dict, aliases: list[str], measure, block: int = 10) -> dict[str, list]:
+    """``measure(model, alias)`` for every alias and model, the models taking turns a block at a time.
 
-    The models take turns a block of aliases at a time, so a drift in the machine's speed reaches
-    every depth alike, while each model still answers several queries in a row, as a server would.
+    A drift in the machine's speed then reaches every model alike, while each model still answers
+    several queries in a row, as a server would.
     """
-    models = depth_models(teacher)
-    times = {name: {"encode": [], "lookup_flat": [], "lookup_hnsw": []} for name in models}
     for model in models.values():  # warm-up
         encode(model, aliases[:3], "query")
+    results = {name: [] for name in models}
     for start in range(0, len(aliases), block):
         for name, model in models.items():
-            for alias in aliases[start:start + block]:
-                ms, query = timed_ms(encode, model, [alias], "query")
-                times[name]["encode"].append(ms)
-                times[name]["lookup_flat"].append(ms + timed_ms(flat.search, query, 10)[0])
-                times[name]["lookup_hnsw"].append(ms + timed_ms(hnsw.search, query, 10)[0])
+            results[name] += [measure(model, alias) for alias in aliases[start:start + block]]
+    return results
+
+
+def depth_sweep(teacher, flat, hnsw, aliases: list[str], block: int = 10) -> dict:
+    """Encode and lookup p50 (flat, HNSW) of the teacher cut to each depth, and its speed-up."""
+    def lookups(model, alias: str) -> dict:
+        ms, query = timed_ms(encode, model, [alias], "query")
+        return {"encode": ms, "lookup_flat": ms + timed_ms(flat.search, query, 10)[0],
+                "lookup_hnsw": ms + timed_ms(hnsw.search, query, 10)[0]}
+
+    models = depth_models(teacher)
+    rows = taking_turns(models, aliases, lookups, block)
+    times = {name: {step: [row[step] for row in rows[name]] for step in ("encode", "lookup_flat", "lookup_hnsw")}
+             for name in models}
     p50 = {name: {f"{step}_p50_ms": percentiles(values)["p50_ms"] for step, values in steps.items()}
            for name, steps in times.items()}
     figures = {"teacher": p50["teacher"]}
