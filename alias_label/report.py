@@ -21,8 +21,8 @@ def markdown_tables(report: dict) -> str:
     lines = [f"Test aliases: {report['n_queries']}, candidate labels: {report['n_labels']} "
              f"(full {report['n_labels']}-way retrieval). Agreement teacher/student: "
              f"{_fmt(report['agreement'], '{:.2%}')}, retention: {_fmt(report['retention'], '{:.2%}')}."
-             + (f" In int8 ({report['int8_scheme']}): {', '.join(report['int8'])}."
-                if report.get("int8") else ""), "",
+             + (f" In int8 ({report['int8_scheme']}, {report['int8_activation_bits']}-bit activations): "
+                f"{', '.join(report['int8'])}." if report.get("int8") else ""), "",
              "| system | top-1 | top-5 | top-10 | MRR | label→alias R@10 | p50 ms | p95 ms | batch q/s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name in ordered(systems):

@@ -43,7 +43,7 @@ from alias_label.common import (
 from alias_label.data import ALIAS_KINDS, alias_kind, load_split
 from alias_label.hybrid import abstain_quality
 from alias_label.metrics import DEPTH, recall_at_k, retrieval_metrics
-from alias_label.modeling import INT8_SCHEMES, load_model, pick_device
+from alias_label.modeling import INT8_SCHEMES, default_activation_bits, load_model, pick_device
 from alias_label.report import markdown_tables, save_plots
 from alias_label.retrieval import (
     dense_retriever,
@@ -228,7 +228,8 @@ def assemble_report(split, split_name, pairs, kinds, systems: dict, ranked: dict
         "student_teacher_latency_ratio": p50["student"] / p50["teacher"] if both else None,
         "kind_counts": {kind: int((kinds == kind).sum()) for kind in ALIAS_KINDS},
         "index_bytes": index_sizes(args), "device": args.device, "int8": args.int8,
-        "int8_scheme": args.int8_scheme if args.int8 else None, "cpu_threads": os.cpu_count(),
+        "int8_scheme": args.int8_scheme if args.int8 else None,
+        "int8_activation_bits": default_activation_bits() if args.int8 else None, "cpu_threads": os.cpu_count(),
         "systems": systems,
         "abstain": systems.get("hybrid", {}).get("abstain"),
     }

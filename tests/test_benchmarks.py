@@ -69,7 +69,9 @@ def test_query_latency_profiles_both_models(in_pipeline_home, tmp_path):
 
 def test_int8_schemes_reports_quality_and_speed_of_each(in_pipeline_home, tmp_path):
     figures = int8_schemes.main(int8_schemes.parse_args(["--queries", "4", "--results-dir", str(tmp_path)]))
-    names = {f"{role}_{precision}" for role in ("teacher", "student") for precision in int8_schemes.PRECISIONS}
+    precisions = int8_schemes.precisions()
+    assert precisions["float32"] is None and precisions["per-channel-act7"] == ("per-channel", 7)
+    names = {f"{role}_{precision}" for role in ("teacher", "student") for precision in precisions}
     quality, split = figures["quality"], load_split()
     assert set(quality) == names
     for part in ("val", "test"):
@@ -82,7 +84,7 @@ def test_int8_schemes_reports_quality_and_speed_of_each(in_pipeline_home, tmp_pa
             float(np.mean(top1["student"] == top1["teacher"])))
     assert all(0 <= value <= 1 for row in quality.values() for value in row.values())
     speed = figures["speed"]
-    assert set(speed) == {"teacher_float32", *(f"student_{p}" for p in int8_schemes.PRECISIONS)}
+    assert set(speed) == {"teacher_float32", *(f"student_{p}" for p in precisions)}
     assert speed["teacher_float32"]["speedup_encode"] == 1.0
     assert all(row["encode_p50_ms"] > 0 and row["speedup_encode"] > 0 for row in speed.values())
     layers = figures["student_layers"]

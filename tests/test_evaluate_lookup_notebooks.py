@@ -12,10 +12,11 @@ import pytest
 import test_lookup as lookup_cli
 import torch
 
+from alias_label import modeling
 from alias_label.common import REPO_ROOT, UserError, read_json
 from alias_label.data import alias_kind, load_split
 from alias_label.lexical import TfidfIndex
-from alias_label.modeling import INT8_SCHEMES, encode, quantize_int8
+from alias_label.modeling import INT8_SCHEMES, FullRangeDynamicLinear, cpu_has_vnni, encode, quantize_int8
 from alias_label.retrieval import trained_retriever
 
 
@@ -178,6 +179,37 @@ def test_int8_schemes_quantise_as_named(in_pipeline_home):
         quantize_int8(model, "int4")
 
 
+def test_int8_activations_take_8_bits_where_the_cpu_has_vnni(in_pipeline_home, monkeypatch):
+    model = trained_retriever("student", load_split()).model
+    aliases = load_split().test["alias"].tolist()
+    reference = encode(model, aliases)
+
+    def error(quantized) -> float:
+        return float(np.mean(1 - np.sum(encode(quantized, aliases) * reference, axis=1)))
+
+    monkeypatch.setattr(modeling, "cpu_has_vnni", lambda: True)
+    full, reduced = quantize_int8(model), quantize_int8(model, activation_bits=7)
+    assert {type(m) for m in full.modules()} >= {FullRangeDynamicLinear}
+    assert FullRangeDynamicLinear not in {type(m) for m in reduced.modules()} and is_int8(reduced)
+    if cpu_has_vnni():  # the 8-bit kernel is only safe, so only run, where the CPU has VNNI
+        assert error(full) < error(reduced)  # half the activations' rounding step
+    monkeypatch.setattr(modeling, "cpu_has_vnni", lambda: False)
+    assert FullRangeDynamicLinear not in {type(m) for m in quantize_int8(model).modules()}
+    with pytest.raises(UserError, match="8-bit int8 activations need a CPU with AVX-512 VNNI .* use 7"):
+        quantize_int8(model, activation_bits=8)
+    with pytest.raises(UserError, match="int8 activations take 7 or 8 bits, not 4"):
+        quantize_int8(model, activation_bits=4)
+
+
+def test_vnni_is_read_from_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert cpu_has_vnni(cpuinfo) == (torch.backends.quantized.engine in ("x86", "fbgemm"))
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx_vnni\n")
+    assert not cpu_has_vnni(cpuinfo)
+    assert not cpu_has_vnni(tmp_path / "missing")
+
+
 def is_int8(model) -> bool:
     return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
 
@@ -210,7 +242,10 @@ def test_lookup_and_evaluator_take_int8(in_pipeline_home, capsys):
         ["--systems", "teacher", "student", "--latency-queries", "3", "--int8-scheme", "per-tensor",
          "--output-dir", str(in_pipeline_home / "int8_eval")]))
     assert report["int8"] == ["student"] and report["int8_scheme"] == "per-tensor" and 0 <= report["agreement"] <= 1
-    assert "In int8 (per-tensor): student." in (in_pipeline_home / "int8_eval/evaluation.md").read_text()
+    bits = report["int8_activation_bits"]
+    assert bits == (8 if cpu_has_vnni() else 7)
+    assert f"In int8 (per-tensor, {bits}-bit activations): student." in (
+        in_pipeline_home / "int8_eval/evaluation.md").read_text()
 
 
 def test_lookup_batch_mode(in_pipeline_home, tmp_path):
