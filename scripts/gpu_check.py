@@ -3,7 +3,9 @@
 Reads   nothing but the installed libraries and the model to time (default: the bundled MiniLM).
 Writes  logs/gpu_check.json with every figure printed.
 Checks  torch and CUDA versions, the device and its memory, bf16/fp16 support, the faiss
-        version and whether faiss can use the GPU, a timed matmul and a timed encode.
+        version and whether faiss can use the GPU, a timed matmul and a timed encode; without a
+        GPU also the int8 path the student takes on a CPU (its engine, whether the CPU has VNNI and
+        so 8-bit activations, a timed int8 encode and its closeness to float32).
 
 Without a GPU it prints "CPU only" and exits 0; with --require-gpu it exits 1 instead,
 and also when any check fails.
@@ -18,8 +20,19 @@ import argparse
 import sys
 import time
 
+import numpy as np
+
 from alias_label.common import paths, setup_logging, write_json
-from alias_label.modeling import autocast_dtype, encode, inference_precision, load_model, precision_name
+from alias_label.modeling import (
+    autocast_dtype,
+    cpu_has_vnni,
+    default_activation_bits,
+    encode,
+    inference_precision,
+    load_model,
+    precision_name,
+    quantize_int8,
+)
 
 NAME = "gpu_check"
 
@@ -74,16 +87,31 @@ def timed_matmul(device: str, size: int) -> dict:
             "matmul_ok": bool(error < tolerance)}
 
 
-def timed_encode(device: str, model_name: str | None, count: int) -> dict:
-    model = load_model(model_name, device)
-    texts = [f"University of Example {i}" for i in range(count)]
+def timed_encode(model, texts: list[str]) -> tuple[float, np.ndarray]:
+    """Sentences per minute, and the embeddings."""
     encode(model, texts[:64], progress=False)  # warm-up
     start = time.perf_counter()
     embeddings = encode(model, texts, progress=False)
-    seconds = time.perf_counter() - start
+    return len(texts) / (time.perf_counter() - start) * 60, embeddings
+
+
+def encode_report(model, texts: list[str], device: str) -> tuple[dict, np.ndarray]:
+    rate, embeddings = timed_encode(model, texts)
     norms_ok = bool(abs(float((embeddings**2).sum(axis=1).mean()) - 1.0) < 1e-3)
-    return {"encode_sentences_per_min": round(count / seconds * 60), "encode_ok": norms_ok,
-            "encode_precision": precision_name(device)}
+    return {"encode_sentences_per_min": round(rate), "encode_ok": norms_ok,
+            "encode_precision": precision_name(device)}, embeddings
+
+
+def int8_report(model, texts: list[str], reference: np.ndarray) -> dict:
+    """The student's CPU default: the same encode in int8, checked against the float32 embeddings."""
+    import torch
+
+    rate, embeddings = timed_encode(quantize_int8(model), texts)
+    # int8 moves a unit vector by a few hundredths of cosine; a kernel that saturates moves it far more.
+    cosine = float(np.sum(embeddings * reference, axis=1).min())
+    return {"int8_engine": torch.backends.quantized.engine, "int8_vnni": cpu_has_vnni(),
+            "int8_activation_bits": default_activation_bits(), "int8_encode_sentences_per_min": round(rate),
+            "int8_min_cosine_to_fp32": round(cosine, 4), "int8_ok": cosine > 0.9}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -91,17 +119,23 @@ def main(args: argparse.Namespace) -> int:
     report = library_report()
     device = "cuda" if report["cuda_available"] else "cpu"
     report.update(timed_matmul(device, args.matmul_size))
-    report.update(timed_encode(device, args.model, args.encode_sentences))
+    model = load_model(args.model, device)
+    texts = [f"University of Example {i}" for i in range(args.encode_sentences)]
+    encoded, embeddings = encode_report(model, texts, device)
+    report.update(encoded)
+    if device == "cpu":
+        report.update(int8_report(model, texts, embeddings))
     for key, value in report.items():
         log.info("%-24s %s", key, value)
     write_json(paths().logs / "gpu_check.json", report)
-    failed = [key for key in ("matmul_ok", "encode_ok") if not report[key]]
+    failed = [key for key in ("matmul_ok", "encode_ok", "int8_ok") if not report.get(key, True)]
     if failed:
         log.error("checks failed: %s", ", ".join(failed))
         return 1
     if device == "cpu":
-        log.info("CPU only: no CUDA GPU visible to torch %s; everything runs, in fp32, on %d threads",
-                 report["torch"], report["cpu_threads"])
+        log.info("CPU only: no CUDA GPU visible to torch %s; everything runs, in fp32 (the student's queries in int8 "
+                 "with %d-bit activations), on %d threads", report["torch"], report["int8_activation_bits"],
+                 report["cpu_threads"])
         if args.require_gpu:
             log.error("--require-gpu: no GPU")
             return 1
