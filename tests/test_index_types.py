@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import unit_rows
 
+from alias_label import index as index_module
 from alias_label.common import UserError, read_json
 from alias_label.data import load_split
 from alias_label.index import DenseIndex, IndexSpec, build_index, load_index, save_index, vectors_path
@@ -78,6 +79,36 @@ def test_few_queries_search_on_one_faiss_thread_and_restore_the_count(monkeypatc
     exact = vectors[:40] @ vectors.T
     np.testing.assert_array_equal(few[1], many[1][:3])
     np.testing.assert_array_equal(many[1], np.argsort(-exact, axis=1, kind="stable")[:, :5])
+
+
+def test_the_int8_prefilter_answers_as_flat_search_does(monkeypatch):
+    monkeypatch.setattr(index_module, "PREFILTER_MIN_ROWS", 5000)
+    vectors = clustered(8000, 64)
+    vectors[7000] = vectors[5]  # a duplicate row: an exact tie, which comes in row order
+    index = build_index(vectors)
+    queries = np.concatenate([near(vectors, 60), vectors[[5]], unit_rows(10, 64)])
+    few = np.concatenate([index.search(queries[i:i + 3], 10)[1] for i in range(0, len(queries), 3)])
+    assert index.prefiltered and index._prefilter is not None and index._prefilter.fallbacks == 0
+    exact = queries @ vectors.T
+    truth = np.argsort(-exact, axis=1, kind="stable")[:, :10]
+    assert [set(row) for row in few] == [set(row) for row in truth]
+    np.testing.assert_allclose(np.take_along_axis(exact, few, axis=1), np.take_along_axis(exact, truth, axis=1),
+                               atol=1e-6)
+    assert list(few[60, :2]) == [5, 7000]
+    np.testing.assert_array_equal(few, index.search(queries, 10)[1])  # a batch searches flat, as before
+
+
+def test_an_unproven_prefilter_answer_is_searched_flat(monkeypatch):
+    monkeypatch.setattr(index_module, "PREFILTER_MIN_ROWS", 1000)
+    # 20 rows repeated 150 times: the 64 rows fetched score as the 5th does, so nothing left out is proven lower.
+    vectors = np.tile(unit_rows(20, 32), (150, 1))
+    index = build_index(vectors)
+    queries = unit_rows(4, 32, seed=2)
+    scores, ids = index.search(queries, 5)
+    assert index._prefilter.fallbacks == 4
+    np.testing.assert_array_equal(ids, np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :5])
+    index.add(queries)  # new rows: the int8 copy is rebuilt and finds them
+    assert index._prefilter is None and list(index.search(queries[:1], 1)[1][0]) == [3000]
 
 
 def test_parameters_scale_with_the_table():
