@@ -127,14 +127,21 @@ def layer_indices(n_layers: int, keep: int) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n_layers - 1, keep)})
 
 
-def reduce_layers(model, keep: int, kept: list[int] | None = None) -> list[int]:
+def default_student_layers(n_layers: int) -> int:
+    """Half the teacher's layers, rounded up: the design's e5-large (24) to e5-base (12), 3 of MiniLM's 6."""
+    return (n_layers + 1) // 2
+
+
+def reduce_layers(model, keep: int | None, kept: list[int] | None = None) -> list[int]:
     """Drop transformer layers in place; the rest keep the teacher's weights as their start.
 
-    ``keep`` evenly spaced layers, or exactly the teacher layers ``kept`` names (0-based).
+    ``keep`` evenly spaced layers (None: ``default_student_layers``), or exactly the teacher layers
+    ``kept`` names (0-based).
     """
     backbone = model[0].auto_model
     encoder_layers = backbone.encoder.layer
     if kept is None:
+        keep = default_student_layers(len(encoder_layers)) if keep is None else keep
         kept = layer_indices(len(encoder_layers), keep)
     elif not kept or sorted(set(kept)) != list(kept) or not 0 <= kept[0] <= kept[-1] < len(encoder_layers):
         raise UserError(f"layers to keep {kept} must be increasing indices from 0 to {len(encoder_layers) - 1}")

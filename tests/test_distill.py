@@ -14,6 +14,7 @@ import alias_label.distillation as distillation
 from alias_label.common import UserError, paths, read_json
 from alias_label.data import clean_table, load_split, make_split
 from alias_label.distillation import (
+    default_student_layers,
     distillation_pairs,
     forbidden_rows,
     generated_embeddings,
@@ -90,6 +91,16 @@ def test_layer_indices():
     assert layer_indices(6, 6) == list(range(6))
     with pytest.raises(UserError, match="between 1 and the teacher's 6 layers"):
         layer_indices(6, 7)
+
+
+def test_the_default_student_keeps_half_the_teachers_layers(tmp_path):
+    from conftest import make_tiny_model
+
+    assert distill_model.parse_args([]).student_layers is None
+    assert [default_student_layers(n) for n in (1, 2, 3, 6, 12, 24)] == [1, 1, 2, 3, 6, 12]
+    for layers, kept in ((6, [0, 2, 5]), (3, [0, 2])):
+        model = load_model(make_tiny_model(tmp_path / f"l{layers}", layers=layers), "cpu")
+        assert reduce_layers(model, None) == kept and len(model[0].auto_model.encoder.layer) == len(kept)
 
 
 def test_reduce_layers_keeps_the_named_layers(in_pipeline_home):
