@@ -96,7 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--student-layers", type=int, default=None,
                         help="transformer layers the layer-reduced teacher keeps, evenly spaced (default: half the "
                              "teacher's, rounded up, as e5-base is half of e5-large: 3 of MiniLM's 6). 1 layer is "
-                             "twice as fast a query and agrees less with the teacher (README: \"A 3-layer student\")")
+                             "twice as fast a query and agrees less with the teacher (README: \"The 3-layer default "
+                             "on this CPU\")")
     # Defaults from the measured comparison in the README: on the same teacher and split, embedding
     # MSE with the teacher's index vectors kept more of the teacher than the design's cosine recipe.
     parser.add_argument("--objective", default="embedding-mse", choices=["cosine", "embedding-mse"],
