@@ -211,8 +211,7 @@ class DenseIndex:
             scores = np.cos(np.pi * scores.astype(np.float32) / self.d)
         if fetch > k:
             scores, ids = self._rescore(queries, ids, k)
-        # FAISS orders equal scores as its heap leaves them, the prefilter in row order: one order for both.
-        return _best_first(scores, ids, k) if self.exact else (scores, ids)
+        return scores, ids
 
     def _rescore(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         safe = np.where(ids < 0, 0, ids)
@@ -233,8 +232,9 @@ class Int8Prefilter:
     are rescored in float32. A row's int8 score is within ``sum_d |q_d| e_d`` of its float32 score,
     e_d being the largest rounding error in dimension d over all rows, so once the lowest int8
     score fetched, plus that bound, is below the k-th float32 score, no row left out can reach the
-    top k: the answer is flat search's (equal scores in row order). A query for which that is not
-    proven is searched flat; ``fallbacks`` counts them.
+    top k: the answer is flat search's, with equal scores in row order (FAISS's own search leaves
+    them in its heap's order, which batches keep: the metrics the README reports are computed on
+    batches). A query for which that is not proven is searched flat; ``fallbacks`` counts them.
     """
 
     # Both scores are float32 sums of d products; their rounding stays far below this.
