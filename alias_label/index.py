@@ -187,13 +187,9 @@ class DenseIndex:
         self._prefilter = None  # its int8 copy and its view of the rows are of the rows before
 
     @property
-    def exact(self) -> bool:
-        return self.spec.kind == "flat" and self.spec.quantize == "none"
-
-    @property
     def prefiltered(self) -> bool:
         """Whether a few queries at a time go through ``Int8Prefilter`` (exact, and faster on large tables)."""
-        return self.exact and self.ntotal >= PREFILTER_MIN_ROWS
+        return self.spec.kind == "flat" and self.spec.quantize == "none" and self.ntotal >= PREFILTER_MIN_ROWS
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (cosine scores, row ids), best first; k is capped at the index size."""
