@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 KS = (1, 5, 10)
+
+
 DEPTH = 100  # MRR counts a gold label found within the first DEPTH candidates (MRR@100)
 
 
@@ -32,4 +34,3 @@ def recall_at_k(ranked_ids: np.ndarray, gold_sets: list[set[int]], k: int = 10) 
     """Mean fraction of each query's gold ids found in its first k candidates."""
     per_query = [len(gold & set(row[:k].tolist())) / len(gold) for row, gold in zip(ranked_ids, gold_sets, strict=True)]
     return float(np.mean(per_query)) if per_query else 0.0
-

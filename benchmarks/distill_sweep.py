@@ -16,7 +16,7 @@ A variant is a JSON object; keys left out take these defaults:
     docs true   train on every label as a text too
     aug true    train on the generated aliases of alias_label.augment as texts too
     noise 0     train on up to this many perturbed copies of each train-side label too
-                (alias_label.augment.perturbed_labels, seeded by --seed)
+                (perturbed_labels below, seeded by --seed)
     layers 1, epochs 10, lr 1e-3, batch 64, as distill_model.py's defaults
     kept null   keep exactly these teacher layers (0-based, e.g. [0, 3]) instead of `layers`
                 evenly spaced ones
@@ -46,15 +46,92 @@ import torch
 import torch.nn.functional as F
 from harness import save_results
 
-from alias_label.augment import AUGMENTATIONS, augmentation_candidates, perturbed_labels
-from alias_label.common import paths
-from alias_label.data import load_split
-from alias_label.distillation import reduce_layers
-from alias_label.modeling import load_model, pick_device, prompt_for
+from alias_label.data.split import Split, load_split
+from alias_label.data.text import CONNECTORS
+from alias_label.models.load import load_model, pick_device, prompt_for
+from alias_label.paths import paths
+from alias_label.train.augment import AUGMENTATIONS, augmentation_candidates, existing_strings, train_side_labels
+from alias_label.train.distill import reduce_layers
 
 DEFAULTS = {"mse": 1.0, "cos": 0.0, "kl": 0.0, "tau": 0.05, "cand": None, "docs": True, "aug": True, "noise": 0,
             "layers": 1, "kept": None, "epochs": 10, "lr": 1e-3, "batch": 64}
 ENCODE_BATCH = 1024
+
+
+
+PERTURBATIONS = ("drop-word", "borrow-word", "abbreviate", "typo")
+
+
+def _drop_word(words: list[str], i: int, rng, borrowed) -> list[str] | None:
+    return words[:i] + words[i + 1:] if len(words) >= 2 else None
+
+
+def _borrow_word(words: list[str], i: int, rng, borrowed) -> list[str] | None:
+    word = borrowed(words, i)
+    return words[:i] + [word] + words[i + 1:] if word else None
+
+
+def _abbreviate(words: list[str], i: int, rng, borrowed) -> list[str] | None:
+    return words[:i] + [words[i][:int(rng.integers(3, 5))] + "."] + words[i + 1:] if len(words[i]) >= 6 else None
+
+
+def _typo(words: list[str], i: int, rng, borrowed) -> list[str] | None:
+    word = words[i]
+    if len(word) < 4:
+        return None
+    at = int(rng.integers(1, len(word) - 1))
+    # A letter dropped, two swapped, or one doubled.
+    edits = (word[:at] + word[at + 1:], word[:at] + word[at + 1] + word[at] + word[at + 2:],
+             word[:at] + word[at] + word[at:])
+    return words[:i] + [edits[int(rng.integers(len(edits)))]] + words[i + 1:]
+
+
+PERTURBERS = {"drop-word": _drop_word, "borrow-word": _borrow_word, "abbreviate": _abbreviate, "typo": _typo}
+
+
+def word_borrower(labels: list[str], rng):
+    """Replace word i of a label by a word of another label that shares one of its other words."""
+    holders: dict[str, list[int]] = {}
+    words_of = [label.split() for label in labels]
+    for row, words in enumerate(words_of):
+        for word in {w.casefold() for w in words if w.casefold() not in CONNECTORS}:
+            holders.setdefault(word, []).append(row)
+
+    def borrowed(words: list[str], i: int) -> str | None:
+        shared = [w.casefold() for j, w in enumerate(words) if j != i and w.casefold() in holders]
+        if not shared:
+            return None
+        others = holders[shared[int(rng.integers(len(shared)))]]
+        donor = words_of[others[int(rng.integers(len(others)))]]
+        own = {w.casefold() for w in words}
+        fresh = [w for w in donor if w.casefold() not in own and w.casefold() not in CONNECTORS]
+        return fresh[int(rng.integers(len(fresh)))] if fresh else None
+
+    return borrowed
+
+
+def perturbed_labels(split: Split, per_label: int, seed: int) -> list[str]:
+    """Up to ``per_label`` perturbed copies of each train-side label: unlabelled texts for the student.
+
+    Each copy applies one perturbation, picked at random, to one word; held-out entities' labels
+    are left out, and a text equal to any label or alias (ignoring case) is dropped.
+    """
+    if per_label <= 0:
+        return []
+    labels = train_side_labels(split)["label"].tolist()
+    rng = np.random.default_rng(seed)
+    borrowed = word_borrower(labels, rng)
+    forbidden = existing_strings(split)
+    texts: dict[str, None] = {}
+    for label in labels:
+        words = label.split()
+        for _ in range(per_label):
+            kind = PERTURBATIONS[int(rng.integers(len(PERTURBATIONS)))]
+            changed = PERTURBERS[kind](words, int(rng.integers(len(words))), rng, borrowed)
+            text = " ".join(changed) if changed else None
+            if text and text.casefold() not in forbidden:
+                texts.setdefault(text)
+    return list(texts)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

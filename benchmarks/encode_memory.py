@@ -51,14 +51,15 @@ def generated_labels(n: int) -> list[str]:
 
 def child(args) -> dict:
     """One approach in this process; prints its peak memory as JSON."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import make_tiny_model
     from sentence_transformers.sentence_transformer.modules import Dense
 
-    from alias_label.index import DenseIndex, IndexSpec, build_index
-    from alias_label.modeling import encode_to_file, load_model
+    from alias_label.index.dense import DenseIndex, IndexSpec, build_index
+    from alias_label.index.stream import encode_to_file
+    from alias_label.models.load import load_model
+    from alias_label.models.random import random_sentence_model
 
-    model = load_model(make_tiny_model(args.workdir / "model", hidden=32, layers=1, heads=2), "cpu", max_seq_length=16)
+    folder = random_sentence_model(args.workdir / "model", hidden=32, layers=1, heads=2)
+    model = load_model(folder, "cpu", max_seq_length=16)
     model.append(Dense(32, DIM))
     texts = generated_labels(args.labels)
     if args.approach == "naive":

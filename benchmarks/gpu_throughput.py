@@ -34,9 +34,11 @@ import numpy as np
 import torch
 from harness import RESULTS, save_results
 
-from alias_label.data import build_swot_table
-from alias_label.fast_encode import TokenisedChunks, fast_encode, half_precision_copy, inference_dtype
-from alias_label.modeling import encode, pick_device, precision_name
+from alias_label.data.swot import build_swot_table
+from alias_label.models.encode import encode
+from alias_label.models.fast_encode import TokenisedChunks, fast_encode, half_precision_copy, inference_dtype
+from alias_label.models.load import pick_device, precision_name
+from alias_label.models.random import random_bert_folder
 
 E5_LARGE = {"hidden": 1024, "layers": 24, "heads": 16, "intermediate": 4096}
 TINY = {"hidden": 64, "layers": 2, "heads": 2, "intermediate": 128}
@@ -63,23 +65,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.sentences, args.baseline_sentences, args.ceiling_sentences, args.fixture = 600, 200, 300, 60
         args.train_steps, args.warmup_steps, args.profile_steps, args.batch_size = 3, 1, 2, 16
     return args
-
-
-def random_model_folder(shape: dict, folder: Path) -> Path:
-    """A BERT of the given shape with random weights and the bundled tokenizer, saved once."""
-    import shutil
-
-    from transformers import BertConfig, BertModel
-
-    from alias_label.modeling import bundled_model_path
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
-                        num_attention_heads=shape["heads"], intermediate_size=shape["intermediate"])
-    BertModel(config).save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(bundled_model_path() / name, folder / name)
-    return folder
 
 
 def load_random_model(folder: Path, device: str):
@@ -161,7 +146,7 @@ def pairs_per_s(model, pairs, args, device: str, ours: bool, one_forward: bool =
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import TrainerCallback
 
-    from alias_label.training import make_trainer, ranking_loss
+    from alias_label.train.trainer import make_trainer, ranking_loss
 
     timed_end = args.warmup_steps + args.train_steps
     profiled = args.profile_steps if ours and one_forward else 0
@@ -249,7 +234,7 @@ def main(args) -> dict:
     name = "gpu_throughput_smoke" if args.smoke else "gpu_throughput"
     texts, pairs = texts_of(args.sentences)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = random_model_folder(shape, Path(tmp))
+        folder = random_bert_folder(Path(tmp), **shape)
         model = load_random_model(folder, device)
         figures = {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
                    "precision": precision_name(device), "model_shape": shape, "software": software(),

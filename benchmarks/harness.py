@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from alias_label.common import REPO_ROOT, write_json
+from alias_label.io import write_json
+from alias_label.paths import REPO_ROOT
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 

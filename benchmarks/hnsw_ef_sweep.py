@@ -20,7 +20,7 @@ import numpy as np
 from harness import percentiles, save_results
 from index_scale import synthetic
 
-from alias_label.index import IndexSpec, build_index
+from alias_label.index.dense import IndexSpec, build_index
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -25,8 +25,8 @@ import numpy as np
 import psutil
 from harness import percentiles, save_results
 
-from alias_label.index import IndexSpec, build_index, save_index
-from alias_label.retrieval import cache_paths
+from alias_label.index.cache import cache_paths
+from alias_label.index.dense import IndexSpec, build_index, save_index
 
 TYPES = {"flat": ("flat", "none"), "flat-int8": ("flat", "int8"), "flat-int4": ("flat", "int4"),
          "hnsw": ("hnsw", "none"), "hnsw-int8": ("hnsw", "int8"), "hnsw-int4": ("hnsw", "int4"),

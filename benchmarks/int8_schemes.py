@@ -5,7 +5,7 @@ dynamic quantisation of the Linear layers: one weight scale per output channel, 
 or per channel with each layer's feed-forward output kept in float32), each with activations
 quantised to torch's 7 bits and, where the CPU has VNNI, to 8 (``-act7``, ``-act8``). Quality, on the validation
 and test aliases against the flat label index the scripts wrote: top-1, top-1 agreement with the
-float32 teacher (issue 3's agreement) and with the same model in float32. Speed: one-alias encode
+float32 teacher (the student's agreement) and with the same model in float32. Speed: one-alias encode
 p50 of the student in each precision against the float32 teacher, the models taking turns ten
 aliases at a time so that a drift in the machine's speed reaches them alike.
 
@@ -29,10 +29,11 @@ import numpy as np
 from harness import percentiles, save_results
 from query_latency import taking_turns, timed_ms
 
-from alias_label.data import load_split
+from alias_label.data.split import load_split
 from alias_label.metrics import retrieval_metrics
-from alias_label.modeling import INT8_SCHEMES, cpu_has_vnni, encode, quantize_int8
-from alias_label.retrieval import trained_retriever
+from alias_label.models.encode import encode
+from alias_label.models.quantize import INT8_SCHEMES, cpu_has_vnni, quantize_int8
+from alias_label.search.retriever import load_dense
 
 
 def precisions() -> dict[str, tuple[str, int] | None]:
@@ -89,7 +90,7 @@ def speed(models: dict, aliases: list[str]) -> dict:
 def main(args) -> dict:
     split = load_split()
     runs = {f"{role}_{precision}": retriever for role in ("teacher", "student")
-            for precision, retriever in variants(trained_retriever(role, split)).items()}
+            for precision, retriever in variants(load_dense(role, "cpu", int8=False).searcher).items()}
     student = runs["student_float32"].model
     layers = len(student[0].auto_model.encoder.layer)
     timed = {name: runs[name].model for name in ("teacher_float32", *(f"student_{p}" for p in precisions()))}

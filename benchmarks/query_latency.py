@@ -34,11 +34,13 @@ import numpy as np
 import torch
 from harness import percentiles, save_results
 
-from alias_label.data import load_split
-from alias_label.distillation import reduce_layers
-from alias_label.index import IndexSpec, KeyedIndex, build_index
-from alias_label.modeling import encode, prompt_for, quantize_int8
-from alias_label.retrieval import trained_retriever
+from alias_label.data.split import load_split
+from alias_label.index.dense import IndexSpec, KeyedIndex, build_index
+from alias_label.models.encode import encode
+from alias_label.models.load import prompt_for
+from alias_label.models.quantize import quantize_int8
+from alias_label.search.retriever import load_dense
+from alias_label.train.distill import reduce_layers
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -140,9 +142,9 @@ def profile(retriever, aliases: list[str]) -> dict:
 def main(args) -> dict:
     split = load_split()
     aliases = split.test["alias"].tolist()[:args.queries]
-    retrievers = {role: trained_retriever(role, split) for role in ("teacher", "student")}
+    retrievers = {role: load_dense(role, "cpu", int8=False).searcher for role in ("teacher", "student")}
     # The student as the scripts run it on a CPU by default (int8), against the float32 teacher.
-    timed = {**retrievers, "student_int8": trained_retriever("student", split, int8=True)}
+    timed = {**retrievers, "student_int8": load_dense("student", "cpu", int8=True).searcher}
     default_threads = torch.get_num_threads()
     figures = {"queries": len(aliases), "labels": len(split.labels), "default_threads": default_threads}
     for threads in dict.fromkeys((default_threads, 1)):

@@ -2,12 +2,13 @@
 
 Texts are encoded in chunks into a memory-mapped .npy and each chunk is added to the index as it
 arrives, so memory stays flat however many labels there are. Use it to move to an approximate
-or compressed index (README: "Index types, scale and CPU speed") without retraining.
+or compressed index (benchmarks/README.md, "Index types and scale") without retraining.
 
 Reads   data/processed/ (labels and aliases), models/trained/alias_label_{teacher,student}/
 Writes  faiss/{labels,aliases}{,_distilled}.index with sidecars (type, factory string, parameters),
         plus {...}.index.vectors.npy, the float32 vectors, when the index reranks from them;
-        the model's calibration.json, refitted, since the scores it was fitted on may have moved
+        the model's indexes.json (where they are) and calibration.json, refitted, since the scores it
+        was fitted on may have moved
 
 With --vectors-from teacher, a student distilled with --objective embedding-mse gets indexes of
 the teacher's cached vectors (data/cache/; re-encoded with the teacher when stale), searched with its
@@ -26,12 +27,10 @@ import logging
 import os
 from pathlib import Path
 
-from calibrate import add_calibration_args, check_target
-
-from alias_label.common import UserError, paths, read_json, run_main, save_run_args, setup_logging
-from alias_label.data import load_split
-from alias_label.distillation import teacher_embeddings
-from alias_label.index import (
+from alias_label.data.split import load_split
+from alias_label.errors import UserError, run_main
+from alias_label.index.bundle import model_folder, record_indexes, require_trained
+from alias_label.index.dense import (
     DenseIndex,
     add_index_args,
     build_index,
@@ -40,16 +39,14 @@ from alias_label.index import (
     spec_from_args,
     vectors_path,
 )
-from alias_label.modeling import STREAM_CHUNK_ROWS, embedding_dim, encode_to_file, load_model, pick_device
-from alias_label.retrieval import (
-    FIX_COMMANDS,
-    calibrate,
-    index_paths,
-    index_table_meta,
-    index_vectors,
-    model_dir_of,
-    trained_retriever,
-)
+from alias_label.index.stream import encode_to_file
+from alias_label.index.tables import index_paths, index_table_meta, index_vectors
+from alias_label.io import save_run_args, setup_logging
+from alias_label.models.encode import STREAM_CHUNK_ROWS
+from alias_label.models.load import embedding_dim, load_model, pick_device
+from alias_label.search.calibration import add_calibration_args, calibrate, check_target
+from alias_label.search.retriever import load_dense
+from alias_label.train.distill import teacher_embeddings
 
 NAME = "build_index"
 log = logging.getLogger(NAME)
@@ -58,8 +55,8 @@ KIND_OF = {"labels": "document", "aliases": "query"}
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="teacher", choices=["teacher", "student"],
-                        help="whose indexes to rebuild (default: teacher)")
+    parser.add_argument("--model", default="teacher",
+                        help="teacher, student, or a trained model folder whose indexes to rebuild (default: teacher)")
     add_index_args(parser)
     parser.add_argument("--vectors-from", default=None, choices=["teacher"],
                         help="index the teacher's cached vectors instead of encoding with --model: the teacher's "
@@ -68,7 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"texts encoded per chunk (default: {STREAM_CHUNK_ROWS})")
     parser.add_argument("--batch-size", type=int, default=128, help="texts per forward pass (default: 128)")
     parser.add_argument("--processed-dir", type=Path, default=None, help="the split (default: data/processed/)")
-    parser.add_argument("--index-dir", type=Path, default=None, help="where the indexes go (default: faiss/)")
+    parser.add_argument("--index-dir", type=Path, default=None,
+                        help="where the indexes go; the model folder's indexes.json records it (default: faiss/)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
     add_calibration_args(parser)
     args = parser.parse_args(argv)
@@ -92,15 +90,14 @@ def build_one(model, texts: list[str], kind: str, target: Path, args) -> DenseIn
     return index
 
 
-def teacher_vectors(split, model_dir, device: str) -> dict:
+def teacher_vectors(split, model_dir: Path, config: dict, device: str) -> dict:
     """The teacher's cached vectors, for the teacher or a student that learnt its space; re-encoded when stale."""
-    objective = read_json(model_dir / "training_config.json").get("objective")
-    if model_dir != paths().teacher and objective != "embedding-mse":
-        raise UserError(f"{model_dir} was distilled with --objective {objective}, so its queries do not live in the "
-                        "teacher's space. Distil with: python scripts/distill_model.py --objective embedding-mse")
-    teacher_dir = paths().teacher
-    if not (teacher_dir / "training_config.json").exists():
-        raise UserError(f"no trained teacher at {teacher_dir}. Train it with: {FIX_COMMANDS['teacher']}")
+    if config.get("role") == "student" and config.get("objective") != "embedding-mse":
+        raise UserError(f"{model_dir} was distilled with --objective {config.get('objective')}, so its queries do not "
+                        "live in the teacher's space. Distil with: python scripts/distill_model.py --objective "
+                        "embedding-mse")
+    teacher_dir = Path(config["teacher"]) if config.get("role") == "student" else model_dir
+    require_trained(teacher_dir)
     return teacher_embeddings(load_model(teacher_dir, device), teacher_dir, split)[0]
 
 
@@ -109,14 +106,14 @@ def main(args: argparse.Namespace) -> dict:
     save_run_args(NAME, args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     split = load_split(args.processed_dir)
-    model_dir = model_dir_of(args.model)
-    if not (model_dir / "training_config.json").exists():
-        raise UserError(f"no trained {args.model} at {model_dir}. Build it with: {FIX_COMMANDS[args.model]}")
-    cached = teacher_vectors(split, model_dir, pick_device(args.device)) if args.vectors_from == "teacher" else None
-    model = None if cached else load_model(model_dir, pick_device(args.device))
+    model_dir = model_folder(args.model)
+    config = require_trained(model_dir, "student" if args.model == "student" else "teacher")
+    role, device = config.get("role", "teacher"), pick_device(args.device)
+    cached = teacher_vectors(split, model_dir, config, device) if args.vectors_from == "teacher" else None
+    model = None if cached else load_model(model_dir, device)
     written = {}
-    for kind, target in index_paths(args.model, args.index_dir or paths().faiss).items():
-        meta = index_table_meta(split, kind, model_dir, args.model, args.label_keys)
+    for kind, target in index_paths(role, args.index_dir).items():
+        meta = index_table_meta(split, kind, model_dir, role, args.label_keys)
         if cached:
             vectors = index_vectors(cached, kind, args.label_keys)
             index = build_index(vectors, spec_from_args(args, *vectors.shape))
@@ -125,8 +122,9 @@ def main(args: argparse.Namespace) -> dict:
             index = build_one(model, meta["texts"], kind, target, args)
         save_index(index, target, meta)
         written[kind] = target
-    dense = trained_retriever(args.model, split, pick_device(args.device), args.index_dir)
-    calibrate(model_dir, args.model, split, dense, args.target_precision)
+    record_indexes(model_dir, written)
+    dense = load_dense(model_dir, device, int8=False)
+    calibrate(model_dir, role, split, dense.searcher, args.target_precision)
     return written
 
 

@@ -3,9 +3,9 @@
 The teacher and student scripts run this step themselves when they finish; run it again to
 pick another target precision, or after rebuilding an index.
 
-Reads   data/processed/ (the val split), models/trained/alias_label_{teacher,student}/ and its
-        FAISS indexes in faiss/.
-Writes  models/trained/alias_label_{teacher,student}/calibration.json: the fusion weight (best val
+Reads   data/processed/ (the val split), the model folder (models/trained/alias_label_{teacher,student}/
+        or --model) and the FAISS indexes its indexes.json names.
+Writes  <model folder>/calibration.json: the fusion weight (best val
         top-1 of weight * dense + (1 - weight) * TF-IDF) and, for dense and hybrid search, the score
         threshold and runner-up margin with the highest val coverage at the target precision.
 
@@ -20,32 +20,22 @@ import logging
 import os
 from pathlib import Path
 
-from alias_label.common import run_main, save_run_args, setup_logging
-from alias_label.data import load_split
-from alias_label.modeling import pick_device
-from alias_label.retrieval import calibrate, model_dir_of, trained_retriever
+from alias_label.data.split import load_split
+from alias_label.errors import run_main
+from alias_label.io import save_run_args, setup_logging
+from alias_label.search.calibration import add_calibration_args, calibrate, check_target
+from alias_label.search.retriever import check_split, load_dense
 
 NAME = "calibrate"
 log = logging.getLogger(NAME)
 
 
-def add_calibration_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target-precision", type=float, default=0.95,
-                        help="precision the abstain threshold must reach on validation (default: 0.95)")
-
-
-def check_target(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if not 0 < args.target_precision < 1:
-        parser.error(f"--target-precision {args.target_precision} must lie strictly between 0 and 1, e.g. 0.95")
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="teacher", choices=["teacher", "student"],
-                        help="which trained model to calibrate (default: teacher)")
+    parser.add_argument("--model", default="teacher",
+                        help="teacher, student, or a trained model folder to calibrate (default: teacher)")
     add_calibration_args(parser)
     parser.add_argument("--processed-dir", type=Path, default=None, help="the split (default: data/processed/)")
-    parser.add_argument("--index-dir", type=Path, default=None, help="the model's indexes (default: faiss/)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the model runs")
     args = parser.parse_args(argv)
     check_target(parser, args)
@@ -57,8 +47,10 @@ def main(args: argparse.Namespace) -> dict:
     save_run_args(NAME, args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     split = load_split(args.processed_dir)
-    dense = trained_retriever(args.model, split, pick_device(args.device), args.index_dir)
-    return calibrate(model_dir_of(args.model), args.model, split, dense, args.target_precision)
+    # int8 off: calibration is fitted on the float32 model's scores, which int8 lookups share.
+    dense = load_dense(args.model, args.device, int8=False)
+    check_split(dense, split.fingerprint)
+    return calibrate(dense.model_dir, dense.name, split, dense.searcher, args.target_precision)
 
 
 if __name__ == "__main__":

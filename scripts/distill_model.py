@@ -18,10 +18,11 @@ Writes  models/trained/alias_label_student/  model + training_config.json + metr
         logs/metrics/student.jsonl  per-epoch validation top-1 and teacher agreement
         models/trained/alias_label_student/calibration.json  hybrid weight and abstain threshold (val)
 
+Writes  also models/trained/alias_label_student/indexes.json (where its indexes are)
+
 Example:
     python scripts/distill_model.py --student-layers 2 --epochs 3
     python scripts/distill_model.py --objective cosine --hard-negatives 5   # the design's recipe
-    python scripts/distill_model.py --student-layers 2 --augment none --lr 1e-4   # the previous default
 """
 
 from __future__ import annotations
@@ -32,41 +33,28 @@ import os
 from pathlib import Path
 
 import numpy as np
-from calibrate import add_calibration_args, check_target
 
-from alias_label.augment import AUGMENTATIONS, augmentation_candidates
-from alias_label.common import (
-    UserError,
-    paths,
-    read_json,
-    run_main,
-    save_run_args,
-    setup_logging,
-    sha256_of,
-    timed,
-    write_json,
-)
-from alias_label.data import load_split
-from alias_label.distillation import (
+from alias_label.data.split import load_split
+from alias_label.errors import UserError, run_main
+from alias_label.index.bundle import fix_command, require_trained, write_indexes
+from alias_label.index.dense import add_index_args, build_index
+from alias_label.index.tables import build_label_index, encode_candidates, label_keys
+from alias_label.io import save_run_args, setup_logging, sha256_of, timed, write_json
+from alias_label.models.encode import encode
+from alias_label.models.load import embedding_dim, load_model, model_fingerprint, pick_device, precision_name
+from alias_label.paths import paths
+from alias_label.search.calibration import add_calibration_args, calibrate, check_target
+from alias_label.search.scoring import score_split
+from alias_label.search.searchers import Searcher
+from alias_label.train.augment import AUGMENTATIONS, augmentation_candidates
+from alias_label.train.distill import (
     distillation_pairs,
     generated_embeddings,
     reduce_layers,
     teacher_embeddings,
     with_projection,
 )
-from alias_label.index import add_index_args, build_index
-from alias_label.modeling import embedding_dim, encode, load_model, model_fingerprint, pick_device, precision_name
-from alias_label.retrieval import (
-    Retriever,
-    build_label_index,
-    calibrate,
-    encode_candidates,
-    label_keys,
-    split_metrics,
-    split_ranking,
-    write_indexes,
-)
-from alias_label.training import (
+from alias_label.train.trainer import (
     add_training_args,
     log_validation,
     make_trainer,
@@ -79,14 +67,11 @@ from alias_label.training import (
 
 NAME = "distill_model"
 log = logging.getLogger(NAME)
-TEACHER_COMMAND = "python scripts/train_alias_label.py"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # A 1e-3 learning rate and generated aliases: the student sweep in the README. Half the teacher's
-    # layers: the fewest that agree with its top-1 on 85% of test aliases (issue 3), and in int8 with
-    # the exact int8-prefiltered flat search still 3x its speed end to end (issue 6).
+    # The learning rate, the generated aliases and the depth come from the student sweeps (docs/student.md).
     add_training_args(parser, epochs=10, batch_size=64, lr=1e-3)
     parser.add_argument("--teacher", type=Path, default=None,
                         help="the trained teacher folder (default: models/trained/alias_label_teacher/)")
@@ -95,24 +80,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "teacher, e.g. intfloat/e5-base-v2")
     parser.add_argument("--student-layers", type=int, default=None,
                         help="transformer layers the layer-reduced teacher keeps, evenly spaced (default: half the "
-                             "teacher's, rounded up, as e5-base is half of e5-large: 3 of MiniLM's 6). 1 layer is "
-                             "twice as fast a query and agrees less with the teacher (README: \"The 3-layer default "
-                             "on this CPU\")")
-    # Defaults from the measured comparison in the README: on the same teacher and split, embedding
-    # MSE with the teacher's index vectors kept more of the teacher than the design's cosine recipe.
+                             "teacher's, rounded up, as e5-base is half of e5-large: 3 of MiniLM's 6); fewer layers "
+                             "answer faster and agree less with the teacher (docs/student.md)")
+    # Embedding MSE with the teacher's index vectors kept more of the teacher than the design's
+    # cosine recipe on the same teacher and split (docs/student.md).
     parser.add_argument("--objective", default="embedding-mse", choices=["cosine", "embedding-mse"],
                         help="embedding-mse: match the teacher's embeddings; cosine: match the teacher's cosine on "
                              "gold and hard-negative pairs, the design's recipe (default: embedding-mse)")
-    parser.add_argument("--index-vectors", default=None, choices=["student", "teacher"],
-                        help="teacher: the indexes keep the teacher's vectors and the student encodes only the "
-                             "queries, which needs --objective embedding-mse; student: the student encodes labels "
-                             "and aliases for its indexes (default: teacher for embedding-mse, student for cosine)")
     parser.add_argument("--augment", nargs="+", default=None, choices=[*AUGMENTATIONS, "none"],
                         metavar="KIND",
                         help="also imitate the teacher on the aliases generated from train-side labels, any of "
-                             f"{', '.join(AUGMENTATIONS)}, or none; embedding-mse only. On the default data all four "
-                             "add 41,256 texts, so an epoch takes about 2.2x as long (default: all four; with "
-                             "--objective cosine, none)")
+                             f"{', '.join(AUGMENTATIONS)}, or none; embedding-mse only. More texts make each epoch "
+                             "longer (default: all four; with --objective cosine, none)")
     parser.add_argument("--hard-negatives", type=int, default=5,
                         help="with --objective cosine, non-gold labels mined per train alias from the teacher's "
                              "similarity (default: 5)")
@@ -121,12 +100,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=None, help="teacher embedding cache (default: data/cache/)")
     parser.add_argument("--refresh-cache", action="store_true",
                         help="re-encode with the teacher even on a cache hit (labels, aliases, generated aliases)")
-    parser.add_argument("--seed", type=int, default=13, help="seed of shuffling and training (default: 13)")
     parser.add_argument("--output", type=Path, default=None,
                         help="where the student goes (default: models/trained/alias_label_student/)")
     parser.add_argument("--index-dir", type=Path, default=None, help="where the FAISS indexes go (default: faiss/)")
     add_calibration_args(parser)
     add_index_args(parser)
+    research = parser.add_argument_group("research options", "kept to rerun the comparisons in docs/student.md")
+    research.add_argument("--index-vectors", default=None, choices=["student", "teacher"],
+                          help="teacher: the indexes keep the teacher's vectors and the student encodes only the "
+                               "queries, which needs --objective embedding-mse; student: the student encodes labels "
+                               "and aliases for its indexes (default: teacher for embedding-mse, student for cosine)")
     args = parser.parse_args(argv)
     check_target(parser, args)
     if args.index_vectors is None:
@@ -155,13 +138,10 @@ def augment_kinds(parser, args) -> list[str]:
 
 
 def load_teacher(args, split, device: str):
-    config_path = args.teacher / "training_config.json"
-    if not config_path.exists():
-        raise UserError(f"no trained teacher at {args.teacher}. Train it with: {TEACHER_COMMAND}")
-    trained_on = read_json(config_path)["data_fingerprint"]
+    trained_on = require_trained(args.teacher, "teacher")["data_fingerprint"]
     if trained_on != split.fingerprint:
-        raise UserError(f"the teacher at {args.teacher} was trained on split {trained_on}, but data/processed/ holds "
-                        f"split {split.fingerprint}. Retrain it on this split with: {TEACHER_COMMAND}")
+        raise UserError(f"the teacher at {args.teacher} was trained on split {trained_on}, but the split here is "
+                        f"{split.fingerprint}. Retrain it on this split with: {fix_command(args.teacher, 'teacher')}")
     return load_model(args.teacher, device)
 
 
@@ -253,20 +233,25 @@ def student_validation(split, teacher_val_top1: np.ndarray, keys: str, teacher_e
         else:
             # Like the teacher's, per-epoch validation of a student with its own vectors skips the label keys.
             label_index = build_index(encode(model, split.labels["label"], kind="document"))
-        ranked = split_ranking(model, split, "val", label_index)
-        metrics = split_metrics(split, "val", ranked)
+        metrics, _, ranked = score_split(Searcher("student", label_index, None, model), split, "val")
         metrics["agreement"] = float(np.mean(ranked[:, 0] == teacher_val_top1))
         return metrics
 
     return evaluate
 
 
-def final_metrics(student, split, embeddings, student_embeddings, label_index, keys: str) -> dict:
-    metrics = {}
-    for name in ("val", "test"):
-        ranked = split_ranking(student, split, name, label_index, student_embeddings["aliases"])
-        metrics[name] = split_metrics(split, name, ranked)
-        metrics[name]["agreement"] = float(np.mean(ranked[:, 0] == teacher_top1(split, embeddings, name, keys)))
+def index_and_validate(student, split, embeddings: dict, args) -> dict:
+    """Write the student's indexes and calibration; its val metrics and agreement with the teacher.
+
+    With --index-vectors teacher the candidates keep the teacher's vectors and the student encodes
+    only queries. The test split is left to scripts/evaluate_student.py, the one scorer of test figures.
+    """
+    index_embeddings = embeddings if args.index_vectors == "teacher" else encode_candidates(student, split)
+    write_indexes(index_embeddings, split, args.output, "student", args.index_dir, args)
+    dense = Searcher("student", build_label_index(index_embeddings, split, args.label_keys), None, student)
+    calibrate(args.output, "student", split, dense, args.target_precision)
+    metrics, _, ranked = score_split(dense, split, "val")
+    metrics["agreement"] = float(np.mean(ranked[:, 0] == teacher_top1(split, embeddings, "val", args.label_keys)))
     return metrics
 
 
@@ -304,22 +289,10 @@ def main(args: argparse.Namespace) -> dict:
 
     save_model_atomically(student, args.output, training_record(
         "student", args, student, split, device, teacher=str(args.teacher), cache=cache_status, **identity))
-    with timed("index_and_evaluate", timings, log):
-        # With --index-vectors teacher the candidates keep the teacher's vectors; the student encodes queries.
-        if args.index_vectors == "teacher":
-            student_embeddings = {"aliases": encode(student, split.aliases["alias"], kind="query")}
-            index_embeddings = embeddings
-        else:
-            student_embeddings = index_embeddings = encode_candidates(student, split)
-        write_indexes(index_embeddings, split, args.output, "student", args.index_dir, args)
-        label_index = build_label_index(index_embeddings, split, args.label_keys)
-        calibrate(args.output, "student", split, Retriever("student", label_index, None, student),
-                  args.target_precision)
-        metrics = final_metrics(student, split, embeddings, student_embeddings, label_index, args.label_keys)
+    with timed("index_and_validate", timings, log):
+        metrics = {"val": index_and_validate(student, split, embeddings, args)}
     log_validation("student", trainer.state.epoch, trainer.state.global_step, metrics["val"])
-    for name, values in metrics.items():
-        log.info("student %s: top1=%.4f top5=%.4f top10=%.4f mrr=%.4f agreement=%.4f n=%d", name, values["top1"],
-                 values["top5"], values["top10"], values["mrr"], values["agreement"], values["n"])
+    log.info("student ready: score it on test with: python scripts/evaluate_student.py")
     write_json(args.output / "metrics.json", {**metrics, "timings_s": timings})
     return metrics
 

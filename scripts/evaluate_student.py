@@ -8,8 +8,8 @@ precision and coverage.
 On a CPU the student runs as the lookup script runs it, Linear layers in int8; ``--int8 none``
 evaluates it in float32.
 
-Reads   data/processed/ (the split), models/trained/alias_label_{teacher,student}/ with their
-        calibration.json, faiss/{labels,aliases}{,_distilled}.index
+Reads   data/processed/ (the split), models/trained/alias_label_{teacher,student}/ (or --teacher,
+        --student) with their calibration.json and the FAISS indexes their indexes.json names
 Writes  logs/metrics/evaluation.json (+ a timestamped copy), evaluation.md (the tables),
         accuracy_at_k.png, latency_vs_top1.png, errors.csv (per-query teacher/student top-3)
 
@@ -30,37 +30,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alias_label.common import (
-    UserError,
-    atomic_path,
-    paths,
-    read_json,
-    run_main,
-    save_run_args,
-    setup_logging,
-    write_json,
-)
-from alias_label.data import ALIAS_KINDS, alias_kind, load_split
-from alias_label.hybrid import abstain_quality
-from alias_label.metrics import DEPTH, recall_at_k, retrieval_metrics
-from alias_label.modeling import INT8_SCHEMES, default_activation_bits, load_model, pick_device
-from alias_label.report import markdown_tables, save_plots
-from alias_label.retrieval import (
-    dense_retriever,
-    hybrid_of,
-    index_paths,
-    int8_by_default,
-    keys_of,
-    lexical_retriever,
-    load_calibration,
-    model_dir_of,
-    trained_retriever,
-)
+from alias_label.data.kinds import ALIAS_KINDS, alias_kind
+from alias_label.data.split import load_split
+from alias_label.errors import run_main
+from alias_label.evaluate.report import markdown_tables, save_plots
+from alias_label.index.bundle import ROLES, index_files, model_folder, require_trained
+from alias_label.index.tables import Candidates
+from alias_label.io import atomic_path, save_run_args, setup_logging, write_json
+from alias_label.metrics import recall_at_k, retrieval_metrics
+from alias_label.models.load import load_model, pick_device
+from alias_label.models.quantize import INT8_SCHEMES, default_activation_bits, int8_by_default
+from alias_label.paths import paths
+from alias_label.search.abstain import abstain_quality
+from alias_label.search.retriever import Retriever, as_hybrid, check_split, load_dense
+from alias_label.search.scoring import score_split
+from alias_label.search.searchers import dense_searcher, keys_of, lexical_searcher
 
 NAME = "evaluate_student"
 log = logging.getLogger(NAME)
 SYSTEMS = ("teacher", "student", "hybrid", "student_hybrid", "base", "tfidf", "tfidf_translit")
 LEXICAL_KEYS = {"tfidf": "label", "tfidf_translit": "transliterated"}
+LEXICAL_NAMES = {keys: name for name, keys in LEXICAL_KEYS.items()}
 # Bands of the teacher's top-1 minus top-2 score: near-ties (< 0.01) are where a student's small
 # errors flip the top-1, so agreement is read per band.
 MARGIN_EDGES = (0.0, 0.01, 0.02, 0.05, 0.1, np.inf)
@@ -73,7 +63,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="systems to compare (default: all); agreement and retention need teacher and student")
     parser.add_argument("--split", default="test", choices=["val", "test"], help="held-out split (default: test)")
     parser.add_argument("--processed-dir", type=Path, default=None, help="the split (default: data/processed/)")
-    parser.add_argument("--index-dir", type=Path, default=None, help="trained models' indexes (default: faiss/)")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="the trained teacher folder (default: models/trained/alias_label_teacher/)")
+    parser.add_argument("--student", type=Path, default=None,
+                        help="the trained student folder (default: models/trained/alias_label_student/)")
     parser.add_argument("--output-dir", type=Path, default=None, help="where reports go (default: logs/metrics/)")
     parser.add_argument("--latency-queries", type=int, default=200,
                         help="single queries timed per system for p50/p95 (default: 200)")
@@ -95,6 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error("--int8 none runs every model in float32; name no model beside it")
         args.int8 = []
     args.output_dir = Path(args.output_dir or paths().metrics)
+    args.teacher, args.student = (Path(getattr(args, role) or model_folder(role)) for role in ROLES)
     return args
 
 
@@ -106,36 +100,34 @@ def build_retrievers(args, split, device: str) -> dict:
     """
     retrievers, dense, lexical = {}, {}, {}
 
-    def lexical_for(keys: str):
+    def lexical_for(keys: str) -> Retriever:
         if keys not in lexical:
-            lexical[keys] = lexical_retriever(split, keys)
+            candidates = Candidates.from_split(split, keys)
+            lexical[keys] = Retriever(LEXICAL_NAMES[keys], lexical_searcher(candidates), candidates, None)
         return lexical[keys]
 
     for name in args.systems:
         log.info("loading %s", name)
         role = HYBRID_OF.get(name, name)
-        if role in ("teacher", "student") and role not in dense:
-            dense[role] = trained_retriever(role, split, device, args.index_dir, int8=role in args.int8,
-                                             int8_scheme=args.int8_scheme)
+        if role in ROLES and role not in dense:
+            hybrid_too = any(HYBRID_OF.get(other) == role for other in args.systems)
+            dense[role] = load_dense(getattr(args, role), device, role in args.int8, args.int8_scheme, hybrid_too)
+            check_split(dense[role], split.fingerprint)
         if name in HYBRID_OF:
-            retrievers[name] = hybrid_of(dense[role], split, load_calibration(model_dir_of(role), role, split),
-                                         lexical_for(keys_of(dense[role])))
+            retrievers[name] = as_hybrid(dense[role], lexical_for(keys_of(dense[role].searcher)).searcher)
         elif name in dense:
             retrievers[name] = dense[name]
         elif name == "base":
-            retrievers[name] = dense_retriever("base", base_model(device), split)
+            retrievers[name] = Retriever("base", dense_searcher("base", base_model(args, device), split),
+                                         Candidates.from_split(split), None)
         else:
             retrievers[name] = lexical_for(LEXICAL_KEYS[name])
     return retrievers
 
 
-def base_model(device: str):
+def base_model(args, device: str):
     """The teacher's untrained starting point, with the prompts the teacher was trained with."""
-    config_path = paths().teacher / "training_config.json"
-    if not config_path.exists():
-        raise UserError(f"the base system is the teacher's base model, but there is no trained teacher at "
-                        f"{paths().teacher}. Train it with: python scripts/train_alias_label.py")
-    config = read_json(config_path)
+    config = require_trained(args.teacher)
     prompts = config.get("prompts", {})
     return load_model(config["base_model"], device, config.get("max_seq_length"), prompts.get("query", ""),
                       prompts.get("document", ""))
@@ -147,12 +139,12 @@ def label_to_alias_queries(split, pairs: pd.DataFrame) -> tuple[list[str], list[
     return grouped.index.tolist(), [set(split.alias_rows(aliases).tolist()) for aliases in grouped]
 
 
-def accuracy(retriever, split, pairs: pd.DataFrame, kinds: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+def accuracy(retriever, split, split_name: str, kinds: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
     """Metrics of one system, overall and per alias kind, plus its ranked label rows and scores per query."""
-    scores, ranked = retriever.labels_for(pairs["alias"], DEPTH)
+    metrics, scores, ranked = score_split(retriever, split, split_name)
+    pairs = split.pairs(split_name)
     gold = split.label_rows(pairs["label"])
-    metrics = retrieval_metrics(ranked, gold)
-    setting = getattr(retriever, "abstain", None)
+    setting = retriever.abstain
     if setting:
         # The threshold and margin were fitted on validation; here they meet unseen queries.
         metrics["abstain"] = {"threshold": setting["threshold"], "margin": setting["margin"],
@@ -194,9 +186,10 @@ def speed(retriever, queries: list[str], n_single: int) -> dict:
             "queries_per_s": len(queries) / batch_seconds}
 
 
-def index_sizes(args) -> dict:
-    return {role: {kind: path.stat().st_size for kind, path in index_paths(role, args.index_dir).items()
-                   if path.exists()} for role in ("teacher", "student")}
+def index_sizes(retrievers: dict) -> dict:
+    """Bytes on disk of each trained model's index files."""
+    return {role: {kind: path.stat().st_size for kind, path in index_files(retrievers[role].model_dir, role).items()
+                   if path.exists()} for role in ROLES if role in retrievers}
 
 
 def errors_table(split, pairs, kinds, ranked: dict) -> pd.DataFrame:
@@ -213,7 +206,8 @@ def errors_table(split, pairs, kinds, ranked: dict) -> pd.DataFrame:
     return table[~np.logical_and.reduce(correct)] if correct else table
 
 
-def assemble_report(split, split_name, pairs, kinds, systems: dict, ranked: dict, scores: dict, args) -> dict:
+def assemble_report(split, split_name, pairs, kinds, systems: dict, ranked: dict, scores: dict, args,
+                    index_bytes: dict) -> dict:
     both = "teacher" in ranked and "student" in ranked
     agreement = float(np.mean(ranked["teacher"][:, 0] == ranked["student"][:, 0])) if both else None
     by_margin = (agreement_by_margin(scores["teacher"], ranked["teacher"][:, 0], ranked["student"][:, 0]) if both
@@ -227,7 +221,7 @@ def assemble_report(split, split_name, pairs, kinds, systems: dict, ranked: dict
         "agreement": agreement, "agreement_by_teacher_margin": by_margin, "retention": retention,
         "student_teacher_latency_ratio": p50["student"] / p50["teacher"] if both else None,
         "kind_counts": {kind: int((kinds == kind).sum()) for kind in ALIAS_KINDS},
-        "index_bytes": index_sizes(args), "device": args.device, "int8": args.int8,
+        "index_bytes": index_bytes, "device": args.device, "int8": args.int8,
         "int8_scheme": args.int8_scheme if args.int8 else None,
         "int8_activation_bits": default_activation_bits() if args.int8 else None, "cpu_threads": os.cpu_count(),
         "systems": systems,
@@ -259,11 +253,11 @@ def main(args: argparse.Namespace) -> dict:
     retrievers = build_retrievers(args, split, pick_device(args.device))
     systems, ranked, scores = {}, {}, {}
     for name, retriever in retrievers.items():
-        systems[name], ranked[name], scores[name] = accuracy(retriever, split, pairs, kinds)
+        systems[name], ranked[name], scores[name] = accuracy(retriever, split, args.split, kinds)
         systems[name].update(speed(retriever, pairs["alias"].tolist(), args.latency_queries))
         log.info("%s: top1=%.4f top10=%.4f mrr=%.4f p50=%.1fms", name, systems[name]["top1"], systems[name]["top10"],
                  systems[name]["mrr"], systems[name]["p50_ms"])
-    report = assemble_report(split, args.split, pairs, kinds, systems, ranked, scores, args)
+    report = assemble_report(split, args.split, pairs, kinds, systems, ranked, scores, args, index_sizes(retrievers))
     write_outputs(report, errors_table(split, pairs, kinds, ranked), args.output_dir)
     return report
 

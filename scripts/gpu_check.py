@@ -22,17 +22,11 @@ import time
 
 import numpy as np
 
-from alias_label.common import paths, setup_logging, write_json
-from alias_label.modeling import (
-    autocast_dtype,
-    cpu_has_vnni,
-    default_activation_bits,
-    encode,
-    inference_precision,
-    load_model,
-    precision_name,
-    quantize_int8,
-)
+from alias_label.io import setup_logging, write_json
+from alias_label.models.encode import encode
+from alias_label.models.load import autocast_dtype, inference_precision, load_model, precision_name
+from alias_label.models.quantize import cpu_has_vnni, default_activation_bits, quantize_int8
+from alias_label.paths import paths
 
 NAME = "gpu_check"
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import argparse
 
-from alias_label.common import run_main, save_run_args, setup_logging
-from alias_label.data import add_data_args, ensure_split
+from alias_label.data.split import add_data_args, ensure_split
+from alias_label.errors import run_main
+from alias_label.io import save_run_args, setup_logging
 
 NAME = "prepare_data"
 

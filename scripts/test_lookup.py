@@ -5,8 +5,9 @@ an alias whose best match falls below the threshold and margin calibrated on val
 reported as "no confident match". On a CPU the student runs its Linear layers in int8 (--no-int8:
 float32); the teacher runs float32 unless given --int8.
 
-Reads   data/processed/ (the candidate tables), the chosen model in models/trained/ with its
-        calibration.json, and its FAISS indexes in faiss/.
+Reads   the chosen model folder in models/trained/ (or any folder given to --model) with its
+        calibration.json, and the FAISS indexes its indexes.json names (faiss/ by default), whose
+        sidecars hold the candidate tables.
 Writes  with --batch, a CSV of (query, rank, qid, label|alias, score, confident); else prints.
 
 Examples:
@@ -28,10 +29,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from alias_label.common import UserError, atomic_path, paths, run_main, setup_logging
-from alias_label.data import load_split, read_table
-from alias_label.modeling import INT8_SCHEMES, pick_device
-from alias_label.retrieval import lookup, trained_retriever
+from alias_label.data.table import add_encoding_arg, read_table
+from alias_label.errors import UserError, run_main
+from alias_label.io import atomic_path, setup_logging
+from alias_label.models.quantize import INT8_SCHEMES
+from alias_label.paths import paths
+from alias_label.search.retriever import MODES, load_retriever
 
 NAME = "test_lookup"
 log = logging.getLogger(NAME)
@@ -41,9 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("query", nargs="?", default=None, help="the alias (or, with --reverse, label) to look up")
     parser.add_argument("--reverse", action="store_true", help="label -> alias instead of alias -> label")
-    parser.add_argument("--model", default="teacher", choices=["teacher", "student"],
-                        help="which trained model and indexes to use (default: teacher)")
-    parser.add_argument("--mode", default="hybrid", choices=["hybrid", "dense"],
+    parser.add_argument("--model", default="teacher",
+                        help="teacher, student, or a trained model folder (default: teacher)")
+    parser.add_argument("--mode", default="hybrid", choices=MODES,
                         help="hybrid: the model fused with TF-IDF at the weight and exponent fitted on validation; "
                              "dense: the model's FAISS index alone (default: hybrid)")
     parser.add_argument("-k", type=int, default=5, help="matches per query (default: 5)")
@@ -52,18 +55,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "calibrated threshold and margin (which apply to alias -> label only)")
     parser.add_argument("--batch", type=Path, default=None, help="CSV/parquet of queries to look up in one go")
     parser.add_argument("--query-col", default="query", help="column of --batch holding the queries (default: query)")
+    add_encoding_arg(parser)
     parser.add_argument("--output", type=Path, default=None,
                         help="CSV written in batch mode (default: logs/lookup_results.csv)")
     parser.add_argument("--batch-size", type=int, default=256, help="queries encoded at a time in batch mode")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the model runs")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                         help="run the model's Linear layers in int8 (CPU only), or not (--no-int8); by default the "
-                             "student runs int8 on a CPU (about 1.5x as fast a query, the same test top-1; README, "
-                             "\"int8 on a CPU\") and the teacher float32")
+                             "student runs int8 on a CPU and the teacher float32 (docs/speed.md)")
     parser.add_argument("--int8-scheme", default="per-channel", choices=INT8_SCHEMES,
                         help="how int8 quantises: a weight scale per output channel (default), one per matrix "
                              "(per-tensor, torch's default), or per channel with each layer's feed-forward output "
-                             "left in float32 (closer to float32, 0.1-0.3 ms a layer slower)")
+                             "left in float32 (closer to float32, a little slower; docs/speed.md)")
     args = parser.parse_args(argv)
     if args.query is not None and not args.query.strip():
         parser.error("the query is empty; give an alias, e.g. \"UdeG\", or leave it out for a prompt")
@@ -82,7 +85,7 @@ def print_matches(matches: pd.DataFrame, column: str) -> None:
 
 
 def read_queries(args) -> list[str]:
-    table = read_table(args.batch)
+    table = read_table(args.batch, args.encoding)
     if args.query_col not in table.columns:
         raise UserError(f"{args.batch} has no column {args.query_col!r}; found {list(table.columns)}. "
                         "Name the right one with --query-col.")
@@ -90,10 +93,10 @@ def read_queries(args) -> list[str]:
     return queries[queries != ""].tolist()
 
 
-def run_batch(args, retriever, split) -> Path:
+def run_batch(args, retriever) -> Path:
     queries = read_queries(args)
     chunks = [queries[i:i + args.batch_size] for i in range(0, len(queries), args.batch_size)]
-    matches = pd.concat([lookup(retriever, split, chunk, args.k, args.reverse, args.min_score)
+    matches = pd.concat([retriever.lookup(chunk, args.k, args.reverse, args.min_score)
                          for chunk in tqdm(chunks, desc="lookup", unit="batch")], ignore_index=True)
     output = Path(args.output or paths().logs / "lookup_results.csv")
     with atomic_path(output) as tmp:
@@ -102,7 +105,7 @@ def run_batch(args, retriever, split) -> Path:
     return output
 
 
-def interactive(args, retriever, split, column: str) -> None:
+def interactive(args, retriever, column: str) -> None:
     print(f"{args.model} {args.mode}, {'label -> alias' if args.reverse else 'alias -> label'}; an empty line quits")
     while True:
         try:
@@ -111,21 +114,19 @@ def interactive(args, retriever, split, column: str) -> None:
             return
         if not query:
             return
-        print_matches(lookup(retriever, split, [query], args.k, args.reverse, args.min_score), column)
+        print_matches(retriever.lookup([query], args.k, args.reverse, args.min_score), column)
 
 
 def main(args: argparse.Namespace):
     setup_logging(NAME)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    split = load_split()
-    retriever = trained_retriever(args.model, split, pick_device(args.device), mode=args.mode, int8=args.int8,
-                                  int8_scheme=args.int8_scheme)
+    retriever = load_retriever(args.model, args.mode, args.device, args.int8, args.int8_scheme)
     column = "alias" if args.reverse else "label"
     if args.batch:
-        return run_batch(args, retriever, split)
+        return run_batch(args, retriever)
     if args.query is None:
-        return interactive(args, retriever, split, column)
-    matches = lookup(retriever, split, [args.query], args.k, args.reverse, args.min_score)
+        return interactive(args, retriever, column)
+    matches = retriever.lookup([args.query], args.k, args.reverse, args.min_score)
     print_matches(matches, column)
     return matches
 

@@ -6,9 +6,10 @@ Trains  MultipleNegativesRankingLoss on length-bucketed batches with no repeated
         own in-batch negative), bf16/fp16 autocast on GPU, seeded; checkpoints for --resume.
         Three rounds by default (--rounds): each later one continues from the model before it, with
         each pair's hardest non-gold label, mined by that model, as an extra negative (--hard-negatives).
-        Options, each measured in the README's ablation table: generated aliases (--augment), a
-        symmetric or cached loss (--loss), early stopping on val top-1.
-Writes  models/trained/alias_label_teacher/  model + training_config.json + metrics.json
+        Research options, each measured in docs/teacher.md: generated aliases (--augment), a
+        symmetric or cached loss (--loss); early stopping on val top-1.
+Writes  models/trained/alias_label_teacher/  model + training_config.json + metrics.json (validation)
+        + indexes.json (where its indexes are)
         models/trained/alias_label_teacher_round{1,2}/  the earlier rounds' models (reused by --resume)
         faiss/labels.index, faiss/aliases.index  (+ .json sidecars)
         data/cache/teacher_{label,alias}_embs.npy  (+ sidecars; the student reuses them)
@@ -28,25 +29,23 @@ from pathlib import Path
 
 import pandas as pd
 from accelerate import PartialState
-from calibrate import add_calibration_args, check_target
 
-from alias_label.augment import AUGMENTATIONS, augmented_pairs
-from alias_label.common import paths, read_json, run_main, save_run_args, setup_logging, timed, write_json
-from alias_label.data import add_data_args, ensure_split
-from alias_label.distillation import forbidden_rows, mine_hard_negatives
-from alias_label.index import add_index_args, build_index
-from alias_label.modeling import encode, load_model, model_fingerprint, pick_device, precision_name, resolve_model
-from alias_label.retrieval import (
-    Retriever,
-    build_label_index,
-    calibrate,
-    encode_candidates,
-    split_metrics,
-    split_ranking,
-    write_cache,
-    write_indexes,
-)
-from alias_label.training import (
+from alias_label.data.split import add_data_args, ensure_split
+from alias_label.errors import run_main
+from alias_label.index.bundle import write_indexes
+from alias_label.index.cache import write_cache
+from alias_label.index.dense import add_index_args, build_index
+from alias_label.index.tables import build_label_index, encode_candidates
+from alias_label.io import read_json, save_run_args, setup_logging, timed, write_json
+from alias_label.models.encode import encode
+from alias_label.models.load import load_model, model_fingerprint, pick_device, precision_name, resolve_model
+from alias_label.paths import paths
+from alias_label.search.calibration import add_calibration_args, calibrate, check_target
+from alias_label.search.scoring import score_split
+from alias_label.search.searchers import Searcher
+from alias_label.train.augment import AUGMENTATIONS, augmented_pairs
+from alias_label.train.mining import forbidden_rows, mine_hard_negatives
+from alias_label.train.trainer import (
     add_training_args,
     log_validation,
     make_trainer,
@@ -80,26 +79,28 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="text prepended to aliases, e.g. 'query: ' for e5 (default: the model's own)")
     parser.add_argument("--doc-prompt", default=None,
                         help="text prepended to labels, e.g. 'passage: ' for e5 (default: the model's own)")
-    parser.add_argument("--augment", nargs="*", default=[], choices=AUGMENTATIONS, metavar="KIND",
-                        help=f"generated aliases to add, any of {', '.join(AUGMENTATIONS)} (default: none)")
-    parser.add_argument("--augment-ratio", type=float, default=1.0,
-                        help="generated pairs per real train pair, split evenly across --augment kinds (default: 1)")
-    parser.add_argument("--loss", default="mnrl", choices=["mnrl", "symmetric", "cached"],
-                        help="mnrl: MultipleNegativesRankingLoss; symmetric: also label -> alias; cached: "
-                             "CachedMultipleNegativesRankingLoss, a large --batch-size in --mini-batch-size "
-                             "chunks of memory (default: mnrl)")
-    parser.add_argument("--mini-batch-size", type=int, default=32,
-                        help="texts per forward pass with --loss cached (default: 32)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="training rounds: the first fine-tunes the base model; each later one continues from "
                              "the model before it, with --hard-negatives mined by that model, as BLINK and SapBERT "
-                             "do (default: 3, the best on validation in the README's ablation)")
+                             "do (default: 3, the best on validation; docs/teacher.md)")
     parser.add_argument("--hard-negatives", type=int, default=None,
                         help="per train pair, the N non-gold labels ranked highest by the model a round starts "
                              "from, added as extra negatives in every round after the first; with --rounds 1, in "
                              "that round, mined by the base model (default: 1 with several rounds, else 0)")
     add_calibration_args(parser)
     add_index_args(parser)
+    research = parser.add_argument_group("research options", "measured no better than the defaults on validation "
+                                         "(docs/teacher.md); kept to rerun those comparisons")
+    research.add_argument("--augment", nargs="*", default=[], choices=AUGMENTATIONS, metavar="KIND",
+                          help=f"generated aliases to add, any of {', '.join(AUGMENTATIONS)} (default: none)")
+    research.add_argument("--augment-ratio", type=float, default=1.0,
+                          help="generated pairs per real train pair, split evenly across --augment kinds (default: 1)")
+    research.add_argument("--loss", default="mnrl", choices=["mnrl", "symmetric", "cached"],
+                          help="mnrl: MultipleNegativesRankingLoss; symmetric: also label -> alias; cached: "
+                               "CachedMultipleNegativesRankingLoss, a large --batch-size in --mini-batch-size "
+                               "chunks of memory (default: mnrl)")
+    research.add_argument("--mini-batch-size", type=int, default=32,
+                          help="texts per forward pass with --loss cached (default: 32)")
     args = parser.parse_args(argv)
     check_target(parser, args)
     if args.hard_negatives is None:
@@ -158,7 +159,7 @@ def validation_metrics(model, split, label_embs=None) -> dict:
     # compares epochs, and encoding the keys each epoch would cost a quarter more.
     if label_embs is None:
         label_embs = encode(model, split.labels["label"], kind="document")
-    return split_metrics(split, "val", split_ranking(model, split, "val", build_index(label_embs)))
+    return score_split(Searcher("teacher", build_index(label_embs), None, model), split, "val")[0]
 
 
 def validation_top1(split):
@@ -224,15 +225,17 @@ def train_round(number: int, model, split, args, device: str, state, timings: di
     return model, trainer.state
 
 
-def index_and_evaluate(model, split, args) -> dict:
-    """Encode every label and alias once: the indexes, the student's cache and the final scores all use it."""
+def index_and_validate(model, split, args) -> dict:
+    """Encode every label and alias once for the indexes and the student's cache; calibrate and validate.
+
+    The test split is left to scripts/evaluate_student.py, the one scorer of test figures.
+    """
     embeddings = encode_candidates(model, split)
     write_cache(embeddings, split, args.output, args.cache_dir)
     write_indexes(embeddings, split, args.output, "teacher", args.index_dir, args)
-    label_index = build_label_index(embeddings, split, args.label_keys)
-    calibrate(args.output, "teacher", split, Retriever("teacher", label_index, None, model), args.target_precision)
-    return {name: split_metrics(split, name, split_ranking(model, split, name, label_index, embeddings["aliases"]))
-            for name in ("val", "test")}
+    dense = Searcher("teacher", build_label_index(embeddings, split, args.label_keys), None, model)
+    calibrate(args.output, "teacher", split, dense, args.target_precision)
+    return score_split(dense, split, "val")[0]
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -262,13 +265,11 @@ def main(args: argparse.Namespace) -> dict:
                              base_model=model.alias_label_source,
                              base_model_fingerprint=model_fingerprint(resolve_model(args.base_model)))
     save_model_atomically(model, args.output, record)
-    with timed("index_and_evaluate", timings, log):
-        metrics = index_and_evaluate(model, split, args)
+    with timed("index_and_validate", timings, log):
+        metrics = {"val": index_and_validate(model, split, args)}
     log_validation("teacher", progress.epoch, progress.global_step, metrics["val"], {"round": args.rounds})
-    for name, values in metrics.items():
-        log.info("teacher %s: top1=%.4f top5=%.4f top10=%.4f mrr=%.4f n=%d", name, values["top1"], values["top5"],
-                 values["top10"], values["mrr"], values["n"])
     write_json(args.output / "metrics.json", {**metrics, "timings_s": timings})
+    log.info("teacher ready: score it on test with: python scripts/evaluate_student.py")
     return metrics
 
 

@@ -6,43 +6,19 @@ touches the repo's data/, models/, faiss/ or logs/.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
-
 
 def make_tiny_model(target: Path, hidden: int = 32, layers: int = 2, heads: int = 2, intermediate: int | None = None,
                     seed: int = 0) -> Path:
-    """A SentenceTransformer folder: random BERT of the given shape + mean pooling + the bundled tokenizer.
+    """A SentenceTransformer folder: random BERT of the given shape + mean pooling + the bundled tokenizer."""
+    from alias_label.models.random import random_sentence_model
 
-    Tiny by default; e5-large's shape is hidden=1024, layers=24, heads=16, intermediate=4096.
-    """
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Transformer
-    from sentence_transformers.sentence_transformer.modules import Pooling
-    from transformers import BertConfig, BertModel
-
-    from alias_label.modeling import bundled_model_path
-
-    torch.manual_seed(seed)
-    raw = target.parent / f"{target.name}_hf"
-    raw.mkdir(parents=True, exist_ok=True)
-    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=intermediate or 2 * hidden, max_position_embeddings=512)
-    BertModel(config).save_pretrained(raw)
-    for name in TOKENIZER_FILES:
-        shutil.copy(bundled_model_path() / name, raw / name)
-    transformer = Transformer(str(raw), max_seq_length=32)
-    model = SentenceTransformer(modules=[transformer, Pooling(hidden, "mean")], device="cpu")
-    model.save(str(target))
-    shutil.rmtree(raw)
-    return target
+    return random_sentence_model(target, hidden, layers, heads, intermediate, seed)
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +37,7 @@ def home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def swot_slice(tmp_path_factory) -> Path:
     """A few hundred real swot entities, written once as a parquet data file."""
-    from alias_label.data import build_swot_table
+    from alias_label.data.swot import build_swot_table
 
     table = build_swot_table()
     aliased = sorted(table.loc[table["alias"] != "", "qid"].unique())[:150]

@@ -5,18 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from distill_sweep import PERTURBERS, perturbed_labels, word_borrower
 
-from alias_label.augment import (
-    AUGMENTATIONS,
-    GENERATORS,
-    PERTURBERS,
-    augmentation_candidates,
-    augmented_pairs,
-    generic_words,
-    perturbed_labels,
-    word_borrower,
-)
-from alias_label.data import clean_table, make_split
+from alias_label.data.split import make_split
+from alias_label.data.table import clean_table
+from alias_label.train.augment import AUGMENTATIONS, GENERATORS, augmentation_candidates, augmented_pairs, generic_words
 
 GENERIC = {"university", "college", "institute", "school"}
 

@@ -15,9 +15,9 @@ import pytest
 import query_latency
 import torch
 
-from alias_label.common import read_json
-from alias_label.data import load_split
-from alias_label.retrieval import trained_retriever
+from alias_label.data.split import load_split
+from alias_label.io import read_json
+from alias_label.search.retriever import load_dense
 
 GPU_KEYS = {"device", "encode_sentences_per_min", "baseline_encode_sentences_per_min", "train_pairs_per_s",
             "baseline_train_pairs_per_s"}
@@ -77,9 +77,10 @@ def test_int8_schemes_reports_quality_and_speed_of_each(in_pipeline_home, tmp_pa
     for part in ("val", "test"):
         assert quality["teacher_float32"][f"{part}_agreement_with_teacher_float32"] == 1.0
         assert quality["student_float32"][f"{part}_agreement_with_own_float32"] == 1.0
-        # Issue 3's agreement: the float32 student's top-1 against the float32 teacher's, as retrieved here.
+        # The agreement: the float32 student's top-1 against the float32 teacher's, as retrieved here.
         aliases = getattr(split, part)["alias"]
-        top1 = {role: trained_retriever(role, split).labels_for(aliases, 1)[1][:, 0] for role in ("teacher", "student")}
+        top1 = {role: load_dense(role, "cpu", int8=False).labels_for(aliases, 1)[1][:, 0]
+                for role in ("teacher", "student")}
         assert quality["student_float32"][f"{part}_agreement_with_teacher_float32"] == pytest.approx(
             float(np.mean(top1["student"] == top1["teacher"])))
     assert all(0 <= value <= 1 for row in quality.values() for value in row.values())

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import calibrate as calibrate_cli
 import numpy as np
 import pytest
 import test_lookup as lookup_cli
 
-from alias_label.common import REPO_ROOT, UserError, read_json, write_json
-from alias_label.data import load_split
-from alias_label.hybrid import EXPONENT_GRID, WEIGHT_GRID, confident, fuse
-from alias_label.modeling import model_fingerprint
-from alias_label.retrieval import keys_of, label_keys, lexical_retriever, trained_retriever
+from alias_label.data.split import load_split
+from alias_label.errors import UserError
+from alias_label.index.tables import Candidates, label_keys
+from alias_label.io import read_json, write_json
+from alias_label.models.load import model_fingerprint
+from alias_label.search.abstain import confident
+from alias_label.search.hybrid import EXPONENT_GRID, WEIGHT_GRID, fuse
+from alias_label.search.retriever import load_retriever
+from alias_label.search.searchers import keys_of, lexical_searcher
 
 
 @pytest.mark.parametrize("role", ["teacher", "student"])
@@ -33,13 +34,13 @@ def test_training_saves_a_calibration_that_matches_its_model(in_pipeline_home, r
 
 def test_hybrid_retriever_fuses_dense_and_tfidf_at_the_calibrated_weight(in_pipeline_home):
     split = load_split()
-    hybrid = trained_retriever("teacher", split, mode="hybrid")
-    dense = trained_retriever("teacher", split)
+    hybrid = load_retriever("teacher", mode="hybrid")
+    dense = load_retriever("teacher", mode="dense")
     fusion = read_json(in_pipeline_home / "models/trained/alias_label_teacher/calibration.json")["fusion"]
     queries = split.test["alias"].tolist()
     # Both sides index the labels under their transliterated keys too, as the teacher's index records.
-    lexical = lexical_retriever(split, "transliterated")
-    assert keys_of(dense) == "transliterated" and keys_of(lexical) == "transliterated"
+    lexical = lexical_searcher(Candidates.from_split(split, "transliterated"))
+    assert keys_of(dense.searcher) == "transliterated" and keys_of(lexical) == "transliterated"
     expected = fuse(dense.labels_for(queries, 100), lexical.labels_for(queries, 100), fusion["weight"], 5,
                     fusion["exponent"])
     scores, ids = hybrid.labels_for(queries, 5)
@@ -51,7 +52,8 @@ def test_hybrid_retriever_fuses_dense_and_tfidf_at_the_calibrated_weight(in_pipe
 def test_keyed_tfidf_finds_a_label_by_its_transliteration(in_pipeline_home):
     split = load_split()
     keys = label_keys(split)
-    plain, keyed = lexical_retriever(split), lexical_retriever(split, "transliterated")
+    plain = lexical_searcher(Candidates.from_split(split, "label"))
+    keyed = lexical_searcher(Candidates.from_split(split, "transliterated"))
     assert keys_of(plain) == "label"
     scores, rows = keyed.labels_for(keys["text"], 3)
     # Each key finds its own label first, at an exact match, and no label twice.
@@ -65,7 +67,7 @@ def test_lookup_flags_matches_below_the_calibrated_setting(in_pipeline_home):
     split = load_split()
     queries = split.test["alias"].tolist()
     for mode in ("dense", "hybrid"):
-        retriever = trained_retriever("teacher", split, mode=mode)
+        retriever = load_retriever("teacher", mode=mode)
         scores, _ = retriever.labels_for(queries, 2)
         matches = lookup_cli.main(lookup_cli.parse_args([queries[0], "--mode", mode, "-k", "1"]))
         assert matches["confident"].iloc[0] == confident(scores[:1], retriever.abstain)[0]
@@ -81,17 +83,18 @@ def test_missing_or_stale_calibration_names_the_fix(home, pipeline_home):
     saved = read_json(calibration_path)
     write_json(calibration_path, {**saved, "model_fingerprint": "another"})
     with pytest.raises(UserError, match="fitted for another model.*python scripts/calibrate.py --model teacher"):
-        trained_retriever("teacher", load_split(), mode="hybrid")
-    assert trained_retriever("teacher", load_split()).abstain is None  # dense search ignores a stale one
+        load_retriever("teacher", mode="hybrid")
+    assert load_retriever("teacher", mode="dense").abstain is None  # dense search ignores a stale one
     calibration_path.unlink()
-    with pytest.raises(UserError, match="no calibration.json.*python scripts/calibrate.py --model teacher"):
-        trained_retriever("teacher", load_split(), mode="hybrid")
+    with pytest.raises(UserError, match="has no calibration.json.*python scripts/calibrate.py --model teacher"):
+        load_retriever("teacher", mode="hybrid")
     refitted = calibrate_cli.main(calibrate_cli.parse_args(["--model", "teacher", "--target-precision", "0.8"]))
     assert read_json(calibration_path) == refitted and refitted["abstain"]["hybrid"]["target_precision"] == 0.8
     assert refitted["fusion"] == saved["fusion"]
 
 
-def test_calibrate_rejects_an_impossible_target():
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/calibrate.py"), "--target-precision", "1.5"],
-                            capture_output=True, text=True)
-    assert result.returncode == 2 and "must lie strictly between 0 and 1" in result.stderr
+def test_calibrate_rejects_an_impossible_target(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        calibrate_cli.parse_args(["--target-precision", "1.5"])
+    assert exit_info.value.code == 2 and "must lie strictly between 0 and 1" in capsys.readouterr().err
+

@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 from conftest import write_csv
 
-from alias_label.common import UserError
-from alias_label.data import build_swot_table, clean_table, ensure_split, load_split, load_table, make_split
+from alias_label.data.split import ensure_split, load_split, make_split
+from alias_label.data.swot import build_swot_table
+from alias_label.data.table import clean_table, load_table
+from alias_label.errors import UserError, run_main
 
 ROWS = [
     {"qid": "q1", "label": "Universidad de Guadalajara", "alias": "UdeG"},
@@ -21,8 +23,8 @@ ROWS = [
 
 
 def data_args(path, **overrides) -> argparse.Namespace:
-    values = dict(data=path, qid_col="qid", label_col="label", alias_col="alias", seed=13, val_frac=0.2,
-                  test_frac=0.2, limit=None, processed_dir=None, max_alias_entities=5)
+    values = dict(data=path, qid_col="qid", label_col="label", alias_col="alias", split_seed=13, val_frac=0.2,
+                  test_frac=0.2, limit=None, processed_dir=None, max_alias_entities=5, encoding="utf-8")
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -30,6 +32,23 @@ def data_args(path, **overrides) -> argparse.Namespace:
 def test_missing_file_names_path_and_fix(tmp_path):
     with pytest.raises(UserError, match="data file not found: .*nope.csv"):
         load_table(tmp_path / "nope.csv")
+
+
+def test_a_latin1_csv_names_the_file_and_the_fix(home, tmp_path, caplog):
+    import prepare_data
+
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("qid,label,alias\nq1,Université de Genève,UNIGE\nq2,Zürich Hochschule,ZH\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin1.csv is not valid utf-8 text.*Re-save it as UTF-8.*--encoding latin-1"):
+        load_table(path)
+    table, _ = load_table(path, encoding="latin-1")
+    assert table["label"].tolist() == ["Université de Genève", "Zürich Hochschule"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(prepare_data.main, prepare_data.parse_args(["--data", str(path)]))
+    assert exit_info.value.code == 2 and "latin1.csv is not valid utf-8 text" in caplog.text
+    assert not (home / "data/processed/split.json").exists()
+    with pytest.raises(UserError, match="--encoding 'no-such-codec' is not a text encoding"):
+        load_table(path, encoding="no-such-codec")
 
 
 def test_missing_columns_lists_found_and_expected(tmp_path):
@@ -158,7 +177,7 @@ def test_ensure_split_writes_and_reuses(home, swot_slice):
     assert (home / "data/processed/train.parquet").stat().st_mtime_ns == stamp
     loaded = load_split()
     assert loaded.meta["pairs"] == split.meta["pairs"] and len(loaded.labels) == len(split.labels)
-    assert ensure_split(data_args(swot_slice, seed=99)).fingerprint != split.fingerprint
+    assert ensure_split(data_args(swot_slice, split_seed=99)).fingerprint != split.fingerprint
 
 
 def test_load_split_without_one_says_how_to_build(home):

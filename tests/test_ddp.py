@@ -11,9 +11,10 @@ import sys
 import numpy as np
 from conftest import TEACHER_SMOKE
 
-from alias_label.common import REPO_ROOT, read_json
-from alias_label.data import load_split
-from alias_label.retrieval import trained_retriever
+from alias_label.data.split import load_split
+from alias_label.io import read_json
+from alias_label.paths import REPO_ROOT
+from alias_label.search.retriever import load_dense
 
 
 def free_port() -> int:
@@ -40,7 +41,7 @@ def test_accelerate_launch_two_cpu_processes(home, tiny_model, swot_slice):
     epochs = [json.loads(line)["epoch"] for line in (home / "logs/metrics/teacher.jsonl").read_text().splitlines()]
     assert epochs == sorted(set(epochs)) and len(epochs) == 8
     split = load_split()
-    scores, ids = trained_retriever("teacher", split).labels_for(split.train["alias"], 5)
+    scores, ids = load_dense("teacher", "cpu", int8=False).searcher.labels_for(split.train["alias"], 5)
     assert ids.shape == (len(split.train), 5) and np.all(np.diff(scores, axis=1) <= 1e-6)
     gold = split.label_rows(split.train["label"])
     assert np.mean(ids[:, 0] == gold) > 0.5  # trained on these pairs, so most come back first

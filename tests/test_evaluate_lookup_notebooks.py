@@ -13,11 +13,15 @@ import test_lookup as lookup_cli
 import torch
 
 from alias_label import modeling
-from alias_label.common import REPO_ROOT, UserError, read_json
-from alias_label.data import alias_kind, load_split
-from alias_label.lexical import TfidfIndex
-from alias_label.modeling import INT8_SCHEMES, FullRangeDynamicLinear, cpu_has_vnni, encode, quantize_int8
-from alias_label.retrieval import trained_retriever
+from alias_label.data.kinds import alias_kind
+from alias_label.data.split import load_split
+from alias_label.errors import UserError
+from alias_label.io import read_json
+from alias_label.models.encode import encode
+from alias_label.models.quantize import INT8_SCHEMES, FullRangeDynamicLinear, cpu_has_vnni, quantize_int8
+from alias_label.paths import REPO_ROOT
+from alias_label.search.lexical import TfidfIndex
+from alias_label.search.retriever import load_dense
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +142,8 @@ def test_lookup_forward_reverse_and_min_score(in_pipeline_home, capsys):
 
 def test_int8_student_runs_int8_linears_and_ranks_like_float32(in_pipeline_home):
     split = load_split()
-    float32 = trained_retriever("student", split)
-    int8 = trained_retriever("student", split, int8=True)
+    float32 = load_dense("student", "cpu", int8=False).searcher
+    int8 = load_dense("student", "cpu", int8=True).searcher
     linears = [m for m in int8.model.modules() if isinstance(m, torch.nn.Linear)]
     assert not linears and is_int8(int8.model)
     assert any(isinstance(m, torch.nn.Linear) for m in float32.model.modules())  # the float32 model is untouched
@@ -151,14 +155,14 @@ def test_int8_student_runs_int8_linears_and_ranks_like_float32(in_pipeline_home)
 
 
 def test_int8_is_refused_on_a_gpu_with_the_fix(in_pipeline_home, monkeypatch):
-    model = trained_retriever("student", load_split()).model
+    model = load_dense("student", "cpu", int8=False).searcher.model
     monkeypatch.setattr(type(model), "device", property(lambda self: torch.device("cuda", 0)))
     with pytest.raises(UserError, match="int8 runs on a CPU only .* drop --int8, or pass --device cpu"):
         quantize_int8(model)
 
 
 def test_int8_schemes_quantise_as_named(in_pipeline_home):
-    model = trained_retriever("student", load_split()).model
+    model = load_dense("student", "cpu", int8=False).searcher.model
 
     def layer0(quantized, part: str):
         return dict(quantized.named_modules())[f"0.model.encoder.layer.0.{part}"]
@@ -180,7 +184,7 @@ def test_int8_schemes_quantise_as_named(in_pipeline_home):
 
 
 def test_int8_activations_take_8_bits_where_the_cpu_has_vnni(in_pipeline_home, monkeypatch):
-    model = trained_retriever("student", load_split()).model
+    model = load_dense("student", "cpu", int8=False).searcher.model
     aliases = load_split().test["alias"].tolist()
     reference = encode(model, aliases)
 
@@ -215,10 +219,10 @@ def is_int8(model) -> bool:
 
 
 def test_the_student_runs_int8_on_a_cpu_by_default(in_pipeline_home):
-    split = load_split()
-    assert is_int8(trained_retriever("student", split, int8=None).model)
-    assert not is_int8(trained_retriever("teacher", split, int8=None).model)
-    assert not is_int8(trained_retriever("student", split).model)  # artifacts are made by the float32 model
+    assert is_int8(load_dense("student", "cpu").searcher.model)
+    assert not is_int8(load_dense("teacher", "cpu").searcher.model)
+    # Artifacts (indexes, calibration) are made by the float32 model.
+    assert not is_int8(load_dense("student", "cpu", int8=False).searcher.model)
     assert lookup_cli.parse_args(["x"]).int8 is None and lookup_cli.parse_args(["x", "--no-int8"]).int8 is False
     assert evaluate_student.parse_args([]).int8 == ["student"]
     assert evaluate_student.parse_args(["--systems", "student_hybrid"]).int8 == ["student"]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from alias_label.fast_encode import (
+from alias_label.models.encode import encode
+from alias_label.models.fast_encode import (
     TokenisedChunks,
     default_workers,
     fast_encode,
@@ -14,7 +15,7 @@ from alias_label.fast_encode import (
     inference_dtype,
     token_budget_batches,
 )
-from alias_label.modeling import encode, load_model
+from alias_label.models.load import load_model
 
 
 def test_dtype_and_workers_per_device(monkeypatch):

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from alias_label.common import read_json
-from alias_label.data import load_split
-from alias_label.index import build_index
-from alias_label.modeling import encode, inference_precision, load_model, precision_name
+from alias_label.data.split import load_split
+from alias_label.index.dense import build_index
+from alias_label.io import read_json
+from alias_label.models.encode import encode
+from alias_label.models.load import inference_precision, load_model, precision_name
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -8,8 +8,8 @@ import gpu_check
 import pytest
 import torch
 
-from alias_label.common import read_json
-from alias_label.modeling import cpu_has_vnni
+from alias_label.io import read_json
+from alias_label.models.quantize import cpu_has_vnni
 
 FAST = ["--matmul-size", "64", "--encode-sentences", "16"]
 

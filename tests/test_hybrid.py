@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alias_label.hybrid import abstain_quality, confident, fit_abstain, fit_fusion_weight, fuse, margins
+from alias_label.search.abstain import abstain_quality, confident, fit_abstain, margins
+from alias_label.search.hybrid import fit_fusion_weight, fuse
 
 
 def ranked(scores, ids):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,16 +11,12 @@ import pytest
 import torch
 from conftest import unit_rows
 
-from alias_label.common import UserError, atomic_path, read_json
-from alias_label.index import KeyedIndex, build_index, load_embeddings, load_index, save_embeddings, save_index
-from alias_label.modeling import (
-    autocast_dtype,
-    bundled_model_path,
-    encode,
-    load_model,
-    model_fingerprint,
-    resolve_model,
-)
+from alias_label.errors import UserError
+from alias_label.index.cache import load_embeddings, save_embeddings
+from alias_label.index.dense import KeyedIndex, build_index, load_index, save_index
+from alias_label.io import atomic_path, read_json
+from alias_label.models.encode import encode
+from alias_label.models.load import autocast_dtype, bundled_model_path, load_model, model_fingerprint, resolve_model
 
 
 def test_index_round_trip_and_exact_search(tmp_path):
@@ -52,7 +49,7 @@ def test_keyed_index_returns_each_entry_once_at_its_best_key():
 def test_label_keys_are_transliterations_that_differ():
     from types import SimpleNamespace
 
-    from alias_label.retrieval import label_keys
+    from alias_label.index.tables import label_keys
 
     split = SimpleNamespace(labels=pd.DataFrame({"label": ["Université Laval", "MIT", "Московский университет",
                                                           "Oxford  University", "東京大学"]}))
@@ -69,6 +66,20 @@ def test_index_for_another_split_names_the_fix(tmp_path):
         load_index(tmp_path / "x.index", "python fix.py", "new")
     with pytest.raises(UserError, match="index not found.*python fix.py"):
         load_index(tmp_path / "missing.index", "python fix.py")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "sidecar"])
+def test_a_damaged_index_names_the_file_and_the_fix(tmp_path, damage):
+    target = tmp_path / "x.index"
+    save_index(build_index(unit_rows(40)), target, {"rows": 40, "texts": [str(i) for i in range(40)]})
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[:100])
+    elif damage == "garbage":
+        target.write_bytes(b"not a faiss index at all")
+    else:
+        Path(f"{target}.json").write_text('{"rows": 40, "dim"')
+    with pytest.raises(UserError, match=r"x.index(.json)? is damaged.*Rebuild (it|the index) with: python fix.py"):
+        load_index(target, "python fix.py")
 
 
 def test_sidecar_must_match_rows(tmp_path):

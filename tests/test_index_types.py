@@ -11,11 +11,15 @@ import pytest
 from conftest import unit_rows
 
 from alias_label import index as index_module
-from alias_label.common import UserError, read_json
-from alias_label.data import load_split
-from alias_label.index import DenseIndex, IndexSpec, build_index, load_index, save_index, vectors_path
-from alias_label.modeling import encode, encode_to_file, load_model
-from alias_label.retrieval import keys_of, trained_retriever
+from alias_label.data.split import load_split
+from alias_label.errors import UserError
+from alias_label.index.dense import DenseIndex, IndexSpec, build_index, load_index, save_index, vectors_path
+from alias_label.index.stream import encode_to_file
+from alias_label.io import read_json
+from alias_label.models.encode import encode
+from alias_label.models.load import load_model
+from alias_label.search.retriever import load_dense, load_retriever
+from alias_label.search.searchers import keys_of
 
 COMBINATIONS = [("flat", "none"), ("flat", "int8"), ("flat", "int4"), ("flat", "binary"), ("hnsw", "none"),
                 ("hnsw", "int8"), ("ivf", "none"), ("ivf", "int4"), ("ivf", "binary"), ("ivfpq", "none")]
@@ -146,7 +150,7 @@ def test_build_index_script_switches_type_and_everything_still_searches(home, pi
     meta = read_json(home / "faiss/labels.index.json")
     assert meta["index_type"] == "hnsw" and meta["factory"] == "HNSW32,SQ8" and meta["vectors_file"]
     split = load_split()
-    dense = trained_retriever("teacher", split)
+    dense = load_dense("teacher", "cpu", int8=False).searcher
     assert dense.label_index.index.spec.kind == "hnsw"  # inside the label keys' KeyedIndex
     _, ids = dense.labels_for(split.test["alias"], 3)
     assert ids.shape == (len(split.test), 3)
@@ -164,8 +168,8 @@ def test_label_keys_off_indexes_the_labels_texts_alone(home, pipeline_home):
     meta = read_json(home / "faiss/labels.index.json")
     assert meta["rows"] == len(split.labels) and meta["texts"] == split.labels["label"].tolist()
     assert "label_rows" not in meta and "label_keys" not in meta
-    dense = trained_retriever("teacher", split)
-    hybrid = trained_retriever("teacher", split, mode="hybrid")
+    dense = load_dense("teacher", "cpu", int8=False).searcher
+    hybrid = load_retriever("teacher", "hybrid", int8=False)
     # The hybrid's TF-IDF follows the dense index: no keys on either side.
     assert keys_of(dense) == "label" and keys_of(hybrid.lexical) == "label"
     assert isinstance(dense.label_index, DenseIndex)

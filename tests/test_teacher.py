@@ -9,11 +9,13 @@ import pytest
 import torch
 import train_alias_label
 
-from alias_label.common import read_json
-from alias_label.data import load_split
-from alias_label.index import load_index
-from alias_label.modeling import encode, load_model, model_fingerprint, precision_name
-from alias_label.retrieval import label_keys, load_indexes
+from alias_label.data.split import load_split
+from alias_label.index.bundle import load_bundle_indexes
+from alias_label.index.dense import load_index
+from alias_label.index.tables import label_keys
+from alias_label.io import read_json
+from alias_label.models.encode import encode
+from alias_label.models.load import load_model, model_fingerprint, precision_name
 
 
 def test_teacher_writes_model_indexes_caches_and_logs(pipeline_home):
@@ -26,9 +28,12 @@ def test_teacher_writes_model_indexes_caches_and_logs(pipeline_home):
     split = load_split(home / "data/processed")
     assert config["data_fingerprint"] == split.fingerprint
     assert config["precision"] == precision_name(config["device"])
-    assert metrics["test"]["n"] == len(split.test) and metrics["val"]["n"] == len(split.val)
+    # Test figures come from the evaluator alone; training reports validation.
+    assert "test" not in metrics and metrics["val"]["n"] == len(split.val)
     assert set(metrics["timings_s"]) == {"data", *(f"{phase}_round{r}" for r in (1, 2, 3)
-                                                   for phase in ("training_data", "train")), "index_and_evaluate"}
+                                                   for phase in ("training_data", "train")), "index_and_validate"}
+    assert read_json(model_dir / "indexes.json") == {"labels": "../../../faiss/labels.index",
+                                                     "aliases": "../../../faiss/aliases.index"}
     # Each round validates all 4 of its epochs: an earlier round's last when the next starts, the last
     # round's with the final index.
     epochs = [json.loads(line) for line in (home / "logs/metrics/teacher.jsonl").read_text().splitlines()]
@@ -63,7 +68,7 @@ def test_training_alias_retrieves_its_own_label(in_pipeline_home):
     home = in_pipeline_home
     split = load_split(home / "data/processed")
     model = load_model(home / "models/trained/alias_label_teacher", "cpu")
-    index = load_indexes("teacher", split)["labels"][0]
+    index = load_bundle_indexes(home / "models/trained/alias_label_teacher", "teacher")[0]
     pairs = split.train
     _, ids = index.search(encode(model, pairs["alias"]), 1)
     predicted = split.labels["label"].to_numpy()[ids[:, 0]]
@@ -105,7 +110,7 @@ def test_resume_refuses_checkpoints_of_another_split(home, tiny_model, swot_slic
             "--save-steps", "2"]
     train_alias_label.main(train_alias_label.parse_args([*base, "--stop-after-steps", "2"]))
     with pytest.raises(Exception, match="rerun without --resume"):
-        train_alias_label.main(train_alias_label.parse_args([*base, "--seed", "5", "--resume"]))
+        train_alias_label.main(train_alias_label.parse_args([*base, "--split-seed", "5", "--resume"]))
 
 
 def test_augmented_second_round_with_symmetric_loss_and_early_stopping(home, pipeline_home, swot_slice, caplog):
@@ -116,7 +121,7 @@ def test_augmented_second_round_with_symmetric_loss_and_early_stopping(home, pip
             "transliterate", "--augment-ratio", "0.5", "--rounds", "1", "--hard-negatives", "2", "--loss", "symmetric",
             "--early-stopping-patience", "1"]
     metrics = train_alias_label.main(train_alias_label.parse_args(argv))
-    assert metrics["test"]["n"] > 0
+    assert metrics["val"]["n"] == len(load_split().val)
     assert "augmentation:" in caplog.text and "'acronym'" in caplog.text
     record = read_json(home / "models/trained/alias_label_teacher/training_config.json")
     assert record["args"]["augment"] == ["acronym", "transliterate"] and record["args"]["hard_negatives"] == 2
@@ -150,7 +155,7 @@ def test_loss_choice(tiny_model, loss, device, expected):
 
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_one_forward_loss_equals_the_per_column_loss(tiny_model, symmetric):
-    from alias_label.training import ranking_loss
+    from alias_label.train.trainer import ranking_loss
 
     model = load_model(tiny_model, "cpu").eval()  # no dropout: both paths see the same network
     aliases, labels = ["MIT", "UdeG", "Batman Üniversitesi"], ["Massachusetts Institute of Technology",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from alias_label.training import LengthBucketBatchSampler, UniqueLengthBucketBatchSampler
+from alias_label.train.trainer import LengthBucketBatchSampler, UniqueLengthBucketBatchSampler
 
 
 @pytest.fixture()
@@ -57,7 +57,7 @@ def test_repeated_texts_wait_for_the_next_window_instead_of_making_small_batches
 
 
 def test_token_lengths_order_scripts_as_the_model_sees_them(tiny_model):
-    from alias_label.modeling import load_model
+    from alias_label.models.load import load_model
 
     model = load_model(tiny_model, "cpu")
     texts = ["北京大学清华大学", "University of Tokyo", "MIT"]  # 8 CJK characters are 8+ tokens
@@ -79,7 +79,7 @@ def test_early_stopping_stops_and_restores_the_best_epoch(home):
 
     import torch
 
-    from alias_label.training import validation_callback
+    from alias_label.train.trainer import validation_callback
 
     model = torch.nn.Linear(2, 1)
     scores = iter([0.5, 0.7, 0.6, 0.55])

@@ -24,7 +24,7 @@ import weakref
 import numpy as np
 import torch
 
-from alias_label.modeling import autocast_dtype, embedding_dim, prompt_for
+from alias_label.models.load import autocast_dtype, embedding_dim, prompt_for
 
 MAX_TOKENS = 65_536  # tokens per forward pass; an H100 keeps e5-large busy at this size
 MAX_BATCH = 4_096

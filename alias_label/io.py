@@ -1,9 +1,7 @@
-"""Repo paths, logging, run records and atomic writes shared by every script.
+"""Atomic writes, JSON, metrics records, run records and the one log format.
 
-Paths resolve from this file's location, never from the working directory, so
-``python scripts/X.py`` works from any folder. Setting ``ALIAS_LABEL_HOME`` moves
-every artifact folder (data/, models/, faiss/, logs/) under another root, which is
-how tests and users with a bigger disk keep runs apart.
+Every artifact is written beside its target and renamed over it only when complete, so an
+interrupted run leaves the previous file intact and no half-written one behind.
 """
 
 from __future__ import annotations
@@ -17,78 +15,11 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from alias_label.paths import paths
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s | %(message)s"
-
-
-@dataclass(frozen=True)
-class Paths:
-    root: Path
-
-    @property
-    def raw(self) -> Path:
-        return self.root / "data" / "raw"
-
-    @property
-    def processed(self) -> Path:
-        return self.root / "data" / "processed"
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "data" / "cache"
-
-    @property
-    def models(self) -> Path:
-        return self.root / "models" / "trained"
-
-    @property
-    def base_models(self) -> Path:
-        return self.root / "models" / "base"
-
-    @property
-    def faiss(self) -> Path:
-        return self.root / "faiss"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "logs" / "metrics"
-
-    @property
-    def teacher(self) -> Path:
-        return self.models / "alias_label_teacher"
-
-    @property
-    def student(self) -> Path:
-        return self.models / "alias_label_student"
-
-    @property
-    def default_data(self) -> Path:
-        return self.raw / "institutions.parquet"
-
-
-def paths() -> Paths:
-    """Artifact folders, read at call time so ``ALIAS_LABEL_HOME`` set by a test applies."""
-    return Paths(Path(os.environ.get("ALIAS_LABEL_HOME", REPO_ROOT)).resolve())
-
-
-class UserError(Exception):
-    """A problem the user can fix; scripts print its message and exit 2 without a traceback."""
-
-
-def run_main(main, args) -> None:
-    """Run a script's ``main`` and turn a UserError into a clean message and exit code 2."""
-    try:
-        main(args)
-    except UserError as err:
-        logging.getLogger("alias_label").error("%s", err)
-        sys.exit(2)
 
 
 def setup_logging(name: str) -> logging.Logger:

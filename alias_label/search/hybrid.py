@@ -1,13 +1,11 @@
-"""Hybrid retrieval and calibrated abstain.
+"""Hybrid retrieval: dense and TF-IDF candidate lists fused by a weight and an exponent fitted on validation.
 
 Dense and character n-gram retrieval fail on different aliases: embeddings find translations
 and paraphrases, n-grams find spelling variants and truncations the model never saw. The hybrid
-ranks the union of both candidate lists by ``w * dense + (1 - w) * lexical ** p``, with the
-weight and the exponent fitted on validation. An exponent below 1 narrows the gaps between high
-TF-IDF cosines and widens those between low ones, so a label that shares some words with the
-alias gains on one that shares none, and near-exact spellings do not swamp the dense score.
-Abstain follows S2AFF: a match is confident when its score clears a threshold and beats the
-runner-up by a margin, both picked on validation for a target precision.
+ranks the union of both candidate lists by ``w * dense + (1 - w) * lexical ** p``. An exponent
+below 1 narrows the gaps between high TF-IDF cosines and widens those between low ones, so a
+label that shares some words with the alias gains on one that shares none, and near-exact
+spellings do not swamp the dense score.
 """
 
 from __future__ import annotations
@@ -21,9 +19,16 @@ from alias_label.metrics import retrieval_metrics
 
 log = logging.getLogger(__name__)
 
+
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
+
+
 EXPONENT_GRID = (0.25, 0.5, 0.75, 1.0)
+
+
 FUSION_DEPTH = 100  # candidates taken from each side before fusing
+
+
 CHUNK_ROWS = 1024  # queries fused at a time; bounds the (rows x candidates x depth) comparison
 
 
@@ -83,15 +88,14 @@ def fit_fusion_weight(dense, lexical, gold_rows: np.ndarray) -> dict:
 
 
 @dataclass
-class HybridRetriever:
-    """Dense and lexical retrievers fused; the same interface as ``Retriever``."""
+class HybridSearcher:
+    """Dense and lexical searchers fused; the same interface as ``Searcher``."""
 
     name: str
     dense: object
     lexical: object
     weight: float
     depth: int = FUSION_DEPTH
-    abstain: dict | None = None  # calibrated threshold and margin on the fused score
     exponent: float = 1.0  # applied to the lexical score before weighting
 
     def _fused(self, method: str, queries, k: int):
@@ -106,50 +110,3 @@ class HybridRetriever:
 
     def aliases_for(self, labels, k: int = 10):
         return self._fused("aliases_for", labels, k)
-
-
-def margins(scores: np.ndarray) -> np.ndarray:
-    """Top-1 score minus the runner-up's; infinite when there is no runner-up."""
-    if scores.shape[1] < 2:
-        return np.full(len(scores), np.inf)
-    return scores[:, 0] - scores[:, 1]
-
-
-def confident(scores: np.ndarray, abstain: dict | None) -> np.ndarray:
-    """Which top-1 matches clear the calibrated threshold and margin."""
-    if not abstain:
-        return np.ones(len(scores), dtype=bool)
-    return (scores[:, 0] >= abstain["threshold"]) & (margins(scores) >= abstain["margin"])
-
-
-def abstain_quality(scores: np.ndarray, correct: np.ndarray, abstain: dict) -> dict:
-    """Precision of the matches kept and the fraction kept (coverage)."""
-    kept = confident(scores, abstain)
-    precision = float(correct[kept].mean()) if kept.any() else None
-    return {"precision": precision, "coverage": float(kept.mean()), "kept": int(kept.sum()), "n": int(len(kept))}
-
-
-def fit_abstain(scores: np.ndarray, correct: np.ndarray, target_precision: float, min_kept: int = 10) -> dict:
-    """The threshold and margin with the highest coverage whose validation precision meets the target.
-
-    Candidates are quantiles of the top-1 scores and of the margins. With fewer than ``min_kept``
-    matches kept, a precision is too noisy to trust, so such settings are skipped (a smaller
-    validation set lowers that floor to its size). If no setting reaches the target, the most
-    precise one is returned with ``met_target`` false.
-    """
-    min_kept = max(1, min(min_kept, len(scores)))
-    gaps = margins(scores)
-    thresholds = np.unique(np.quantile(scores[:, 0], np.linspace(0, 1, 101)))
-    margin_grid = np.unique(np.concatenate([[0.0], np.quantile(gaps[np.isfinite(gaps)], np.linspace(0, 0.95, 39))]))
-    best, best_key = None, None
-    for threshold in thresholds:
-        for margin in margin_grid:
-            setting = {"threshold": float(threshold), "margin": float(margin)}
-            quality = abstain_quality(scores, correct, setting)
-            if quality["kept"] < min_kept:
-                continue
-            met = quality["precision"] >= target_precision
-            key = (met, quality["coverage"] if met else quality["precision"])
-            if best_key is None or key > best_key:
-                best, best_key = {**setting, "met_target": met, "val": quality}, key
-    return {**best, "target_precision": target_precision}

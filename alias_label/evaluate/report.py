@@ -89,7 +89,7 @@ def save_plots(report: dict, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from alias_label.common import atomic_path
+    from alias_label.io import atomic_path
 
     written = []
     for name, plot in (("accuracy_at_k.png", plot_accuracy_at_k), ("latency_vs_top1.png", plot_latency_vs_top1)):

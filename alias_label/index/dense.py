@@ -1,9 +1,9 @@
-"""FAISS indexes and embedding caches, each with a JSON sidecar that describes it.
+"""FAISS indexes over unit vectors, each with a JSON sidecar that describes it.
 
-Vectors are unit-normalised, so the inner product an ``IndexFlatIP`` ranks by is the
-cosine similarity; exact flat search is the reference every other index is judged by.
-Readers check the sidecar (data fingerprint, model, row count) and fail with the command
-that rebuilds the artifact, rather than silently answering from a stale index.
+Vectors are unit-normalised, so the inner product an ``IndexFlatIP`` ranks by is the cosine
+similarity; exact flat search is the reference every other index is judged by. Readers check the
+sidecar (data fingerprint, model, row count) and fail with the command that rebuilds the
+artifact, rather than silently answering from a stale or damaged index.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from alias_label.common import UserError, atomic_path, read_json, write_json
+from alias_label.errors import UserError
+from alias_label.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,17 @@ def sidecar_path(artifact: Path) -> Path:
 
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
+
+
 QUANTIZATIONS = ("none", "int8", "int4", "binary")
+
+
 # FAISS's own BLAS threshold: below it a search runs per-query code, where a second OpenMP thread
 # only contends for the cores with torch's threads, still spinning after the encode (README, "Query
 # latency": a one-alias flat search took 8.3 ms on 2 threads and 2.0 ms on one).
 FEW_QUERIES = 20
+
+
 # From this many rows a plain flat index answers a few queries through its int8 prefilter
 # (Int8Prefilter): below it the float32 rows still sit in this CPU's caches and a scan is as fast.
 PREFILTER_MIN_ROWS = 20_000
@@ -358,12 +365,20 @@ def load_index(path: Path, fix_command: str, data_fingerprint: str | None = None
     if not path.exists() or not meta_path.exists():
         raise UserError(f"index not found: {path}{'' if meta_path.exists() else ' (or its sidecar)'}. "
                         f"Build it with: {fix_command}")
-    meta = read_json(meta_path)
+    try:
+        meta = read_json(meta_path)
+    except ValueError:
+        raise UserError(f"{meta_path} is damaged (not JSON). Rebuild the index with: {fix_command}") from None
     if data_fingerprint is not None and meta.get("data_fingerprint") != data_fingerprint:
         raise UserError(f"{path} was built for data split {meta.get('data_fingerprint')}, but the current split "
                         f"is {data_fingerprint}. Rebuild it with: {fix_command}")
     spec = IndexSpec(**meta.get("index_spec", {"kind": meta.get("index_type", "flat")}))
-    raw = (faiss.read_index_binary if spec.quantize == "binary" else faiss.read_index)(str(path))
+    try:
+        raw = (faiss.read_index_binary if spec.quantize == "binary" else faiss.read_index)(str(path))
+    except RuntimeError:
+        # faiss raises RuntimeError with its C++ assertion text for a truncated or overwritten file.
+        raise UserError(f"{path} is damaged (truncated or not a FAISS index) and cannot be read. "
+                        f"Rebuild it with: {fix_command}") from None
     vectors = None
     if meta.get("vectors_file"):
         vectors_file = path.parent / meta["vectors_file"]
@@ -382,28 +397,3 @@ def _drop_sidecar(target: Path) -> None:
     """Remove the old sidecar first: a crash before the new one is written then reads as 'missing',
     never as an old description of new content."""
     sidecar_path(target).unlink(missing_ok=True)
-
-
-def save_embeddings(target: Path, embeddings: np.ndarray, meta: dict) -> None:
-    _drop_sidecar(target)
-    with atomic_path(target) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, embeddings)
-    write_json(sidecar_path(target), {"rows": int(embeddings.shape[0]), "dim": int(embeddings.shape[1]),
-                                      "dtype": str(embeddings.dtype), **meta})
-
-
-def load_embeddings(path: Path, expected: dict) -> tuple[np.ndarray | None, str]:
-    """Cached embeddings if their sidecar matches ``expected``; else None and the reason."""
-    path = Path(path)
-    meta_path = sidecar_path(path)
-    if not path.exists() or not meta_path.exists():
-        return None, f"no cache at {path}"
-    meta = read_json(meta_path)
-    for key, value in expected.items():
-        if meta.get(key) != value:
-            return None, f"stale cache {path.name}: {key} is {meta.get(key)!r}, expected {value!r}"
-    embeddings = np.load(path, mmap_mode="r")
-    if embeddings.shape[0] != meta["rows"]:
-        return None, f"corrupt cache {path.name}: {embeddings.shape[0]} rows, sidecar says {meta['rows']}"
-    return np.asarray(embeddings), "cache hit"

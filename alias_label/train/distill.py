@@ -1,9 +1,8 @@
-"""Teacher-cached hard-negative distillation: the cache, the mining, the pairs and the student.
+"""Distillation: the teacher's cached embeddings, the design's cosine pairs, and the layer-reduced student.
 
-The teacher's embeddings of every alias and label are computed once and cached. From them the
-full alias x label cosine matrix is taken chunk by chunk (bounded memory, torch on GPU when
-there is one), and each training alias keeps its k most similar non-gold labels as hard
-negatives. The student then learns the teacher's cosine on gold and hard-negative pairs.
+The teacher's embeddings of every alias and label are computed once and cached. The default
+objective has the student match those embeddings; the design's recipe, the teacher's cosine on
+gold and teacher-mined hard-negative pairs, is ``distillation_pairs`` (docs/student.md).
 """
 
 from __future__ import annotations
@@ -15,15 +14,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from alias_label.common import UserError, paths, sha256_of
-from alias_label.data import Split
-from alias_label.index import load_embeddings, save_embeddings
-from alias_label.modeling import embedding_dim, encode
-from alias_label.retrieval import cache_meta, cache_paths, encode_candidates, write_cache
+from alias_label.data.split import Split
+from alias_label.errors import UserError
+from alias_label.index.cache import cache_meta, cache_paths, load_embeddings, save_embeddings, write_cache
+from alias_label.index.tables import encode_candidates
+from alias_label.io import sha256_of
+from alias_label.models.encode import encode
+from alias_label.models.load import embedding_dim
+from alias_label.paths import paths
+from alias_label.train.mining import forbidden_rows, mine_hard_negatives
 
 log = logging.getLogger(__name__)
-
-CHUNK_BYTES = 256 * 2**20  # bound on one similarity block; 1M aliases x 25k labels would be 100 GB dense
 
 
 def teacher_embeddings(teacher, teacher_dir: Path, split: Split, cache_dir: Path | None = None,
@@ -67,42 +68,6 @@ def generated_embeddings(teacher, teacher_dir: Path, split: Split, texts: list[s
     embeddings = encode(teacher, texts, kind="query")
     save_embeddings(target, embeddings, expected)
     return embeddings, "miss"
-
-
-def forbidden_rows(split: Split, aliases: pd.Series, extra_pairs: pd.DataFrame | None = None) -> list[np.ndarray]:
-    """Label rows that may never be an alias's negative: any label whose string equals a gold one.
-
-    Strings are compared case-insensitively, and every gold label of an alias counts (one alias
-    string can name several entities), including those of ``extra_pairs`` (generated aliases).
-    """
-    keys = split.labels["label"].str.casefold()
-    rows_by_key = pd.Series(np.arange(len(keys))).groupby(keys.to_numpy()).agg(list)
-    pairs = pd.concat([split.train, split.val, split.test, extra_pairs])
-    gold_keys = pairs.assign(key=pairs["label"].str.casefold()).groupby("alias")["key"].agg(set)
-    return [np.array(sorted({row for key in gold_keys[alias] for row in rows_by_key[key]})) for alias in aliases]
-
-
-def mine_hard_negatives(alias_embs: np.ndarray, label_embs: np.ndarray, forbidden: list[np.ndarray], k: int,
-                        device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Top-k non-gold label rows and their cosines for each alias, by chunked matrix multiply."""
-    n_labels = label_embs.shape[0]
-    most_forbidden = max((len(rows) for rows in forbidden), default=0)
-    if n_labels - most_forbidden < k:
-        raise UserError(f"--hard-negatives {k} needs at least {k + most_forbidden} labels, but there are "
-                        f"{n_labels} (of which up to {most_forbidden} are gold for an alias); lower --hard-negatives")
-    # Copies: cached embeddings arrive as read-only memory maps, which torch will not wrap.
-    labels = torch.from_numpy(np.array(label_embs, dtype=np.float32)).to(device)
-    chunk = max(1, CHUNK_BYTES // (4 * n_labels))
-    neg_rows = np.empty((len(alias_embs), k), dtype=np.int64)
-    neg_scores = np.empty((len(alias_embs), k), dtype=np.float32)
-    for start in range(0, len(alias_embs), chunk):
-        block = torch.from_numpy(np.array(alias_embs[start:start + chunk], dtype=np.float32)).to(device) @ labels.T
-        for offset, rows in enumerate(forbidden[start:start + chunk]):
-            block[offset, torch.as_tensor(rows, dtype=torch.long, device=device)] = -torch.inf
-        scores, rows = block.topk(k, dim=1)
-        neg_rows[start:start + chunk] = rows.cpu().numpy()
-        neg_scores[start:start + chunk] = scores.float().cpu().numpy()
-    return neg_rows, neg_scores
 
 
 def distillation_pairs(split: Split, embeddings: dict[str, np.ndarray], k: int, device: str = "cpu") -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""The string-matching baseline: TF-IDF over character n-grams (scikit-learn).
+"""TF-IDF over character n-grams (scikit-learn): the string-matching baseline and the hybrid's lexical side.
 
 Many aliases share characters with their label ("Univ. of X" / "University of X"), which is
 why this baseline is strong and every embedding system is compared against it.

@@ -23,9 +23,11 @@ from sentence_transformers.sentence_transformer.losses import (
     MultipleNegativesSymmetricRankingLoss,
 )
 
-from alias_label.common import UserError, append_jsonl, paths, read_json, write_json
-from alias_label.fast_encode import token_counts
-from alias_label.modeling import precision_name
+from alias_label.errors import UserError
+from alias_label.io import append_jsonl, read_json, write_json
+from alias_label.models.fast_encode import token_counts
+from alias_label.models.load import precision_name
+from alias_label.paths import paths
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ def add_training_args(parser: argparse.ArgumentParser, epochs: float, batch_size
     group.add_argument("--epochs", type=float, default=epochs, help=f"training epochs (default: {epochs})")
     group.add_argument("--batch-size", type=int, default=batch_size, help=f"pairs per batch (default: {batch_size})")
     group.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr})")
+    group.add_argument("--seed", type=int, default=13,
+                       help="seed of shuffling, initialisation and sampling in training (default: 13)")
     group.add_argument("--warmup-ratio", type=float, default=0.1,
                        help="fraction of steps of LR warm-up (default: 0.1)")
     group.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
@@ -358,4 +362,3 @@ def training_record(role: str, args: argparse.Namespace, model, split, device: s
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "sentence_transformers": sentence_transformers.__version__}}
-

@@ -10,12 +10,6 @@ generator below writes a plausible alias of a label, the way people shorten or r
                    romanised (unidecode)               Московский ... -> Moskovskii ...
     case-order     lower case, or "A of B" -> "B A"    University of Vienna -> Vienna University
 
-A second kind of text is unlabelled: `perturbed_labels` writes query-like strings near the labels
-(a word dropped, a word borrowed from a label that shares another word, a word abbreviated, a
-typo), texts for a student to imitate the teacher's embeddings of. The student sweep
-(benchmarks/distill_sweep.py, its sixth sweep in the README) found they do not raise its
-agreement with the teacher, so distill_model.py does not use them.
-
 Only labels of entities outside val and test are used, and a generated string that is a held-out
 alias or any label is dropped, so evaluation never sees a pair that training generated. A string
 generated for many labels (the same initials, say) is dropped too: it names none of them.
@@ -23,23 +17,17 @@ generated for many labels (the same initials, say) is dropped too: it names none
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 import numpy as np
 import pandas as pd
 
-from alias_label.data import MAX_ALIAS_ENTITIES, Split
+from alias_label.data.split import Split
+from alias_label.data.table import MAX_ALIAS_ENTITIES
+from alias_label.data.text import CONNECTORS, tokens, transliterate
 
 AUGMENTATIONS = ("acronym", "generic-drop", "transliterate", "case-order")
-CONNECTORS = {"of", "de", "di", "der", "des", "du", "da", "do", "del", "for", "für", "the", "and", "y", "e", "et",
-              "und", "la", "le", "w", "im", "in", "at"}
 GENERIC_WORDS = 40  # the most frequent label words, by the number of labels they occur in
-_TOKEN = re.compile(r"[^\W_]+(?:[-'.][^\W_]+)*", re.UNICODE)
-
-
-def tokens(text: str) -> list[str]:
-    return _TOKEN.findall(text)
 
 
 def generic_words(labels, top: int = GENERIC_WORDS) -> set[str]:
@@ -61,13 +49,6 @@ def generic_drop(label: str, generic: set[str]) -> str | None:
     return text if len(text) >= 3 else None
 
 
-def transliterate(label: str, generic: set[str]) -> str | None:
-    from unidecode import unidecode
-
-    folded = " ".join(unidecode(label).split())
-    return folded if folded and folded != label else None
-
-
 def case_order(label: str, generic: set[str]) -> str | None:
     words = label.split()
     for connector in ("of", "de", "di", "der", "for"):
@@ -77,8 +58,8 @@ def case_order(label: str, generic: set[str]) -> str | None:
     return label.lower()
 
 
-GENERATORS = {"acronym": acronym, "generic-drop": generic_drop, "transliterate": transliterate,
-              "case-order": case_order}
+GENERATORS = {"acronym": acronym, "generic-drop": generic_drop,
+              "transliterate": lambda label, generic: transliterate(label), "case-order": case_order}
 
 
 def train_side_labels(split: Split) -> pd.DataFrame:
@@ -110,81 +91,6 @@ def augmentation_candidates(split: Split, kinds) -> pd.DataFrame:
     # "SU" from every "State University": a string made for many labels names none, as in data cleaning.
     labels_named = candidates.groupby(candidates["alias"].str.casefold())["label"].transform("nunique")
     return candidates[labels_named <= MAX_ALIAS_ENTITIES].reset_index(drop=True)
-
-
-PERTURBATIONS = ("drop-word", "borrow-word", "abbreviate", "typo")
-
-
-def _drop_word(words: list[str], i: int, rng, borrowed) -> list[str] | None:
-    return words[:i] + words[i + 1:] if len(words) >= 2 else None
-
-
-def _borrow_word(words: list[str], i: int, rng, borrowed) -> list[str] | None:
-    word = borrowed(words, i)
-    return words[:i] + [word] + words[i + 1:] if word else None
-
-
-def _abbreviate(words: list[str], i: int, rng, borrowed) -> list[str] | None:
-    return words[:i] + [words[i][:int(rng.integers(3, 5))] + "."] + words[i + 1:] if len(words[i]) >= 6 else None
-
-
-def _typo(words: list[str], i: int, rng, borrowed) -> list[str] | None:
-    word = words[i]
-    if len(word) < 4:
-        return None
-    at = int(rng.integers(1, len(word) - 1))
-    # A letter dropped, two swapped, or one doubled.
-    edits = (word[:at] + word[at + 1:], word[:at] + word[at + 1] + word[at] + word[at + 2:],
-             word[:at] + word[at] + word[at:])
-    return words[:i] + [edits[int(rng.integers(len(edits)))]] + words[i + 1:]
-
-
-PERTURBERS = {"drop-word": _drop_word, "borrow-word": _borrow_word, "abbreviate": _abbreviate, "typo": _typo}
-
-
-def word_borrower(labels: list[str], rng):
-    """Replace word i of a label by a word of another label that shares one of its other words."""
-    holders: dict[str, list[int]] = {}
-    words_of = [label.split() for label in labels]
-    for row, words in enumerate(words_of):
-        for word in {w.casefold() for w in words if w.casefold() not in CONNECTORS}:
-            holders.setdefault(word, []).append(row)
-
-    def borrowed(words: list[str], i: int) -> str | None:
-        shared = [w.casefold() for j, w in enumerate(words) if j != i and w.casefold() in holders]
-        if not shared:
-            return None
-        others = holders[shared[int(rng.integers(len(shared)))]]
-        donor = words_of[others[int(rng.integers(len(others)))]]
-        own = {w.casefold() for w in words}
-        fresh = [w for w in donor if w.casefold() not in own and w.casefold() not in CONNECTORS]
-        return fresh[int(rng.integers(len(fresh)))] if fresh else None
-
-    return borrowed
-
-
-def perturbed_labels(split: Split, per_label: int, seed: int) -> list[str]:
-    """Up to ``per_label`` perturbed copies of each train-side label: unlabelled texts for the student.
-
-    Each copy applies one perturbation, picked at random, to one word; held-out entities' labels
-    are left out, and a text equal to any label or alias (ignoring case) is dropped.
-    """
-    if per_label <= 0:
-        return []
-    labels = train_side_labels(split)["label"].tolist()
-    rng = np.random.default_rng(seed)
-    borrowed = word_borrower(labels, rng)
-    forbidden = existing_strings(split)
-    texts: dict[str, None] = {}
-    for label in labels:
-        words = label.split()
-        for _ in range(per_label):
-            kind = PERTURBATIONS[int(rng.integers(len(PERTURBATIONS)))]
-            changed = PERTURBERS[kind](words, int(rng.integers(len(words))), rng, borrowed)
-            text = " ".join(changed) if changed else None
-            if text and text.casefold() not in forbidden:
-                texts.setdefault(text)
-    return list(texts)
 
 
 def augmented_pairs(split: Split, kinds, ratio: float, seed: int) -> pd.DataFrame:

@@ -1,0 +1,30 @@
+"""Text helpers every stage shares: whitespace, word tokens, connector words, transliteration."""
+
+from __future__ import annotations
+
+import re
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalise_space(text: str) -> str:
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+CONNECTORS = {"of", "de", "di", "der", "des", "du", "da", "do", "del", "for", "für", "the", "and", "y", "e", "et",
+              "und", "la", "le", "w", "im", "in", "at"}
+
+
+_TOKEN = re.compile(r"[^\W_]+(?:[-'.][^\W_]+)*", re.UNICODE)
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text)
+
+
+def transliterate(text: str) -> str | None:
+    """``text`` in ASCII (accents folded, other scripts romanised by unidecode); None when that changes nothing."""
+    from unidecode import unidecode
+
+    folded = " ".join(unidecode(text).split())
+    return folded if folded and folded != text else None

@@ -1,0 +1,19 @@
+"""Errors a user can fix, and how scripts report them: a message and exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+class UserError(Exception):
+    """A problem the user can fix; scripts print its message and exit 2 without a traceback."""
+
+
+def run_main(main, args) -> None:
+    """Run a script's ``main`` and turn a UserError into a clean message and exit code 2."""
+    try:
+        main(args)
+    except UserError as err:
+        logging.getLogger("alias_label").error("%s", err)
+        sys.exit(2)

@@ -1,0 +1,54 @@
+"""Calibrated abstain, after S2AFF: a top match is confident when its score clears a threshold and
+beats the runner-up by a margin, both picked on validation for a target precision.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def margins(scores: np.ndarray) -> np.ndarray:
+    """Top-1 score minus the runner-up's; infinite when there is no runner-up."""
+    if scores.shape[1] < 2:
+        return np.full(len(scores), np.inf)
+    return scores[:, 0] - scores[:, 1]
+
+
+def confident(scores: np.ndarray, abstain: dict | None) -> np.ndarray:
+    """Which top-1 matches clear the calibrated threshold and margin."""
+    if not abstain:
+        return np.ones(len(scores), dtype=bool)
+    return (scores[:, 0] >= abstain["threshold"]) & (margins(scores) >= abstain["margin"])
+
+
+def abstain_quality(scores: np.ndarray, correct: np.ndarray, abstain: dict) -> dict:
+    """Precision of the matches kept and the fraction kept (coverage)."""
+    kept = confident(scores, abstain)
+    precision = float(correct[kept].mean()) if kept.any() else None
+    return {"precision": precision, "coverage": float(kept.mean()), "kept": int(kept.sum()), "n": int(len(kept))}
+
+
+def fit_abstain(scores: np.ndarray, correct: np.ndarray, target_precision: float, min_kept: int = 10) -> dict:
+    """The threshold and margin with the highest coverage whose validation precision meets the target.
+
+    Candidates are quantiles of the top-1 scores and of the margins. With fewer than ``min_kept``
+    matches kept, a precision is too noisy to trust, so such settings are skipped (a smaller
+    validation set lowers that floor to its size). If no setting reaches the target, the most
+    precise one is returned with ``met_target`` false.
+    """
+    min_kept = max(1, min(min_kept, len(scores)))
+    gaps = margins(scores)
+    thresholds = np.unique(np.quantile(scores[:, 0], np.linspace(0, 1, 101)))
+    margin_grid = np.unique(np.concatenate([[0.0], np.quantile(gaps[np.isfinite(gaps)], np.linspace(0, 0.95, 39))]))
+    best, best_key = None, None
+    for threshold in thresholds:
+        for margin in margin_grid:
+            setting = {"threshold": float(threshold), "margin": float(margin)}
+            quality = abstain_quality(scores, correct, setting)
+            if quality["kept"] < min_kept:
+                continue
+            met = quality["precision"] >= target_precision
+            key = (met, quality["coverage"] if met else quality["precision"])
+            if best_key is None or key > best_key:
+                best, best_key = {**setting, "met_target": met, "val": quality}, key
+    return {**best, "target_precision": target_precision}

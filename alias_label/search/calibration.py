@@ -1,0 +1,81 @@
+"""Fitting, saving and loading a trained model's calibration: fusion weight and abstain settings.
+
+One function, ``calibrate``, fits both on the validation split; the teacher and student scripts,
+``build_index.py`` and ``calibrate.py`` all call it. The result is saved in the model folder as
+``calibration.json``, fingerprinted with the model and the data, and checked on load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from alias_label.data.split import Split
+from alias_label.errors import UserError
+from alias_label.index.bundle import model_name
+from alias_label.index.tables import Candidates
+from alias_label.io import read_json, write_json
+from alias_label.models.load import model_fingerprint
+from alias_label.search.abstain import fit_abstain
+from alias_label.search.hybrid import FUSION_DEPTH, fit_fusion_weight, fuse
+from alias_label.search.searchers import Searcher, keys_of, lexical_searcher
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def add_calibration_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target-precision", type=float, default=0.95,
+                        help="precision the abstain threshold must reach on validation (default: 0.95)")
+
+
+def check_target(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not 0 < args.target_precision < 1:
+        parser.error(f"--target-precision {args.target_precision} must lie strictly between 0 and 1, e.g. 0.95")
+
+
+def calibration_command(model_dir: Path) -> str:
+    return f"python scripts/calibrate.py --model {model_name(model_dir)}"
+
+
+def load_calibration(model_dir: Path, data_fingerprint: str, required: bool = True) -> dict | None:
+    """The fusion weight and abstain settings fitted for this model on the data its indexes hold."""
+    path = Path(model_dir) / CALIBRATION_FILE
+    if not path.exists():
+        if required:
+            raise UserError(f"{model_dir} has no {CALIBRATION_FILE} (fusion weight, abstain threshold). "
+                            f"Fit it with: {calibration_command(model_dir)}")
+        return None
+    calibration = read_json(path)
+    stale = {"data_fingerprint": data_fingerprint, "model_fingerprint": model_fingerprint(model_dir)}
+    for key, value in stale.items():
+        if calibration.get(key) != value:
+            if required:
+                raise UserError(f"{path} was fitted for another {key.split('_')[0]} than the current one. "
+                                f"Refit it with: {calibration_command(model_dir)}")
+            log.warning("ignoring stale %s (%s changed); refit it with: %s", path, key, calibration_command(model_dir))
+            return None
+    return calibration
+
+
+def calibrate(model_dir: Path, role: str, split: Split, dense: Searcher, target_precision: float = 0.95) -> dict:
+    """Fit the fusion weight and both modes' abstain settings on validation; save them with the model."""
+    pairs = split.pairs("val")
+    gold = split.label_rows(pairs["label"])
+    dense_result = dense.labels_for(pairs["alias"], FUSION_DEPTH)
+    lexical = lexical_searcher(Candidates.from_split(split, keys_of(dense)))
+    lexical_result = lexical.labels_for(pairs["alias"], FUSION_DEPTH)
+    fusion = fit_fusion_weight(dense_result, lexical_result, gold)
+    hybrid_result = fuse(dense_result, lexical_result, fusion["weight"], FUSION_DEPTH, fusion["exponent"])
+    abstain = {}
+    for mode, (scores, ids) in {"dense": dense_result, "hybrid": hybrid_result}.items():
+        abstain[mode] = fit_abstain(scores, ids[:, 0] == gold, target_precision)
+        log.info("%s %s abstain: score >= %.4f and margin >= %.4f -> val precision %.3f, coverage %.3f%s", role,
+                 mode, abstain[mode]["threshold"], abstain[mode]["margin"], abstain[mode]["val"]["precision"],
+                 abstain[mode]["val"]["coverage"], "" if abstain[mode]["met_target"] else " (target not met)")
+    calibration = {"role": role, "split": "val", "data_fingerprint": split.fingerprint,
+                   "model_fingerprint": model_fingerprint(model_dir), "fusion": fusion, "abstain": abstain}
+    write_json(Path(model_dir) / CALIBRATION_FILE, calibration)
+    return calibration

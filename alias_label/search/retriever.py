@@ -1,0 +1,134 @@
+"""The public way in: a trained model, its indexes and its calibration, loaded as one Retriever.
+
+    from alias_label import load_retriever
+    retriever = load_retriever("teacher")        # or "student", or a model folder
+    retriever.lookup(["UdeG", "MIT"], k=5)       # DataFrame: query, rank, qid, label, score, confident
+
+``load_retriever`` reads only the model folder and the indexes its ``indexes.json`` names; the
+candidate tables come from the index sidecars. The defaults are the lookup script's: hybrid
+search (the model fused with TF-IDF at the weight fitted on validation), the calibrated abstain,
+and the student in int8 on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from alias_label.errors import UserError
+from alias_label.index.bundle import fix_command, load_bundle_indexes, model_folder, require_trained
+from alias_label.index.tables import Candidates
+from alias_label.models.load import load_model, pick_device
+from alias_label.models.quantize import INT8_SCHEMES, int8_by_default, quantize_int8
+from alias_label.search.abstain import confident
+from alias_label.search.calibration import CALIBRATION_FILE, calibration_command, load_calibration
+from alias_label.search.searchers import Searcher, hybrid_of
+
+MODES = ("hybrid", "dense")
+
+
+@dataclass
+class Retriever:
+    """A searcher with the tables it ranks and the abstain setting of its mode: lookups in both directions."""
+
+    name: str
+    searcher: object  # a Searcher or HybridSearcher: labels_for / aliases_for -> (scores, row ids)
+    candidates: Candidates
+    abstain: dict | None  # calibrated threshold and margin of this mode; None accepts every match
+    calibration: dict | None = None
+    model_dir: Path | None = None
+
+    @property
+    def data_fingerprint(self) -> str:
+        return self.candidates.data_fingerprint
+
+    def labels_for(self, aliases, k: int = 10):
+        """(scores, label rows) of the k best labels of each alias, best first."""
+        return self.searcher.labels_for(aliases, k)
+
+    def aliases_for(self, labels, k: int = 10):
+        """(scores, alias rows) of the k best aliases of each label, best first."""
+        return self.searcher.aliases_for(labels, k)
+
+    def lookup(self, queries, k: int = 5, reverse: bool = False, min_score: float | None = None) -> pd.DataFrame:
+        """Ranked matches for each query, as a table: query, rank, qid, label (or alias), score, confident.
+
+        Forward, an alias finds labels; with ``reverse``, a label finds aliases. A top match is
+        confident when it clears the calibrated threshold and margin (alias -> label only, the
+        direction they were fitted on), or ``min_score`` when given. A match that is not confident
+        is still reported, flagged, so every query has its rows. ``qid`` joins with ``|`` the ids
+        of every entity that carries the label.
+        """
+        queries = [queries] if isinstance(queries, str) else list(queries)
+        if k < 1:
+            raise UserError(f"k={k}: ask for at least one match")
+        table, column = (self.candidates.aliases, "alias") if reverse else (self.candidates.labels, "label")
+        # The margin to the runner-up needs a second candidate even when one match is asked for.
+        scores, ids = (self.aliases_for if reverse else self.labels_for)(queries, max(k, 2))
+        if min_score is not None:
+            abstain = {"threshold": min_score, "margin": 0.0}
+        else:
+            abstain = None if reverse else self.abstain
+        is_confident = confident(scores, abstain)
+        texts, qids = table[column].to_numpy(), table["qids"].to_numpy()
+        rows = []
+        for query, row_scores, row_ids, sure in zip(queries, scores[:, :k], ids[:, :k], is_confident, strict=True):
+            for rank, (score, row) in enumerate(zip(row_scores, row_ids, strict=True), start=1):
+                rows.append({"query": query, "rank": rank, "qid": "|".join(qids[row]), column: texts[row],
+                             "score": round(float(score), 4), "confident": bool(sure)})
+        return pd.DataFrame(rows, columns=["query", "rank", "qid", column, "score", "confident"])
+
+
+def load_retriever(model: str | Path = "teacher", mode: str = "hybrid", device: str = "cpu", int8: bool | None = None,
+                   int8_scheme: str = "per-channel") -> Retriever:
+    """A trained model ready for lookups: ``"teacher"``, ``"student"`` or a model folder.
+
+    ``mode``: ``hybrid`` (the model fused with TF-IDF) or ``dense`` (its FAISS index alone), each with
+    its own calibrated abstain setting. ``int8`` runs the model's Linear layers in int8 (CPU only),
+    quantised as ``int8_scheme`` says; ``None`` does so for the student on a CPU (docs/speed.md).
+    The indexes and the calibration are those of the float32 model.
+    """
+    if mode not in MODES:
+        raise UserError(f"mode={mode!r}: choose one of {', '.join(MODES)}")
+    if int8_scheme not in INT8_SCHEMES:
+        raise UserError(f"int8_scheme={int8_scheme!r}: choose one of {', '.join(INT8_SCHEMES)}")
+    dense = load_dense(model, device, int8, int8_scheme, calibrated=mode == "hybrid")
+    return dense if mode == "dense" else as_hybrid(dense)
+
+
+def load_dense(model: str | Path, device: str, int8: bool | None = None, int8_scheme: str = "per-channel",
+               calibrated: bool = False) -> Retriever:
+    """The model's dense retriever; ``calibrated`` makes a missing or stale calibration an error."""
+    device = pick_device(device)
+    model_dir = model_folder(model)
+    role = require_trained(model_dir, "student" if str(model) == "student" else "teacher").get("role", "teacher")
+    label_index, alias_index, candidates = load_bundle_indexes(model_dir, role)
+    encoder = load_model(model_dir, device)
+    if int8 if int8 is not None else int8_by_default(role, device):
+        encoder = quantize_int8(encoder, int8_scheme)
+    calibration = load_calibration(model_dir, candidates.data_fingerprint, required=calibrated)
+    return Retriever(role, Searcher(role, label_index, alias_index, encoder), candidates,
+                     calibration["abstain"]["dense"] if calibration else None, calibration, model_dir)
+
+
+def as_hybrid(dense: Retriever, lexical: Searcher | None = None) -> Retriever:
+    """The dense retriever fused with TF-IDF at its calibrated weight and exponent, with the hybrid abstain.
+
+    ``lexical`` reuses a TF-IDF searcher already built over the same candidates.
+    """
+    if dense.calibration is None:
+        raise UserError(f"{dense.model_dir} has no valid {CALIBRATION_FILE} for hybrid search. "
+                        f"Fit it with: {calibration_command(dense.model_dir)}")
+    hybrid = hybrid_of(dense.searcher, dense.candidates, dense.calibration, lexical)
+    return Retriever(hybrid.name, hybrid, dense.candidates, dense.calibration["abstain"]["hybrid"], dense.calibration,
+                     dense.model_dir)
+
+
+def check_split(retriever: Retriever, split_fingerprint: str) -> None:
+    """Fail clearly when a retriever's indexes hold other data than the split it is scored on."""
+    if retriever.data_fingerprint != split_fingerprint:
+        raise UserError(f"the indexes of {retriever.model_dir} were built for data split {retriever.data_fingerprint}, "
+                        f"but the current split is {split_fingerprint}. Rebuild them with: "
+                        f"{fix_command(retriever.model_dir, retriever.name.removesuffix('_hybrid'))}")

@@ -1,0 +1,66 @@
+"""Searchers: texts in, (scores, row ids) out, over a model's dense indexes or TF-IDF.
+
+Every search mode (dense, lexical, hybrid) has the same two methods, ``labels_for`` (alias ->
+label rows) and ``aliases_for`` (label -> alias rows), so the evaluator, the lookup table and
+calibration treat them alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alias_label.data.split import Split
+from alias_label.index.dense import KeyedIndex, build_index
+from alias_label.index.tables import Candidates, build_label_index, encode_candidates
+from alias_label.models.encode import encode
+from alias_label.search.hybrid import HybridSearcher
+from alias_label.search.lexical import TfidfIndex
+
+
+@dataclass
+class Searcher:
+    """Search in both directions, dense or lexical: texts in, (scores, row ids) out.
+
+    alias -> label ranks the rows of the label table; label -> alias ranks the rows of the alias table.
+    """
+
+    name: str
+    # A DenseIndex (embeddings in) or a TfidfIndex (text in): both search(queries, k), k capped at their size.
+    label_index: object
+    alias_index: object
+    model: object = None  # None for the lexical searcher, whose indexes take raw text
+
+    def _queries(self, texts, kind: str):
+        return list(texts) if self.model is None else encode(self.model, texts, kind=kind)
+
+    def labels_for(self, aliases, k: int = 10):
+        return self.label_index.search(self._queries(aliases, "query"), k)
+
+    def aliases_for(self, labels, k: int = 10):
+        return self.alias_index.search(self._queries(labels, "document"), k)
+
+
+def lexical_searcher(candidates: Candidates) -> Searcher:
+    """TF-IDF over the label keys of ``candidates``: the baseline, and a hybrid's lexical side."""
+    texts, rows = candidates.key_texts, candidates.key_rows
+    label_index = TfidfIndex(texts) if rows is None else KeyedIndex(TfidfIndex(texts), rows)
+    return Searcher("tfidf", label_index, TfidfIndex(candidates.aliases["alias"]))
+
+
+def keys_of(searcher: Searcher) -> str:
+    """The label keys a dense searcher's index was built with; its hybrid's lexical side uses the same."""
+    return "transliterated" if isinstance(searcher.label_index, KeyedIndex) else "label"
+
+
+def dense_searcher(name: str, model, split: Split, keys: str = "transliterated") -> Searcher:
+    """A searcher over freshly encoded candidates, e.g. for an untrained base model."""
+    embeddings = encode_candidates(model, split)
+    return Searcher(name, build_label_index(embeddings, split, keys), build_index(embeddings["aliases"]), model)
+
+
+def hybrid_of(dense: Searcher, candidates: Candidates, calibration: dict,
+              lexical: Searcher | None = None) -> HybridSearcher:
+    """A trained model's searcher fused with TF-IDF at its calibrated weight and exponent."""
+    fusion = calibration["fusion"]
+    return HybridSearcher(f"{dense.name}_hybrid", dense, lexical or lexical_searcher(candidates), fusion["weight"],
+                          fusion["depth"], fusion["exponent"])
