@@ -107,7 +107,7 @@ def main(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     split = load_split(args.processed_dir)
     model_dir = model_folder(args.model)
-    config = require_trained(model_dir, "student" if args.model == "student" else "teacher")
+    config = require_trained(model_dir)
     role, device = config.get("role", "teacher"), pick_device(args.device)
     cached = teacher_vectors(split, model_dir, config, device) if args.vectors_from == "teacher" else None
     model = None if cached else load_model(model_dir, device)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-import alias_label.distillation as distillation
 import distill_model
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import unit_rows
 
+import alias_label.train.mining as mining
 from alias_label.data.split import load_split, make_split
 from alias_label.data.table import clean_table
 from alias_label.errors import UserError
@@ -41,7 +41,7 @@ def toy_split():
 def test_mined_negatives_are_the_top_k_non_gold(monkeypatch):
     labels, aliases = unit_rows(50, d=16, seed=1), unit_rows(30, d=16, seed=2)
     forbidden = [np.array([i, (i + 7) % 50]) for i in range(30)]
-    monkeypatch.setattr(distillation, "CHUNK_BYTES", 4 * 50 * 4)  # 4 aliases per chunk: exercise chunking
+    monkeypatch.setattr(mining, "CHUNK_BYTES", 4 * 50 * 4)  # 4 aliases per chunk: exercise chunking
     rows, scores = mine_hard_negatives(aliases, labels, forbidden, k=5)
     full = aliases @ labels.T
     for i in range(30):

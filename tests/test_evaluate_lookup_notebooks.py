@@ -12,11 +12,11 @@ import pytest
 import test_lookup as lookup_cli
 import torch
 
-from alias_label import modeling
 from alias_label.data.kinds import alias_kind
 from alias_label.data.split import load_split
-from alias_label.errors import UserError
+from alias_label.errors import UserError, run_main
 from alias_label.io import read_json
+from alias_label.models import quantize
 from alias_label.models.encode import encode
 from alias_label.models.quantize import INT8_SCHEMES, FullRangeDynamicLinear, cpu_has_vnni, quantize_int8
 from alias_label.paths import REPO_ROOT
@@ -87,10 +87,14 @@ def test_report_files(evaluation, pipeline_home):
     assert not (errors["teacher_correct"] & errors["student_correct"]).any()
 
 
-def test_evaluation_agrees_with_the_teacher_script(evaluation, pipeline_home):
-    teacher_metrics = read_json(pipeline_home / "models/trained/alias_label_teacher/metrics.json")["test"]
-    for key in ("top1", "top5", "top10", "mrr"):
-        assert evaluation["systems"]["teacher"][key] == pytest.approx(teacher_metrics[key], abs=1e-6)
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_evaluation_agrees_with_the_training_scripts_validation(in_pipeline_home, tmp_path, role):
+    logged = read_json(in_pipeline_home / f"models/trained/alias_label_{role}/metrics.json")["val"]
+    report = evaluate_student.main(evaluate_student.parse_args(
+        ["--systems", role, "--split", "val", "--int8", "none", "--latency-queries", "2", "--output-dir",
+         str(tmp_path)]))
+    for key in ("top1", "top5", "top10", "mrr", "n"):
+        assert report["systems"][role][key] == pytest.approx(logged[key], abs=1e-9)
 
 
 def test_evaluator_names_the_fix_for_a_missing_student(home, pipeline_home):
@@ -99,7 +103,7 @@ def test_evaluator_names_the_fix_for_a_missing_student(home, pipeline_home):
     for folder in ("data", "faiss"):
         shutil.copytree(pipeline_home / folder, home / folder)
     shutil.copytree(pipeline_home / "models/trained/alias_label_teacher", home / "models/trained/alias_label_teacher")
-    with pytest.raises(UserError, match="no trained student .* python scripts/distill_model.py"):
+    with pytest.raises(UserError, match="no trained model at .*_student. Build it with: python scripts/distill_model"):
         evaluate_student.main(evaluate_student.parse_args(["--systems", "student"]))
     (home / "faiss/labels.index").unlink()
     with pytest.raises(UserError, match="index not found: .*labels.index.* python scripts/train_alias_label.py"):
@@ -142,13 +146,14 @@ def test_lookup_forward_reverse_and_min_score(in_pipeline_home, capsys):
 
 def test_int8_student_runs_int8_linears_and_ranks_like_float32(in_pipeline_home):
     split = load_split()
-    float32 = load_dense("student", "cpu", int8=False).searcher
-    int8 = load_dense("student", "cpu", int8=True).searcher
-    linears = [m for m in int8.model.modules() if isinstance(m, torch.nn.Linear)]
-    assert not linears and is_int8(int8.model)
-    assert any(isinstance(m, torch.nn.Linear) for m in float32.model.modules())  # the float32 model is untouched
+    float32 = load_dense("student", "cpu", int8=False)
+    int8 = load_dense("student", "cpu", int8=True)
+    linears = [m for m in int8.searcher.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert not linears and is_int8(int8.searcher.model)
+    # The float32 model is untouched.
+    assert any(isinstance(m, torch.nn.Linear) for m in float32.searcher.model.modules())
     aliases = split.test["alias"].tolist()
-    cosines = np.sum(encode(float32.model, aliases) * encode(int8.model, aliases), axis=1)
+    cosines = np.sum(encode(float32.searcher.model, aliases) * encode(int8.searcher.model, aliases), axis=1)
     assert cosines.min() > 0.95
     assert int8.abstain == float32.abstain  # the float32 model's calibration: only the query encoder changed
     assert int8.labels_for(aliases, 5)[1].shape == (len(aliases), 5)
@@ -191,13 +196,13 @@ def test_int8_activations_take_8_bits_where_the_cpu_has_vnni(in_pipeline_home, m
     def error(quantized) -> float:
         return float(np.mean(1 - np.sum(encode(quantized, aliases) * reference, axis=1)))
 
-    monkeypatch.setattr(modeling, "cpu_has_vnni", lambda: True)
+    monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: True)
     full, reduced = quantize_int8(model), quantize_int8(model, activation_bits=7)
     assert {type(m) for m in full.modules()} >= {FullRangeDynamicLinear}
     assert FullRangeDynamicLinear not in {type(m) for m in reduced.modules()} and is_int8(reduced)
     if cpu_has_vnni():  # the 8-bit kernel is only safe, so only run, where the CPU has VNNI
         assert error(full) < error(reduced)  # half the activations' rounding step
-    monkeypatch.setattr(modeling, "cpu_has_vnni", lambda: False)
+    monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: False)
     assert FullRangeDynamicLinear not in {type(m) for m in quantize_int8(model).modules()}
     with pytest.raises(UserError, match="8-bit int8 activations need a CPU with AVX-512 VNNI .* use 7"):
         quantize_int8(model, activation_bits=8)
@@ -231,10 +236,10 @@ def test_the_student_runs_int8_on_a_cpu_by_default(in_pipeline_home):
     assert evaluate_student.parse_args(["--int8", "teacher", "student"]).int8 == ["teacher", "student"]
 
 
-def test_evaluator_refuses_none_beside_a_model():
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/evaluate_student.py"), "--int8", "none",
-                             "student"], capture_output=True, text=True)
-    assert result.returncode == 2 and "--int8 none runs every model in float32" in result.stderr
+def test_evaluator_refuses_none_beside_a_model(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_student.parse_args(["--int8", "none", "student"])
+    assert exit_info.value.code == 2 and "--int8 none runs every model in float32" in capsys.readouterr().err
 
 
 def test_lookup_and_evaluator_take_int8(in_pipeline_home, capsys):
@@ -272,23 +277,43 @@ def test_lookup_interactive(in_pipeline_home, monkeypatch, capsys):
     assert "'MIT'" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    ([""], "the query is empty"),
-    (["--model", "giant", "x"], "invalid choice: 'giant'"),
-])
-def test_lookup_cli_rejects_bad_arguments(argv, message):
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/test_lookup.py"), *argv],
-                            capture_output=True, text=True)
-    assert result.returncode == 2 and message in result.stderr
+def test_lookup_cli_rejects_an_empty_query(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        lookup_cli.parse_args([""])
+    assert exit_info.value.code == 2 and "the query is empty" in capsys.readouterr().err
 
 
-def test_lookup_cli_missing_index_exits_nonzero(home, pipeline_home):
+def test_lookup_cli_names_the_fix_for_a_folder_with_no_model(home, caplog):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lookup_cli.main, lookup_cli.parse_args(["--model", str(home / "giant"), "x"]))
+    assert exit_info.value.code == 2
+    assert f"no trained model at {home / 'giant'}. Build it with: python scripts/train_alias_label.py --output" in (
+        caplog.text)
+
+
+def test_lookup_cli_missing_model_exits_2_without_a_traceback(home, pipeline_home):
     import shutil
 
     shutil.copytree(pipeline_home / "data", home / "data")
     result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/test_lookup.py"), "MIT"],
                             capture_output=True, text=True)
-    assert result.returncode == 2 and "no trained teacher" in result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "no trained model at" in result.stdout
+    assert "Build it with: python scripts/train_alias_label.py" in result.stdout
+
+
+def test_lookup_cli_names_the_fix_for_a_damaged_index(home, pipeline_home, caplog):
+    import shutil
+
+    for folder in ("data", "faiss", "models"):
+        shutil.copytree(pipeline_home / folder, home / folder)
+    index_file = home / "faiss/labels.index"
+    index_file.write_bytes(index_file.read_bytes()[:64])
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lookup_cli.main, lookup_cli.parse_args(["MIT"]))
+    assert exit_info.value.code == 2
+    assert f"{index_file} is damaged" in caplog.text and "Rebuild it with: python scripts/train_alias_label.py" in (
+        caplog.text)
 
 
 @pytest.mark.parametrize("name", ["alias-label-inference-teacher", "alias-label-inference-distilled"])

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import unit_rows
 
-from alias_label import index as index_module
 from alias_label.data.split import load_split
 from alias_label.errors import UserError
+from alias_label.index import dense as index_module
 from alias_label.index.dense import DenseIndex, IndexSpec, build_index, load_index, save_index, vectors_path
 from alias_label.index.stream import encode_to_file
 from alias_label.io import read_json

@@ -47,11 +47,13 @@ def fix_command(model_dir: Path, role: str) -> str:
     return command if model_name(model_dir) in ROLES else f"{command} --output {model_dir}"
 
 
-def require_trained(model_dir: Path, role: str = "teacher") -> dict:
+def require_trained(model_dir: Path, role: str | None = None) -> dict:
     """The model's training record; a clear error with the command that builds it when there is none.
 
-    ``role`` only shapes that command, for a folder that holds no record to read it from.
+    ``role`` only shapes that command, for a folder that holds no record to read it from; by default
+    the default student folder is a student's, any other a teacher's.
     """
+    role = role or ("student" if model_name(model_dir) == "student" else "teacher")
     config_path = Path(model_dir) / "training_config.json"
     if not config_path.exists():
         raise UserError(f"no trained model at {model_dir}. Build it with: {fix_command(model_dir, role)}")

@@ -103,7 +103,7 @@ def load_dense(model: str | Path, device: str, int8: bool | None = None, int8_sc
     """The model's dense retriever; ``calibrated`` makes a missing or stale calibration an error."""
     device = pick_device(device)
     model_dir = model_folder(model)
-    role = require_trained(model_dir, "student" if str(model) == "student" else "teacher").get("role", "teacher")
+    role = require_trained(model_dir).get("role", "teacher")
     label_index, alias_index, candidates = load_bundle_indexes(model_dir, role)
     encoder = load_model(model_dir, device)
     if int8 if int8 is not None else int8_by_default(role, device):

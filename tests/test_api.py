@@ -1,0 +1,112 @@
+"""The public Python API: load_retriever and Retriever.lookup, as a user calls them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import test_lookup as lookup_cli
+import train_alias_label
+from conftest import TEACHER_SMOKE
+from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+from alias_label import Retriever, load_retriever
+from alias_label.errors import UserError
+from alias_label.io import read_json
+
+THREE_LINES = """
+import sys
+import alias_label
+assert not {"torch", "faiss", "pandas", "sentence_transformers"} & set(sys.modules), "import alias_label is heavy"
+from alias_label import load_retriever
+retriever = load_retriever("teacher")
+table = retriever.lookup(["UdeG", "MIT"], k=5)
+print(list(table.columns), len(table), table["query"].unique().tolist())
+"""
+
+
+def bundle_only(home, pipeline_home):
+    """A copy of the trained models and their indexes alone, as a user would move them to another machine."""
+    for folder in ("models", "faiss"):
+        shutil.copytree(pipeline_home / folder, home / folder)
+    return home
+
+
+def test_three_lines_in_a_fresh_interpreter_need_only_the_models_and_indexes(home, pipeline_home):
+    bundle_only(home, pipeline_home)
+    assert not (home / "data").exists()
+    result = subprocess.run([sys.executable, "-c", THREE_LINES], capture_output=True, text=True, cwd=home,
+                            env={**os.environ, "ALIAS_LABEL_HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == (
+        "['query', 'rank', 'qid', 'label', 'score', 'confident'] 10 ['UdeG', 'MIT']")
+
+
+def test_defaults_are_the_lookup_scripts(in_pipeline_home):
+    teacher, student = load_retriever("teacher"), load_retriever("student")
+    assert isinstance(teacher, Retriever) and (teacher.name, student.name) == ("teacher_hybrid", "student_hybrid")
+    calibration = read_json(in_pipeline_home / "models/trained/alias_label_student/calibration.json")
+    assert student.abstain == calibration["abstain"]["hybrid"]
+    assert any(isinstance(m, DynamicLinear) for m in student.searcher.dense.model.modules())  # int8 on a CPU
+    assert not any(isinstance(m, DynamicLinear) for m in teacher.searcher.dense.model.modules())
+    for role, retriever in (("teacher", teacher), ("student", student)):
+        script = lookup_cli.main(lookup_cli.parse_args(["MIT", "--model", role, "-k", "4"]))
+        pd.testing.assert_frame_equal(script, retriever.lookup(["MIT"], k=4))
+
+
+def test_lookup_both_directions_and_a_single_string(in_pipeline_home):
+    retriever = load_retriever("teacher", mode="dense")
+    labels = retriever.candidates.labels
+    forward = retriever.lookup("MIT", k=3)
+    assert forward["rank"].tolist() == [1, 2, 3] and forward["score"].is_monotonic_decreasing
+    assert set(forward["label"]) <= set(labels["label"])
+    label = labels["label"].iloc[0]
+    reverse = retriever.lookup([label], k=2, reverse=True)
+    assert list(reverse.columns) == ["query", "rank", "qid", "alias", "score", "confident"] and len(reverse) == 2
+    assert reverse["confident"].all()  # the abstain setting was fitted alias -> label only
+    assert not retriever.lookup(["MIT"], k=1, min_score=1.01)["confident"].any()
+    with pytest.raises(UserError, match="k=0: ask for at least one match"):
+        retriever.lookup(["MIT"], k=0)
+    with pytest.raises(UserError, match="mode='sparse': choose one of hybrid, dense"):
+        load_retriever("teacher", mode="sparse")
+
+
+def test_a_teacher_saved_elsewhere_is_looked_up_by_its_folder(home, tiny_model, swot_slice, tmp_path):
+    output, index_dir = tmp_path / "my_teacher", tmp_path / "my_indexes"
+    train_alias_label.main(train_alias_label.parse_args(
+        ["--data", str(swot_slice), "--base-model", str(tiny_model), *TEACHER_SMOKE, "--rounds", "1", "--epochs", "1",
+         "--output", str(output), "--index-dir", str(index_dir)]))
+    assert sorted(path.name for path in index_dir.glob("*.index")) == ["aliases.index", "labels.index"]
+    assert not (home / "models/trained/alias_label_teacher").exists()
+    retriever = load_retriever(output)
+    matches = lookup_cli.main(lookup_cli.parse_args(["MIT", "--model", str(output), "-k", "2"]))
+    pd.testing.assert_frame_equal(matches, retriever.lookup(["MIT"], k=2))
+    # Moved together, the folder and its indexes still find each other.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.move(output, moved / "my_teacher")
+    shutil.move(index_dir, moved / "my_indexes")
+    pd.testing.assert_frame_equal(load_retriever(moved / "my_teacher").lookup(["MIT"], k=2), matches)
+
+
+def test_a_stale_index_is_refused_with_its_fix(home, pipeline_home):
+    bundle_only(home, pipeline_home)
+    sidecar = home / "faiss/labels.index.json"
+    sidecar.write_text(sidecar.read_text().replace('"model_fingerprint": "', '"model_fingerprint": "x', 1))
+    with pytest.raises(UserError, match="labels.index was built by another model.*python scripts/train_alias_label"):
+        load_retriever("teacher")
+    (home / "models/trained/alias_label_teacher/indexes.json").unlink()
+    with pytest.raises(UserError, match="names no indexes.*python scripts/train_alias_label.py"):
+        load_retriever("teacher")
+
+
+def test_the_package_exports_few_names():
+    import alias_label
+
+    assert alias_label.__all__ == ["Retriever", "load_retriever"]
+    with pytest.raises(AttributeError):
+        alias_label.trained_retriever  # noqa: B018
