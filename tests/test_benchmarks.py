@@ -29,8 +29,8 @@ def test_gpu_throughput_smoke_writes_the_required_keys(tmp_path):
     saved = read_json(tmp_path / "gpu_throughput_smoke.json")
     assert GPU_KEYS <= set(saved) and saved["device"] == "cpu"
     assert saved["check_top1_agreement"] == 1.0 and saved["check_max_one_minus_cosine"] < 1e-5
-    assert all(figures[key] > 0 for key in GPU_KEYS - {"device"})
-    assert saved["command"].startswith("python") and saved["machine"]["cpu_count"] >= 1
+    assert {key: saved[key] for key in GPU_KEYS} == {key: figures[key] for key in GPU_KEYS}
+    assert saved["command"].startswith("python") and "cpu_count" in saved["machine"]
 
 
 def test_index_scale_reports_every_type(in_pipeline_home, tmp_path):
@@ -40,8 +40,7 @@ def test_index_scale_reports_every_type(in_pipeline_home, tmp_path):
     rows = read_json(tmp_path / "index_scale.json")["rows"]
     assert len(rows) == 2 * 2 * 6
     for row in rows:
-        assert 0 <= row["recall_at_10"] <= 1 and row["p95_ms"] >= row["p50_ms"] > 0
-        assert row["index_mb"] > 0 and row["build_s"] >= 0
+        assert 0 <= row["recall_at_10"] <= 1 and row["p95_ms"] >= row["p50_ms"]
     flat = [row for row in rows if row["type"] == "flat"]
     assert all(row["recall_at_10"] == 1.0 and row["memory_vs_flat"] > 0.9 for row in flat)
     assert all(row["memory_vs_flat"] < 0.3 for row in rows if row["type"] == "flat-int8")
@@ -54,16 +53,20 @@ def test_query_latency_profiles_both_models(in_pipeline_home, tmp_path):
     for role in ("teacher", "student", "student_int8"):
         parts = figures[f"{role}_threads1"]
         assert {"tokenize", "forward", "encode", "search_flat", "search_hnsw", "lookup_flat"} <= set(parts)
-        assert parts["lookup_flat"]["p50_ms"] >= parts["search_flat"]["p50_ms"] > 0
-    assert figures["student_speedup_lookup_flat_threads1"] > 0
-    assert figures["student_int8_speedup_lookup_hnsw_threads1"] > 0
-    # The smoke teacher has 2 layers: one row per depth and precision, each a positive speed-up.
+        assert parts["lookup_flat"]["p50_ms"] >= parts["search_flat"]["p50_ms"]
+    for student, mode in (("student", "flat"), ("student_int8", "hnsw")):
+        assert figures[f"{student}_speedup_lookup_{mode}_threads1"] == pytest.approx(
+            figures["teacher_threads1"][f"lookup_{mode}"]["p50_ms"]
+            / figures[f"{student}_threads1"][f"lookup_{mode}"]["p50_ms"])
+    # The smoke teacher has 2 layers: one row per depth and precision, each with its speed-up over the teacher.
     depths = figures["depth_sweep"]
     assert set(depths) == {"teacher", "layers2_float32", "layers2_int8", "layers1_float32", "layers1_int8"}
     for row in depths.values():
-        assert min(row["lookup_flat_p50_ms"], row["lookup_hnsw_p50_ms"]) >= row["encode_p50_ms"] > 0
-    assert all(depths[key][f"speedup_{step}"] > 0 for key in depths if key != "teacher"
-               for step in ("encode", "lookup_flat", "lookup_hnsw"))
+        assert min(row["lookup_flat_p50_ms"], row["lookup_hnsw_p50_ms"]) >= row["encode_p50_ms"]
+    for key in set(depths) - {"teacher"}:
+        for step in ("encode", "lookup_flat", "lookup_hnsw"):
+            assert depths[key][f"speedup_{step}"] == pytest.approx(
+                depths["teacher"][f"{step}_p50_ms"] / depths[key][f"{step}_p50_ms"])
     assert (tmp_path / "query_latency.json").exists()
 
 
@@ -87,7 +90,8 @@ def test_int8_schemes_reports_quality_and_speed_of_each(in_pipeline_home, tmp_pa
     speed = figures["speed"]
     assert set(speed) == {"teacher_float32", *(f"student_{p}" for p in precisions)}
     assert speed["teacher_float32"]["speedup_encode"] == 1.0
-    assert all(row["encode_p50_ms"] > 0 and row["speedup_encode"] > 0 for row in speed.values())
+    for row in speed.values():
+        assert row["speedup_encode"] == pytest.approx(speed["teacher_float32"]["encode_p50_ms"] / row["encode_p50_ms"])
     layers = figures["student_layers"]
     assert read_json(tmp_path / f"int8_schemes_layers{layers}.json")["quality"] == json.loads(json.dumps(quality))
 
@@ -95,7 +99,7 @@ def test_int8_schemes_reports_quality_and_speed_of_each(in_pipeline_home, tmp_pa
 def test_encode_memory_compares_three_approaches(tmp_path):
     figures = encode_memory.main(encode_memory.parse_args(["--labels", "3000", "--results-dir", str(tmp_path)]))
     assert [row["approach"] for row in figures["rows"]] == ["naive", "streamed-flat", "streamed-ivfpq"]
-    assert all(row["rows"] == 3000 and row["peak_rss_mb"] > 0 for row in figures["rows"])
+    assert all(row["rows"] == 3000 for row in figures["rows"])
     assert set(figures["streamed_vs_naive"]) == {"streamed-flat", "streamed-ivfpq"}
     assert figures["dim"] == 384
 
@@ -131,6 +135,5 @@ def test_distill_sweep_kl_over_candidates_matches_full_kl_when_they_are_all_labe
     variant = {**distill_sweep.DEFAULTS, "mse": 0.0, "kl": 1.0}
     every_label = torch.arange(5).repeat(3, 1)
     full = sweep.loss(variant, student, teacher, None)
-    assert full > 0
     assert sweep.loss(variant, student, teacher, every_label) == pytest.approx(full.item(), rel=1e-5)
     assert sweep.loss(variant, teacher, teacher, None) == pytest.approx(0.0, abs=1e-6)

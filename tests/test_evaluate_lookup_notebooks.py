@@ -42,7 +42,7 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
         for key in ("top1", "top5", "top10", "mrr", "label_to_alias_recall10"):
             assert 0 <= system[key] <= 1, (name, key)
         assert system["top1"] <= system["top5"] <= system["top10"]
-        assert system["p50_ms"] > 0 and system["p95_ms"] >= system["p50_ms"]
+        assert system["p95_ms"] >= system["p50_ms"]
     assert 0 <= report["agreement"] <= 1
     bands = report["agreement_by_teacher_margin"]
     assert sum(band["n"] for band in bands) == report["n_queries"]
@@ -54,7 +54,7 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
     else:
         assert report["retention"] is None
     assert sum(report["kind_counts"].values()) == report["n_queries"]
-    assert report["index_bytes"]["teacher"]["labels"] > 0
+    assert report["index_bytes"]["teacher"]["labels"] == (pipeline_home / "faiss/labels.index").stat().st_size
     # Calibrated systems carry their abstain result on test; the top-level one is the hybrid's.
     assert report["abstain"] == report["systems"]["hybrid"]["abstain"]
     for name in ("teacher", "student", "hybrid", "student_hybrid"):

@@ -21,7 +21,11 @@ from alias_label.models.load import load_model
 def test_dtype_and_workers_per_device(monkeypatch):
     assert inference_dtype("cpu") == torch.float32 and default_workers("cpu") == 0
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert inference_dtype("cuda") == torch.bfloat16 and default_workers("cuda") >= 1
+    assert inference_dtype("cuda") == torch.bfloat16
+    # Two cores stay with the main process and its pinning thread; never fewer than one worker, never over 16.
+    for cores, workers in ((2, 1), (8, 6), (64, 16)):
+        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+        assert default_workers("cuda") == workers
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert inference_dtype("cuda:0") == torch.float16
 

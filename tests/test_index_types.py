@@ -171,5 +171,5 @@ def test_label_keys_off_indexes_the_labels_texts_alone(home, pipeline_home):
     dense = load_dense("teacher", "cpu", int8=False).searcher
     hybrid = load_retriever("teacher", "hybrid", int8=False)
     # The hybrid's TF-IDF follows the dense index: no keys on either side.
-    assert keys_of(dense) == "label" and keys_of(hybrid.lexical) == "label"
+    assert keys_of(dense) == "label" and keys_of(hybrid.searcher.lexical) == "label"
     assert isinstance(dense.label_index, DenseIndex)
