@@ -14,7 +14,7 @@ A variant is a JSON object; keys left out take these defaults:
     kl 0        weight of KL(teacher || student) over softmax(label scores / tau), tau 0.05
     cand null   take that KL over each text's teacher top-`cand` labels instead of all labels
     docs true   train on every label as a text too
-    aug true    train on the generated aliases of alias_label.augment as texts too
+    aug true    train on the generated aliases of alias_label.train.augment as texts too
     noise 0     train on up to this many perturbed copies of each train-side label too
                 (perturbed_labels below, seeded by --seed)
     layers 1, epochs 10, lr 1e-3, batch 64, as distill_model.py's defaults

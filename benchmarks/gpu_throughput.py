@@ -239,7 +239,7 @@ def main(args) -> dict:
         figures = {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
                    "precision": precision_name(device), "model_shape": shape, "software": software(),
                    "mean_tokens_per_text": float(np.mean([len(t) for t in model.tokenizer(texts[:5000])["input_ids"]]))}
-        # Saved after each phase: a run cut short by the GPU lease keeps what it measured.
+        # Saved after each phase: a run cut short keeps what it measured.
         for phase in (lambda: encode_figures(model, texts, args, device),
                       lambda: agreement_check(model, pairs, args, device),
                       lambda: training_figures(folder, pairs, args, device)):

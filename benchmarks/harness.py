@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import platform
 import sys
@@ -30,9 +29,8 @@ def percentiles(milliseconds: list[float]) -> dict:
 
 
 def save_results(name: str, figures: dict, results_dir: Path | None = None) -> Path:
-    """benchmarks/results/<name>.json: machine, date, the exact command, then the figures."""
+    """benchmarks/results/<name>.json: the exact command, the machine, then the figures."""
     target = Path(results_dir or RESULTS) / f"{name}.json"
-    write_json(target, {"benchmark": name, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                        "command": " ".join(["python", *sys.argv]), "machine": machine(), **figures})
+    write_json(target, {"benchmark": name, "command": " ".join(["python", *sys.argv]), "machine": machine(), **figures})
     print(f"wrote {target}")
     return target

@@ -1,6 +1,6 @@
 """What each int8 scheme costs the trained teacher and student in quality, and buys in speed.
 
-Each model is run in float32 and in each of ``alias_label.modeling.INT8_SCHEMES`` (torch's
+Each model is run in float32 and in each of ``alias_label.models.quantize.INT8_SCHEMES`` (torch's
 dynamic quantisation of the Linear layers: one weight scale per output channel, one per matrix,
 or per channel with each layer's feed-forward output kept in float32), each with activations
 quantised to torch's 7 bits and, where the CPU has VNNI, to 8 (``-act7``, ``-act8``). Quality, on the validation

@@ -10,7 +10,7 @@ Trains  --objective embedding-mse (default): the student regresses onto the teac
         --objective cosine: CosineSimilarityLoss, the student's cosine on (alias, gold) and
         (alias, hard negative) pairs regresses onto the teacher's (the design's recipe), and the
         student encodes its own indexes (--index-vectors student).
-        --augment (all kinds by default) adds the aliases alias_label.augment generates from
+        --augment (all kinds by default) adds the aliases alias_label.train.augment generates from
         train-side labels as more texts to imitate (embedding-mse), encoded by the teacher once
         and cached in data/cache/teacher_generated_alias_embs.npy.
 Writes  models/trained/alias_label_student/  model + training_config.json + metrics.json

@@ -276,7 +276,7 @@ def test_student_queries_over_the_teachers_vectors(home, pipeline_home):
     # The figure the script logs is the one scorer's on the saved model.
     val_metrics, _, ranked = score_split(load_dense("student", "cpu", int8=False), split, "val")
     assert metrics["val"]["top1"] == pytest.approx(val_metrics["top1"])
-    # A cache from before the label keys lacks their file: re-indexing re-encodes it with the teacher.
+    # A cache without the label keys' file: re-indexing re-encodes it with the teacher.
     cache_paths()["label_keys"].unlink()
     build_index_cli.main(build_index_cli.parse_args(["--model", "student", "--vectors-from", "teacher"]))
     np.testing.assert_allclose(np.load(cache_paths()["label_keys"]), teacher_rows[len(split.labels):], atol=1e-5)

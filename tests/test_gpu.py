@@ -1,4 +1,4 @@
-"""CUDA paths: run only where torch sees a GPU (the lent device machine); skipped on CPU CI.
+"""CUDA paths: run only where torch sees a GPU (a CUDA machine); skipped on CPU CI.
 
 They check that training picks bf16/fp16 autocast and that the same model retrieves the same
 labels on GPU as on CPU, within bf16 tolerance.

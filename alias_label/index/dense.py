@@ -32,8 +32,7 @@ QUANTIZATIONS = ("none", "int8", "int4", "binary")
 
 
 # FAISS's own BLAS threshold: below it a search runs per-query code, where a second OpenMP thread
-# only contends for the cores with torch's threads, still spinning after the encode (README, "Query
-# latency": a one-alias flat search took 8.3 ms on 2 threads and 2.0 ms on one).
+# only contends for the cores with torch's threads, still spinning after the encode (docs/speed.md).
 FEW_QUERIES = 20
 
 
@@ -120,11 +119,11 @@ class IndexSpec:
         if kind in ("ivf", "ivfpq"):
             # FAISS's guidance: about 4 sqrt(n) cells, each with at least 39 training points.
             spec.nlist = int(max(1, min(2 ** round(np.log2(4 * np.sqrt(max(n, 1)))), n // 39)))
-            # On the real label set, nprobe = nlist / 4 is what reaches recall@10 0.95 (README).
+            # On the real label set, nprobe = nlist / 4 is what reaches recall@10 0.95 (benchmarks/README.md).
             spec.nprobe = int(min(spec.nlist, max(16, spec.nlist // 4)))
         if kind == "hnsw":
-            # benchmarks/hnsw_ef_sweep.py: efSearch 128 keeps recall@10 >= 0.97 up to 100k rows, while
-            # 1M rows need 1024 for 0.95 (at 2.5 ms a query on 2 cores).
+            # benchmarks/hnsw_ef_sweep.py: a small efSearch keeps recall@10 up to 100k rows, while 1M rows
+            # need 1024 for 0.95.
             spec.hnsw_m, spec.ef_construction, spec.ef_search = 32, 80, 128 if n <= 200_000 else 1024
         if kind == "ivfpq":
             spec.pq_m = next(m for m in (d // 8, d // 4, d // 2, d) if m and d % m == 0)
@@ -228,7 +227,7 @@ class Int8Prefilter:
     """Exact flat search for a few queries that first reads int8 copies of the rows (a quarter of the bytes).
 
     One query's flat search reads every float32 row, and a table larger than the CPU's caches is
-    read at memory speed (31,194 x 384 rows: 48 MB, about 1.5 ms). Here each dimension is scaled by
+    read at memory speed. Here each dimension is scaled by
     s_d to span [-1, 1] and the rows are stored in FAISS's 8-bit scalar quantiser with one range
     for all dimensions (``QT_8bit_uniform``, the fastest of its scans that keeps the query in
     float32); the query is divided by the same s_d, and the best ``fetch`` rows by that int8 score
@@ -236,7 +235,7 @@ class Int8Prefilter:
     e_d being the largest rounding error in dimension d over all rows, so once the lowest int8
     score fetched, plus that bound, is below the k-th float32 score, no row left out can reach the
     top k: the answer is flat search's, with equal scores in row order (FAISS's own search leaves
-    them in its heap's order, which batches keep: the metrics the README reports are computed on
+    them in its heap's order, which batches keep: the evaluator's metrics are computed on
     batches). A query for which that is not proven is searched flat; ``fallbacks`` counts them.
     """
 

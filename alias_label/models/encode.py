@@ -12,7 +12,7 @@ def encode(model, texts, kind: str = "query", batch_size: int = 128, progress: b
     """Unit-normalised float32 embeddings, batched, with a progress bar on long lists.
 
     Normalised vectors make inner product equal cosine, which is what IndexFlatIP ranks by. Long
-    lists on a GPU take the high-throughput path (alias_label/fast_encode.py).
+    lists on a GPU take the high-throughput path (alias_label/models/fast_encode.py).
     """
     texts = list(texts)
     if str(model.device).startswith("cuda") and len(texts) > 4 * batch_size:
@@ -34,8 +34,8 @@ def _encode_one_batch(model, texts: list[str], kind: str) -> np.ndarray:
 
     The same computation as sentence-transformers' ``encode`` for a single batch, without the
     bookkeeping it repeats on every call (``eval()`` over every module, the device looked up
-    from the parameters, length sorting): about 0.4 ms, a quarter of the int8 student's
-    one-alias encode on this CPU (README, "Query latency").
+    from the parameters, length sorting), which is a large share of a short query's encode on a
+    CPU (docs/speed.md).
     """
     from sentence_transformers.util import batch_to_device
 

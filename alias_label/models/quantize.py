@@ -49,18 +49,15 @@ def quantize_int8(model, scheme: str = "per-channel", activation_bits: int | Non
 
     Weights are stored as int8 and each batch's activations are quantised on the fly, so the
     matrix multiplies that dominate a short query's forward pass take int8 kernels (VNNI where the
-    CPU has it). ``per-channel`` (the default) gives each output row of a weight its own scale;
-    with torch's own default, ``per-tensor``, one scale per matrix, a 3-layer student's test
-    agreement with its teacher fell from 86.1% in float32 to 82.3%, with per-channel to 84.5%, at
-    about the same speed (README, "int8 on a CPU"). ``per-channel-ffn-float32`` also leaves each
-    layer's feed-forward output projection (BERT-style names: ``layer.N.output.dense``) in
-    float32: its input, after the GELU, carries the outliers that one int8 scale per batch
-    flattens (Bondarenko et al., 2021), so it keeps more of the float32 answers (85.6%) for
-    0.1-0.3 ms a layer.
+    CPU has it). ``per-channel`` (the default) gives each output row of a weight its own scale,
+    which keeps more of the float32 answers than torch's own default, ``per-tensor`` (one scale
+    per matrix), at the same speed. ``per-channel-ffn-float32`` also leaves each layer's
+    feed-forward output projection (BERT-style names: ``layer.N.output.dense``) in float32: its
+    input, after the GELU, carries the outliers that one int8 scale per batch flattens
+    (Bondarenko et al., 2021), so it keeps the most of float32's answers, a little slower.
 
     ``activation_bits``: 8 (``FullRangeDynamicLinear``) or torch's 7; by default 8 where the CPU
-    has VNNI, the only place where 8 is safe, else 7. With 8, per channel, the 3-layer student
-    keeps 85.6% at per-channel speed, as many as with its feed-forward outputs in float32.
+    has VNNI, the only place where 8 is safe, else 7. docs/speed.md compares them.
     """
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
     from torch.ao.quantization.quantization_mappings import get_default_dynamic_quant_module_mappings
@@ -97,9 +94,8 @@ def is_ffn_output(module_name: str) -> bool:
 def int8_by_default(role: str, device: str) -> bool:
     """Whether a model queried for lookups runs int8 unless told otherwise: the student on a CPU.
 
-    The student exists to answer fast on a CPU, and in int8 it encodes a query about 1.5x as fast
-    with the same test top-1 (README, "int8 on a CPU"). The teacher stays float32: its int8 copy
-    changes the top-1 of about one test alias in eight. Artifacts (indexes, calibration) are always
-    made by the float32 model.
+    The student exists to answer fast on a CPU, and int8 kernels are what make a short query's
+    forward pass fast there; the teacher is the reference, so it stays float32 (docs/speed.md).
+    Artifacts (indexes, calibration) are always made by the float32 model.
     """
     return role == "student" and str(device) == "cpu"
