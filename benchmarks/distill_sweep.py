@@ -1,6 +1,6 @@
 """Sweep the student's distillation recipe on one GPU: loss, temperature, training texts, depth.
 
-distill_model.py trains one student through sentence-transformers' trainer, 43 minutes on the
+distill_model.py trains one student through sentence-transformers' trainer, for hours on a
 2-core CPU. This sweep runs the same recipe as a plain loop (the layer-reduced teacher regresses
 onto the teacher's embeddings of the train aliases and of every label; AdamW, 10% linear warm-up
 then linear decay, batches of 64 from one text set at a time), so that a dozen variants fit in
@@ -17,13 +17,13 @@ A variant is a JSON object; keys left out take these defaults:
     aug true    train on the generated aliases of alias_label.train.augment as texts too
     noise 0     train on up to this many perturbed copies of each train-side label too
                 (perturbed_labels below, seeded by --seed)
-    layers 1, epochs 10, lr 1e-3, batch 64, as distill_model.py's defaults
+    layers 3, epochs 10, lr 1e-3, batch 64, as distill_model.py's defaults for MiniLM
     kept null   keep exactly these teacher layers (0-based, e.g. [0, 3]) instead of `layers`
                 evenly spaced ones
     seed        of initialisation and batch order (default: --seed)
 
-The results in benchmarks/results/distill_sweep.json list every variant in full; its sweeps 1
-and 2 ran when the student's defaults were 2 layers, no generated aliases and lr 1e-4.
+The results in benchmarks/results/distill_sweep.json list every variant in full, each with the
+teacher it was run against (docs/student.md).
 
 Reads   the teacher folder (default models/trained/alias_label_teacher/), data/processed/
 Writes  benchmarks/results/distill_sweep[_partI].json
@@ -54,7 +54,7 @@ from alias_label.train.augment import AUGMENTATIONS, augmentation_candidates, ex
 from alias_label.train.distill import reduce_layers
 
 DEFAULTS = {"mse": 1.0, "cos": 0.0, "kl": 0.0, "tau": 0.05, "cand": None, "docs": True, "aug": True, "noise": 0,
-            "layers": 1, "kept": None, "epochs": 10, "lr": 1e-3, "batch": 64}
+            "layers": 3, "kept": None, "epochs": 10, "lr": 1e-3, "batch": 64}
 ENCODE_BATCH = 1024
 
 

@@ -120,7 +120,7 @@ def test_distill_sweep_trains_each_variant_and_part(in_pipeline_home, tmp_path):
     # Part 0 of 2 runs the first and third variants, with the defaults filled in.
     assert [(row["variant"]["layers"], row["variant"]["kept"], row["variant"]["aug"], row["variant"]["noise"],
              row["variant"]["lr"], row["variant"]["seed"]) for row in figures["results"]] == [
-        (2, None, False, 0, 1e-3, 13), (1, [1], True, 1, 1e-3, 5)]
+        (2, None, False, 0, 1e-3, 13), (3, [1], True, 1, 1e-3, 5)]
     assert figures["teacher"]["val"]["agreement"] == 1.0
     for row in figures["results"]:
         assert len(row["val_by_epoch"]) == 1 and row["val"] == row["val_by_epoch"][-1]
