@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
+from alias_label.index.cache import cache_paths
 from alias_label.io import write_json
+from alias_label.models.encode import encode
 from alias_label.paths import REPO_ROOT
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -34,3 +37,52 @@ def save_results(name: str, figures: dict, results_dir: Path | None = None) -> P
     write_json(target, {"benchmark": name, "command": " ".join(["python", *sys.argv]), "machine": machine(), **figures})
     print(f"wrote {target}")
     return target
+
+
+def timed_ms(function, *args, **kwargs) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return (time.perf_counter() - start) * 1000, result
+
+
+def taking_turns(models: dict, aliases: list[str], measure, block: int = 10) -> dict[str, list]:
+    """``measure(model, alias)`` for every alias and model, the models taking turns a block at a time.
+
+    A drift in the machine's speed then reaches every model alike, while each model still answers
+    several queries in a row, as a server would.
+    """
+    for model in models.values():  # warm-up
+        encode(model, aliases[:3], "query")
+    results = {name: [] for name in models}
+    for start in range(0, len(aliases), block):
+        for name, model in models.items():
+            results[name] += [measure(model, alias) for alias in aliases[start:start + block]]
+    return results
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def lift(rows: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """Map to ``dim`` dimensions with a random orthonormal basis: every cosine stays the same."""
+    if dim == rows.shape[1]:
+        return rows
+    basis, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(dim, rows.shape[1])))
+    return np.ascontiguousarray(rows @ basis.T.astype(np.float32))
+
+
+def synthetic(size: str, dim: int, args) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.load(cache_paths()["labels"], mmap_mode="r")
+    aliases = np.load(cache_paths()["aliases"], mmap_mode="r")
+    rng = np.random.default_rng(args.seed)
+    queries = np.asarray(aliases[rng.choice(len(aliases), min(args.queries, len(aliases)), replace=False)])
+    if size == "real":
+        return lift(np.asarray(labels), dim, args.seed), lift(queries, dim, args.seed)
+    n = int(size)
+    vectors = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):  # in blocks, so a 1M x 1024 table is never built twice in memory
+        rows = np.asarray(labels[rng.integers(0, len(labels), min(100_000, n - start))])
+        rows = unit(rows + args.noise * rng.normal(size=rows.shape).astype(np.float32) / np.sqrt(rows.shape[1]))
+        vectors[start:start + len(rows)] = lift(rows, dim, args.seed)
+    return vectors, lift(queries, dim, args.seed)

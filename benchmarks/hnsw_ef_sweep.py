@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness import percentiles, save_results
-from index_scale import synthetic
+from harness import percentiles, save_results, synthetic
 
 from alias_label.index.dense import IndexSpec, build_index
 

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from harness import percentiles, save_results
+from harness import percentiles, save_results, synthetic
 
-from alias_label.index.cache import cache_paths
 from alias_label.index.dense import IndexSpec, build_index, save_index
 
 TYPES = {"flat": ("flat", "none"), "flat-int8": ("flat", "int8"), "flat-int4": ("flat", "int4"),
@@ -50,32 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def unit(rows: np.ndarray) -> np.ndarray:
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-def lift(rows: np.ndarray, dim: int, seed: int) -> np.ndarray:
-    """Map to ``dim`` dimensions with a random orthonormal basis: every cosine stays the same."""
-    if dim == rows.shape[1]:
-        return rows
-    basis, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(dim, rows.shape[1])))
-    return np.ascontiguousarray(rows @ basis.T.astype(np.float32))
 
 
-def synthetic(size: str, dim: int, args) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.load(cache_paths()["labels"], mmap_mode="r")
-    aliases = np.load(cache_paths()["aliases"], mmap_mode="r")
-    rng = np.random.default_rng(args.seed)
-    queries = np.asarray(aliases[rng.choice(len(aliases), min(args.queries, len(aliases)), replace=False)])
-    if size == "real":
-        return lift(np.asarray(labels), dim, args.seed), lift(queries, dim, args.seed)
-    n = int(size)
-    vectors = np.empty((n, dim), dtype=np.float32)
-    for start in range(0, n, 100_000):  # in blocks, so a 1M x 1024 table is never built twice in memory
-        rows = np.asarray(labels[rng.integers(0, len(labels), min(100_000, n - start))])
-        rows = unit(rows + args.noise * rng.normal(size=rows.shape).astype(np.float32) / np.sqrt(rows.shape[1]))
-        vectors[start:start + len(rows)] = lift(rows, dim, args.seed)
-    return vectors, lift(queries, dim, args.seed)
 
 
 def rss_mb() -> float:

@@ -26,8 +26,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from harness import percentiles, save_results
-from query_latency import taking_turns, timed_ms
+from harness import percentiles, save_results, taking_turns, timed_ms
 
 from alias_label.data.split import load_split
 from alias_label.metrics import retrieval_metrics

@@ -27,12 +27,11 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from harness import percentiles, save_results
+from harness import percentiles, save_results, taking_turns, timed_ms
 
 from alias_label.data.split import load_split
 from alias_label.index.dense import IndexSpec, KeyedIndex, build_index
@@ -52,10 +51,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def timed_ms(function, *args, **kwargs) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    return (time.perf_counter() - start) * 1000, result
 
 
 def hnsw_over(label_index):
@@ -77,19 +72,6 @@ def depth_models(teacher) -> dict:
     return models
 
 
-def taking_turns(models: dict, aliases: list[str], measure, block: int = 10) -> dict[str, list]:
-    """``measure(model, alias)`` for every alias and model, the models taking turns a block at a time.
-
-    A drift in the machine's speed then reaches every model alike, while each model still answers
-    several queries in a row, as a server would.
-    """
-    for model in models.values():  # warm-up
-        encode(model, aliases[:3], "query")
-    results = {name: [] for name in models}
-    for start in range(0, len(aliases), block):
-        for name, model in models.items():
-            results[name] += [measure(model, alias) for alias in aliases[start:start + block]]
-    return results
 
 
 def depth_sweep(teacher, flat, hnsw, aliases: list[str], block: int = 10) -> dict:
