@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alias_label.data.split import Split
+from alias_label.data.text import transliterate
 from alias_label.index.dense import KeyedIndex, build_index
 from alias_label.index.tables import Candidates, build_label_index, encode_candidates
 from alias_label.models.encode import encode
@@ -38,6 +39,20 @@ class Searcher:
 
     def aliases_for(self, labels, k: int = 10):
         return self.alias_index.search(self._queries(labels, "document"), k)
+
+
+@dataclass
+class TransliteratedQueries:
+    """A searcher whose queries are transliterated first: a Cyrillic or CJK alias shares no character
+    n-gram with a Latin label, but its romanisation may (label -> alias queries are left as they are)."""
+
+    searcher: object
+
+    def labels_for(self, aliases, k: int = 10):
+        return self.searcher.labels_for([transliterate(alias) or alias for alias in aliases], k)
+
+    def aliases_for(self, labels, k: int = 10):
+        return self.searcher.aliases_for(labels, k)
 
 
 def lexical_searcher(candidates: Candidates) -> Searcher:
