@@ -14,6 +14,12 @@ KS = (1, 5, 10)
 DEPTH = 100  # MRR counts a gold label found within the first DEPTH candidates (MRR@100)
 
 
+def classes_of(rows: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Each ranked row's class (``Split.label_classes``), -1 kept for an empty slot."""
+    rows = np.asarray(rows)
+    return np.where(rows < 0, -1, classes[np.maximum(rows, 0)])
+
+
 def gold_ranks(ranked_ids: np.ndarray, gold_ids: np.ndarray) -> np.ndarray:
     """1-based rank of each query's gold id in its ranked list; 0 when it is not in the list."""
     hits = np.asarray(ranked_ids) == np.asarray(gold_ids)[:, None]

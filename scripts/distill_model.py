@@ -40,6 +40,7 @@ from alias_label.index.bundle import fix_command, require_trained, write_indexes
 from alias_label.index.dense import add_index_args, build_index
 from alias_label.index.tables import build_label_index, encode_candidates, label_keys
 from alias_label.io import save_run_args, setup_logging, sha256_of, timed, write_json
+from alias_label.metrics import classes_of
 from alias_label.models.encode import encode
 from alias_label.models.load import embedding_dim, load_model, model_fingerprint, pick_device, precision_name
 from alias_label.paths import paths
@@ -218,6 +219,12 @@ def trainer_prompts(args, student) -> dict | None:
     return {"queries": query, "documents": document}
 
 
+def agreement(split, student_top1: np.ndarray, teacher_top1: np.ndarray) -> float:
+    """Share of aliases where student and teacher answer the same label, up to case and accents."""
+    classes = split.label_classes
+    return float(np.mean(classes_of(student_top1, classes) == classes_of(teacher_top1, classes)))
+
+
 def teacher_top1(split, embeddings, split_name: str, keys: str) -> np.ndarray:
     """The teacher's top-1 label row for each alias of a split, from its cached embeddings."""
     alias_rows = split.alias_rows(split.pairs(split_name)["alias"])
@@ -234,7 +241,7 @@ def student_validation(split, teacher_val_top1: np.ndarray, keys: str, teacher_e
             # Like the teacher's, per-epoch validation of a student with its own vectors skips the label keys.
             label_index = build_index(encode(model, split.labels["label"], kind="document"))
         metrics, _, ranked = score_split(Searcher("student", label_index, None, model), split, "val")
-        metrics["agreement"] = float(np.mean(ranked[:, 0] == teacher_val_top1))
+        metrics["agreement"] = agreement(split, ranked[:, 0], teacher_val_top1)
         return metrics
 
     return evaluate
@@ -251,7 +258,7 @@ def index_and_validate(student, split, embeddings: dict, args) -> dict:
     dense = Searcher("student", build_label_index(index_embeddings, split, args.label_keys), None, student)
     calibrate(args.output, "student", split, dense, args.target_precision)
     metrics, _, ranked = score_split(dense, split, "val")
-    metrics["agreement"] = float(np.mean(ranked[:, 0] == teacher_top1(split, embeddings, "val", args.label_keys)))
+    metrics["agreement"] = agreement(split, ranked[:, 0], teacher_top1(split, embeddings, "val", args.label_keys))
     return metrics
 
 

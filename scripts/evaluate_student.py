@@ -1,10 +1,11 @@
-"""Compare teacher, student, their hybrids, the untrained base model and TF-IDF on held-out aliases.
+"""Compare teacher, student, their hybrids and reranked search, the untrained base model and TF-IDF.
 
-Every system goes through the same code: the same queries, a full N-way ranking over every
-distinct label, the same metrics. Dense systems search their FAISS indexes; TF-IDF ranks
-character n-gram vectors; a hybrid fuses a dense and the TF-IDF ranking at the weight and
-exponent fitted on validation. Systems with a calibrated abstain setting also report its
-precision and coverage.
+Every system goes through the same code: the same held-out queries, a full N-way ranking over
+every distinct label, the same metrics, and the same search path a lookup takes. Dense systems
+search their FAISS indexes; TF-IDF ranks character n-gram vectors; a hybrid fuses a dense and the
+TF-IDF ranking at the weight and exponent fitted on validation; a reranked system scores the
+union of every channel's candidates with the reranker fitted on validation. Systems with a
+calibrated abstain setting also report its precision and coverage, with a confidence interval.
 On a CPU the student runs as the lookup script runs it, Linear layers in int8; ``--int8 none``
 evaluates it in float32.
 
@@ -37,24 +38,26 @@ from alias_label.evaluate.report import markdown_tables, save_plots
 from alias_label.index.bundle import ROLES, index_files, model_folder, require_trained
 from alias_label.index.tables import Candidates
 from alias_label.io import atomic_path, save_run_args, setup_logging, write_json
-from alias_label.metrics import recall_at_k, retrieval_metrics
+from alias_label.metrics import classes_of, recall_at_k, retrieval_metrics
 from alias_label.models.load import load_model, pick_device
 from alias_label.models.quantize import INT8_SCHEMES, default_activation_bits, int8_by_default
 from alias_label.paths import paths
-from alias_label.search.abstain import abstain_quality
-from alias_label.search.retriever import Retriever, as_hybrid, check_split, load_dense
-from alias_label.search.scoring import score_split
+from alias_label.search.abstain import abstain_quality, precision_interval
+from alias_label.search.retriever import Retriever, as_hybrid, as_rerank, check_split, load_dense
+from alias_label.search.scoring import correct_classes, is_right, score_split
 from alias_label.search.searchers import dense_searcher, keys_of, lexical_searcher
 
 NAME = "evaluate_student"
 log = logging.getLogger(NAME)
-SYSTEMS = ("teacher", "student", "hybrid", "student_hybrid", "base", "tfidf", "tfidf_translit")
+SYSTEMS = ("teacher", "student", "hybrid", "student_hybrid", "rerank", "student_rerank", "base", "tfidf",
+           "tfidf_translit")
 LEXICAL_KEYS = {"tfidf": "label", "tfidf_translit": "transliterated"}
 LEXICAL_NAMES = {keys: name for name, keys in LEXICAL_KEYS.items()}
 # Bands of the teacher's top-1 minus top-2 score: near-ties (< 0.01) are where a student's small
 # errors flip the top-1, so agreement is read per band.
 MARGIN_EDGES = (0.0, 0.01, 0.02, 0.05, 0.1, np.inf)
-HYBRID_OF = {"hybrid": "teacher", "student_hybrid": "student"}
+# The trained model each fused or reranked system is built on.
+HYBRID_OF = {"hybrid": "teacher", "student_hybrid": "student", "rerank": "teacher", "student_rerank": "student"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -114,7 +117,8 @@ def build_retrievers(args, split, device: str) -> dict:
             dense[role] = load_dense(getattr(args, role), device, role in args.int8, args.int8_scheme, hybrid_too)
             check_split(dense[role], split.fingerprint)
         if name in HYBRID_OF:
-            retrievers[name] = as_hybrid(dense[role], lexical_for(keys_of(dense[role].searcher)).searcher)
+            combine = as_rerank if name.endswith("rerank") else as_hybrid
+            retrievers[name] = combine(dense[role], lexical_for(keys_of(dense[role].searcher)).searcher)
         elif name in dense:
             retrievers[name] = dense[name]
         elif name == "base":
@@ -149,8 +153,12 @@ def accuracy(retriever, split, split_name: str, kinds: np.ndarray) -> tuple[dict
         # The threshold and margin were fitted on validation; here they meet unseen queries.
         metrics["abstain"] = {"threshold": setting["threshold"], "margin": setting["margin"],
                               "target_precision": setting["target_precision"],
-                              **abstain_quality(scores, ranked[:, 0] == gold, setting)}
-    metrics["by_kind"] = {kind: retrieval_metrics(ranked[kinds == kind], gold[kinds == kind])
+                              **abstain_quality(scores, is_right(split, ranked[:, 0], gold), setting)}
+        kept = metrics["abstain"]["kept"]
+        metrics["abstain"]["precision_interval95"] = precision_interval(
+            round((metrics["abstain"]["precision"] or 0.0) * kept), kept)
+    ranked_classes, gold_classes = correct_classes(split, ranked, pairs["label"])
+    metrics["by_kind"] = {kind: retrieval_metrics(ranked_classes[kinds == kind], gold_classes[kinds == kind])
                           for kind in ALIAS_KINDS if (kinds == kind).any()}
     labels, gold_sets = label_to_alias_queries(split, pairs)
     _, alias_ranked = retriever.aliases_for(labels, 10)
@@ -201,7 +209,7 @@ def errors_table(split, pairs, kinds, ranked: dict) -> pd.DataFrame:
     for role in ("teacher", "student"):
         if role in ranked:
             table[f"{role}_top3"] = [" | ".join(texts[row[:3]]) for row in ranked[role]]
-            table[f"{role}_correct"] = texts[ranked[role][:, 0]] == table["gold_label"].to_numpy()
+            table[f"{role}_correct"] = is_right(split, ranked[role][:, 0], split.label_rows(pairs["label"]))
             correct.append(table[f"{role}_correct"])
     return table[~np.logical_and.reduce(correct)] if correct else table
 
@@ -209,8 +217,10 @@ def errors_table(split, pairs, kinds, ranked: dict) -> pd.DataFrame:
 def assemble_report(split, split_name, pairs, kinds, systems: dict, ranked: dict, scores: dict, args,
                     index_bytes: dict) -> dict:
     both = "teacher" in ranked and "student" in ranked
-    agreement = float(np.mean(ranked["teacher"][:, 0] == ranked["student"][:, 0])) if both else None
-    by_margin = (agreement_by_margin(scores["teacher"], ranked["teacher"][:, 0], ranked["student"][:, 0]) if both
+    # Agreement compares label classes: labels equal up to case and accents are one answer.
+    top1 = {role: classes_of(ranked[role][:, 0], split.label_classes) for role in ROLES if role in ranked}
+    agreement = float(np.mean(top1["teacher"] == top1["student"])) if both else None
+    by_margin = (agreement_by_margin(scores["teacher"], top1["teacher"], top1["student"]) if both
                  else None)
     retention = systems["student"]["top1"] / systems["teacher"]["top1"] if both and systems["teacher"]["top1"] else None
     p50 = {name: s.get("p50_ms") for name, s in systems.items()}
@@ -225,7 +235,7 @@ def assemble_report(split, split_name, pairs, kinds, systems: dict, ranked: dict
         "int8_scheme": args.int8_scheme if args.int8 else None,
         "int8_activation_bits": default_activation_bits() if args.int8 else None, "cpu_threads": os.cpu_count(),
         "systems": systems,
-        "abstain": systems.get("hybrid", {}).get("abstain"),
+        "abstain": systems.get("rerank", systems.get("hybrid", {})).get("abstain"),
     }
 
 

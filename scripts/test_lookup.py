@@ -1,8 +1,10 @@
 """Look up aliases (alias -> label) or labels (label -> alias) with the teacher or the student.
 
-By default the model's FAISS ranking is fused with TF-IDF character n-grams (--mode hybrid), and
-an alias whose best match falls below the threshold and margin calibrated on validation is
-reported as "no confident match". On a CPU the student runs its Linear layers in int8 (--no-int8:
+By default the candidates of every channel (the model's FAISS index, TF-IDF character n-grams,
+acronyms) are scored by the reranker fitted on validation (--mode rerank; its score is the fitted
+probability that the answer is right), and an alias whose best match falls below the threshold
+and margin calibrated on validation is reported as "no confident match". Label -> alias lookups
+use the hybrid ranking. On a CPU the student runs its Linear layers in int8 (--no-int8:
 float32); the teacher runs float32 unless given --int8.
 
 Reads   the chosen model folder in models/trained/ (or any folder given to --model) with its
@@ -46,9 +48,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--reverse", action="store_true", help="label -> alias instead of alias -> label")
     parser.add_argument("--model", default="teacher",
                         help="teacher, student, or a trained model folder (default: teacher)")
-    parser.add_argument("--mode", default="hybrid", choices=MODES,
-                        help="hybrid: the model fused with TF-IDF at the weight and exponent fitted on validation; "
-                             "dense: the model's FAISS index alone (default: hybrid)")
+    parser.add_argument("--mode", default="rerank", choices=MODES,
+                        help="rerank: every channel's candidates scored by the fitted reranker; hybrid: the model "
+                             "fused with TF-IDF at the weight and exponent fitted on validation; dense: the model's "
+                             "FAISS index alone (default: rerank)")
     parser.add_argument("-k", type=int, default=5, help="matches per query (default: 5)")
     parser.add_argument("--min-score", type=float, default=None,
                         help="report the top match as 'no confident match' below this score, instead of the "

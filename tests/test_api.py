@@ -48,11 +48,12 @@ def test_three_lines_in_a_fresh_interpreter_need_only_the_models_and_indexes(hom
 
 def test_defaults_are_the_lookup_scripts(in_pipeline_home):
     teacher, student = load_retriever("teacher"), load_retriever("student")
-    assert isinstance(teacher, Retriever) and (teacher.name, student.name) == ("teacher_hybrid", "student_hybrid")
+    assert isinstance(teacher, Retriever) and (teacher.name, student.name) == ("teacher_rerank", "student_rerank")
     calibration = read_json(in_pipeline_home / "models/trained/alias_label_student/calibration.json")
-    assert student.abstain == calibration["abstain"]["hybrid"]
-    assert any(isinstance(m, DynamicLinear) for m in student.searcher.dense.model.modules())  # int8 on a CPU
-    assert not any(isinstance(m, DynamicLinear) for m in teacher.searcher.dense.model.modules())
+    assert student.abstain == calibration["abstain"]["rerank"]
+    assert lookup_cli.parse_args(["x"]).mode == "rerank"
+    assert any(isinstance(m, DynamicLinear) for m in student.searcher.first_stage.model.modules())  # int8 on a CPU
+    assert not any(isinstance(m, DynamicLinear) for m in teacher.searcher.first_stage.model.modules())
     for role, retriever in (("teacher", teacher), ("student", student)):
         script = lookup_cli.main(lookup_cli.parse_args(["MIT", "--model", role, "-k", "4"]))
         pd.testing.assert_frame_equal(script, retriever.lookup(["MIT"], k=4))
@@ -71,7 +72,7 @@ def test_lookup_both_directions_and_a_single_string(in_pipeline_home):
     assert not retriever.lookup(["MIT"], k=1, min_score=1.01)["confident"].any()
     with pytest.raises(UserError, match="k=0: ask for at least one match"):
         retriever.lookup(["MIT"], k=0)
-    with pytest.raises(UserError, match="mode='sparse': choose one of hybrid, dense"):
+    with pytest.raises(UserError, match="mode='sparse': choose one of rerank, hybrid, dense"):
         load_retriever("teacher", mode="sparse")
 
 

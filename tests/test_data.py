@@ -24,7 +24,7 @@ ROWS = [
 
 def data_args(path, **overrides) -> argparse.Namespace:
     values = dict(data=path, qid_col="qid", label_col="label", alias_col="alias", split_seed=13, val_frac=0.2,
-                  test_frac=0.2, limit=None, processed_dir=None, max_alias_entities=5, encoding="utf-8")
+                  test_frac=0.2, limit=None, processed_dir=None, max_alias_entities=5, encoding="utf-8", heldout_cap=5)
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -213,3 +213,44 @@ def test_held_out_alias_that_is_another_entitys_label_is_dropped():
     assert split.meta["heldout_pairs_dropped_as_ambiguous"] == 1
     assert "entity 1" not in set(pd.concat([split.val, split.test])["alias"])
     assert split.meta["pairs"]["val"] + split.meta["pairs"]["test"] + split.meta["pairs"]["train"] == 39
+
+
+def test_heldout_cap_keeps_a_seeded_sample_of_each_entitys_aliases():
+    rows = [{"qid": f"q{i}", "label": f"Label {i}", "alias": f"alias {i}"} for i in range(30)]
+    rows += [{"qid": "big", "label": "Big Schools", "alias": f"member school {j}"} for j in range(40)]
+    table, _ = clean_table(pd.DataFrame(rows).assign(description="", website=""))
+    for seed in range(6):
+        split = make_split(table, seed=seed, val_frac=0.2, test_frac=0.2, heldout_cap=3)
+        held = pd.concat([split.val, split.test])
+        assert held.groupby("qid").size().max() <= 3
+        if "big" in set(held["qid"]):
+            dropped = split.meta["heldout_pairs_dropped_over_cap"]
+            assert sum(dropped.values()) == 37 and set(held.loc[held["qid"] == "big", "alias"]) <= {
+                f"member school {j}" for j in range(40)}
+            again = make_split(table, seed=seed, val_frac=0.2, test_frac=0.2, heldout_cap=3)
+            pd.testing.assert_frame_equal(again.test, split.test)
+            uncapped = make_split(table, seed=seed, val_frac=0.2, test_frac=0.2, heldout_cap=0)
+            assert len(pd.concat([uncapped.val, uncapped.test])) == len(held) + 37
+            assert uncapped.fingerprint != split.fingerprint
+            break
+    else:
+        pytest.fail("no seed put the big entity in a held-out split")
+    with pytest.raises(UserError, match="--heldout-cap -1 must be 0"):
+        make_split(table, heldout_cap=-1)
+
+
+def test_labels_equal_up_to_case_and_accents_are_one_class():
+    rows = [{"qid": "a", "label": "Centro Universitário Mário Pontes Jucá", "alias": "CESMAC"},
+            {"qid": "b", "label": "Centro Universitario Mario Pontes Juca", "alias": "x1"},
+            {"qid": "c", "label": "CENTRO UNIVERSITÁRIO MÁRIO PONTES JUCÁ", "alias": "x2"},
+            {"qid": "d", "label": "Московский университет", "alias": "x3"},
+            {"qid": "e", "label": "Moskovskii universitet", "alias": "x4"}]
+    table, _ = clean_table(pd.DataFrame(rows).assign(description="", website=["a.br", "b.br", "", "d.ru", "e.ru"]))
+    split = make_split(table, seed=0, val_frac=0.2, test_frac=0.2, heldout_cap=0)
+    classes = split.label_classes
+    rows_of = {label: i for i, label in enumerate(split.labels["label"])}
+    same = [rows_of[label] for label in (r["label"] for r in rows[:3])]
+    assert len({classes[row] for row in same}) == 1
+    # Transliteration is not folding: another script stays another label.
+    assert classes[rows_of["Московский университет"]] != classes[rows_of["Moskovskii universitet"]]
+    assert split.labels.set_index("label").loc["Московский университет", "websites"] == ["d.ru"]

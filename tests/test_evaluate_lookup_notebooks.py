@@ -36,8 +36,10 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
     assert report == evaluation
     split = load_split(pipeline_home / "data/processed")
     assert report["n_queries"] == len(split.test) and report["n_labels"] == len(split.labels)
-    assert set(report["systems"]) == {"teacher", "student", "hybrid", "student_hybrid", "base", "tfidf",
-                                      "tfidf_translit"}
+    assert set(report["systems"]) == {"teacher", "student", "hybrid", "student_hybrid", "rerank", "student_rerank",
+                                      "base", "tfidf", "tfidf_translit"}
+    # Every system reports the same keys, reranked ones included.
+    assert len({frozenset(set(system) - {"abstain"}) for system in report["systems"].values()}) == 1
     for name, system in report["systems"].items():
         for key in ("top1", "top5", "top10", "mrr", "label_to_alias_recall10"):
             assert 0 <= system[key] <= 1, (name, key)
@@ -55,9 +57,9 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
         assert report["retention"] is None
     assert sum(report["kind_counts"].values()) == report["n_queries"]
     assert report["index_bytes"]["teacher"]["labels"] == (pipeline_home / "faiss/labels.index").stat().st_size
-    # Calibrated systems carry their abstain result on test; the top-level one is the hybrid's.
-    assert report["abstain"] == report["systems"]["hybrid"]["abstain"]
-    for name in ("teacher", "student", "hybrid", "student_hybrid"):
+    # Calibrated systems carry their abstain result on test; the top-level one is the reranker's.
+    assert report["abstain"] == report["systems"]["rerank"]["abstain"]
+    for name in ("teacher", "student", "hybrid", "student_hybrid", "rerank", "student_rerank"):
         abstain = report["systems"][name]["abstain"]
         assert {"threshold", "margin", "precision", "coverage", "target_precision"} <= set(abstain)
         assert 0 <= abstain["coverage"] <= 1 and abstain["kept"] == round(abstain["coverage"] * abstain["n"])

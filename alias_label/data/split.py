@@ -8,6 +8,7 @@ never counted wrong because another qid shares it.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import pandas as pd
 
 from alias_label.data.swot import write_default_data
 from alias_label.data.table import MAX_ALIAS_ENTITIES, format_report, load_table
+from alias_label.data.text import fold
 from alias_label.errors import UserError
 from alias_label.io import atomic_path, read_json, sha256_of, write_json
 from alias_label.paths import paths
@@ -31,7 +33,9 @@ SPLIT_FILES = ("train.parquet", "val.parquet", "test.parquet", "labels.parquet",
 
 
 # Bumped whenever a cleaning or split rule changes, so an old split on disk is never reused.
-SPLIT_RULES = 2
+SPLIT_RULES = 3
+# Held-out aliases one entity may contribute to val or test.
+HELDOUT_CAP = 5
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +58,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-alias-entities", type=int, default=MAX_ALIAS_ENTITIES,
                        help="drop an alias string shared by more entities than this: it names none of them "
                             f"(swot's '.group' names 208) (default: {MAX_ALIAS_ENTITIES})")
+    group.add_argument("--heldout-cap", type=int, default=HELDOUT_CAP,
+                       help="at most N aliases of any one entity in val and test, a seeded sample, so that no "
+                            f"entity dominates a held-out figure or a threshold fitted on it (default: {HELDOUT_CAP})")
     group.add_argument("--limit", type=int, default=None,
                        help="keep only N aliased entities plus N alias-less ones, for smoke runs")
     group.add_argument("--processed-dir", type=Path, default=None,
@@ -67,7 +74,7 @@ class Split:
     train: pd.DataFrame
     val: pd.DataFrame
     test: pd.DataFrame
-    labels: pd.DataFrame  # one row per distinct label string: label, qids
+    labels: pd.DataFrame  # one row per distinct label string: label, qids, websites
     aliases: pd.DataFrame  # one row per distinct alias string: alias, qids, labels
     meta: dict
 
@@ -81,6 +88,18 @@ class Split:
     def label_rows(self, labels) -> np.ndarray:
         """Row ids in the label table (= label index) of the given label strings."""
         return _positions(self.labels["label"], labels)
+
+    @functools.cached_property
+    def label_classes(self) -> np.ndarray:
+        """For each label row, the first row whose label is the same after case and accent folding.
+
+        A predicted label equal to the gold one up to case and accents ("Centro Universitário Mario
+        Pontes Jucá" for "... Mário ...") names the same entity to a reader, most often listed
+        twice in the data, so metrics and calibration count it as right, as they do an exact tie.
+        """
+        keys = self.labels["label"].map(fold)
+        first = pd.Series(np.arange(len(keys))).groupby(keys.to_numpy()).transform("min")
+        return first.to_numpy()
 
     def alias_rows(self, aliases) -> np.ndarray:
         """Row ids in the alias table (= alias index) of the given alias strings."""
@@ -104,17 +123,33 @@ def _limit_entities(table: pd.DataFrame, limit: int, rng: np.random.Generator) -
 
 
 def _candidate_tables(table: pd.DataFrame, pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    labels = (table.groupby("label", sort=True)["qid"].agg(lambda q: sorted(set(q)))
-              .rename("qids").reset_index())
+    labels = (table.groupby("label", sort=True)
+              .agg(qids=("qid", lambda q: sorted(set(q))), websites=("website", lambda w: sorted(set(w) - {""})))
+              .reset_index())
     aliases = (pairs.groupby("alias", sort=True)
                .agg(qids=("qid", lambda q: sorted(set(q))), labels=("label", lambda v: sorted(set(v))))
                .reset_index())
     return labels, aliases
 
 
+def _capped(frame: pd.DataFrame, cap: int, rng: np.random.Generator) -> tuple[pd.DataFrame, int]:
+    """At most ``cap`` rows of each entity, a seeded sample in the frame's order; and how many went."""
+    keep = np.zeros(len(frame), dtype=bool)
+    for rows in frame.groupby("qid", sort=True).indices.values():
+        keep[rng.permutation(rows)[:cap]] = True
+    return frame[keep].reset_index(drop=True), int((~keep).sum())
+
+
 def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = 0.1, test_frac: float = 0.1,
-               limit: int | None = None) -> Split:
-    """Assign whole entities to train/val/test; every label stays a candidate."""
+               limit: int | None = None, heldout_cap: int | None = None) -> Split:
+    """Assign whole entities to train/val/test; every label stays a candidate.
+
+    ``heldout_cap`` (default ``HELDOUT_CAP``; 0 for none) keeps at most that many aliases of one
+    entity in val and test.
+    """
+    heldout_cap = HELDOUT_CAP if heldout_cap is None else heldout_cap
+    if heldout_cap < 0:
+        raise UserError(f"--heldout-cap {heldout_cap} must be 0 (no cap) or more")
     if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
         raise UserError(f"--val-frac ({val_frac}) and --test-frac ({test_frac}) must be in (0, 1) and sum below 1")
     rng = np.random.default_rng(seed)
@@ -137,6 +172,10 @@ def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = 0.1, test_
     label_keys = set(table["label"].str.casefold())
     ambiguous = (split_of != "train") & pairs["alias"].str.casefold().isin(label_keys)
     by_split = {name: pairs[(split_of == name) & ~leaks & ~ambiguous].reset_index(drop=True) for name in SPLITS}
+    over_cap = {}
+    for name in ("val", "test"):
+        if heldout_cap:
+            by_split[name], over_cap[name] = _capped(by_split[name], heldout_cap, rng)
 
     labels, aliases = _candidate_tables(table, pairs)
     meta = {
@@ -147,12 +186,13 @@ def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = 0.1, test_
         "labels": len(labels), "aliases": len(aliases),
         "train_pairs_dropped_as_leaks": int(leaks.sum()),
         "heldout_pairs_dropped_as_ambiguous": int(ambiguous.sum()),
+        "heldout_cap": heldout_cap, "heldout_pairs_dropped_over_cap": over_cap,
         "split_rules": SPLIT_RULES,
         "pairs": {name: len(frame) for name, frame in by_split.items()},
         "split_entities": {name: int(frame["qid"].nunique()) for name, frame in by_split.items()},
     }
     meta["fingerprint"] = sha256_of(meta["data_fingerprint"], str(seed), str(val_frac), str(test_frac), str(limit),
-                                    str(SPLIT_RULES))
+                                    str(SPLIT_RULES), str(heldout_cap))
     return Split(**by_split, labels=labels, aliases=aliases, meta=meta)
 
 
@@ -174,7 +214,7 @@ def load_split(processed_dir: Path | None = None) -> Split:
         raise UserError(f"no split in {processed_dir}. Build it with: python scripts/prepare_data.py")
     meta = read_json(meta_path)
     frames = {name.removesuffix(".parquet"): pd.read_parquet(processed_dir / name) for name in SPLIT_FILES}
-    for column in ("qids", "labels"):
+    for column in ("qids", "labels", "websites"):
         for frame in (frames["labels"], frames["aliases"]):
             if column in frame:
                 frame[column] = frame[column].map(list)
@@ -193,7 +233,7 @@ def ensure_split(args: argparse.Namespace) -> Split:
     table, report = load_table(data_path, args.qid_col, args.label_col, args.alias_col,
                                args.max_alias_entities, args.encoding)
     log.info("data: %s -> %d rows (%s)", data_path, len(table), format_report(report))
-    split = make_split(table, args.split_seed, args.val_frac, args.test_frac, args.limit)
+    split = make_split(table, args.split_seed, args.val_frac, args.test_frac, args.limit, args.heldout_cap)
     processed_dir = Path(args.processed_dir or paths().processed)
     existing = processed_dir / "split.json"
     if existing.exists() and read_json(existing).get("fingerprint") == split.fingerprint:

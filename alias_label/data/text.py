@@ -22,6 +22,14 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+def fold(text: str) -> str:
+    """``text`` case-folded with its accents removed: "Mário" and "mario" fold alike, "Мир" stays Cyrillic."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFKD", normalise_space(text))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+
+
 def transliterate(text: str) -> str | None:
     """``text`` in ASCII (accents folded, other scripts romanised by unidecode); None when that changes nothing."""
     from unidecode import unidecode

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SYSTEM_ORDER = ("hybrid", "teacher", "student_hybrid", "student", "base", "tfidf_translit", "tfidf")
+SYSTEM_ORDER = ("rerank", "hybrid", "teacher", "student_rerank", "student_hybrid", "student", "base", "tfidf_translit",
+                "tfidf")
 
 
 def ordered(systems: dict) -> list[str]:
@@ -22,7 +23,10 @@ def markdown_tables(report: dict) -> str:
              f"(full {report['n_labels']}-way retrieval). Agreement teacher/student: "
              f"{_fmt(report['agreement'], '{:.2%}')}, retention: {_fmt(report['retention'], '{:.2%}')}."
              + (f" In int8 ({report['int8_scheme']}, {report['int8_activation_bits']}-bit activations): "
-                f"{', '.join(report['int8'])}." if report.get("int8") else ""), "",
+                f"{', '.join(report['int8'])}." if report.get("int8") else "")
+             + " A label equal to the gold one up to case and accents counts as right ("
+             + ", ".join(f"{name}: {systems[name].get('top1_folded_only', 0)}" for name in ordered(systems))
+             + " top-1 answers).", "",
              "| system | top-1 | top-5 | top-10 | MRR | label→alias R@10 | p50 ms | p95 ms | batch q/s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name in ordered(systems):
@@ -34,11 +38,13 @@ def markdown_tables(report: dict) -> str:
     if calibrated:
         lines += ["", "Abstain at the threshold and margin fitted on validation "
                   f"(target precision {systems[calibrated[0]]['abstain']['target_precision']:.0%}):", "",
-                  "| system | threshold | margin | precision | coverage |", "|---|---|---|---|---|"]
+                  "| system | threshold | margin | precision (95% interval) | coverage |", "|---|---|---|---|---|"]
         for name in calibrated:
             a = systems[name]["abstain"]
-            lines.append(f"| {name} | {a['threshold']:.3f} | {a['margin']:.3f} | {_fmt(a['precision'], '{:.2%}')} | "
-                         f"{a['coverage']:.2%} |")
+            interval = a.get("precision_interval95")
+            span = f" ({interval[0]:.1%}–{interval[1]:.1%})" if interval else ""
+            lines.append(f"| {name} | {a['threshold']:.3f} | {a['margin']:.3f} | "
+                         f"{_fmt(a['precision'], '{:.2%}')}{span} | {a['coverage']:.2%} |")
     if report.get("agreement_by_teacher_margin"):
         lines += ["", "Agreement teacher/student by the teacher's top-1 minus top-2 score:", "",
                   "| teacher margin | aliases | agreement |", "|---|---|---|"]

@@ -85,7 +85,8 @@ def index_table_meta(split: Split, kind: str, model_dir: Path, model_name: str, 
     """The sidecar content of one index: which model, which split, and the id -> text table.
 
     A label index with transliterated keys lists its key rows after the labels, each with the
-    qids of its label, and ``label_rows`` maps every row to its label.
+    qids of its label, and ``label_rows`` maps every row to its label. ``websites`` holds each
+    label's entities' websites (the reranker matches a query against the site's name).
     """
     meta = {"kind": kind, "model": str(model_dir), "model_role": model_name,
             "model_fingerprint": model_fingerprint(model_dir), "data_fingerprint": split.fingerprint}
@@ -94,7 +95,7 @@ def index_table_meta(split: Split, kind: str, model_dir: Path, model_name: str, 
                 "qids": split.aliases["qids"].map(list).tolist()}
     texts, rows = keyed_labels(split, keys)
     qids = split.labels["qids"].map(list).tolist()
-    meta.update(rows=len(texts), texts=texts)
+    meta.update(rows=len(texts), texts=texts, websites=split.labels["websites"].map(list).tolist())
     if rows is None:
         return {**meta, "qids": qids}
     return {**meta, "qids": [qids[row] for row in rows], "label_keys": keys, "label_rows": rows.tolist()}
@@ -108,7 +109,7 @@ class Candidates:
     label rows ``key_rows`` gives (None when the rows are the labels, one to one).
     """
 
-    labels: pd.DataFrame  # label, qids
+    labels: pd.DataFrame  # label, qids, websites
     aliases: pd.DataFrame  # alias, qids
     key_texts: list[str]
     key_rows: np.ndarray | None
@@ -117,13 +118,15 @@ class Candidates:
     @classmethod
     def from_split(cls, split: Split, keys: str = "transliterated") -> Candidates:
         texts, rows = keyed_labels(split, keys)
-        return cls(split.labels[["label", "qids"]], split.aliases[["alias", "qids"]], texts, rows, split.fingerprint)
+        return cls(split.labels[["label", "qids", "websites"]], split.aliases[["alias", "qids"]], texts, rows,
+                   split.fingerprint)
 
     @classmethod
     def from_sidecars(cls, label_meta: dict, alias_meta: dict) -> Candidates:
         """The tables as the index sidecars hold them, so no split files are needed."""
         rows = np.array(label_meta["label_rows"]) if "label_rows" in label_meta else None
         n_labels = int(rows.max()) + 1 if rows is not None and len(rows) else label_meta["rows"]
-        labels = pd.DataFrame({"label": label_meta["texts"][:n_labels], "qids": label_meta["qids"][:n_labels]})
+        labels = pd.DataFrame({"label": label_meta["texts"][:n_labels], "qids": label_meta["qids"][:n_labels],
+                               "websites": label_meta["websites"]})
         aliases = pd.DataFrame({"alias": alias_meta["texts"], "qids": alias_meta["qids"]})
         return cls(labels, aliases, list(label_meta["texts"]), rows, label_meta["data_fingerprint"])

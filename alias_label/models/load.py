@@ -25,7 +25,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
 
 
 # Records our scripts write into a model folder; they describe the model but are not part of it.
-RECORD_FILES = {"training_config.json", "metrics.json", "calibration.json", "indexes.json"}
+RECORD_FILES = {"training_config.json", "metrics.json", "calibration.json", "indexes.json", "reranker.json",
+                "reranker_boosters.json"}
 
 
 def bundled_model_path() -> Path:

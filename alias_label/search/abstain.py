@@ -28,13 +28,37 @@ def abstain_quality(scores: np.ndarray, correct: np.ndarray, abstain: dict) -> d
     return {"precision": precision, "coverage": float(kept.mean()), "kept": int(kept.sum()), "n": int(len(kept))}
 
 
-def fit_abstain(scores: np.ndarray, correct: np.ndarray, target_precision: float, min_kept: int = 10) -> dict:
+def precision_lower_bound(correct: int, kept: int, confidence: float) -> float:
+    """One-sided Wilson lower bound of a precision of ``correct`` of ``kept`` at ``confidence``."""
+    from statistics import NormalDist
+
+    if kept == 0:
+        return 0.0
+    z = NormalDist().inv_cdf(confidence)
+    p = correct / kept
+    centre = p + z * z / (2 * kept)
+    spread = z * np.sqrt(p * (1 - p) / kept + z * z / (4 * kept * kept))
+    return float((centre - spread) / (1 + z * z / kept))
+
+
+def precision_interval(correct: int, kept: int, confidence: float = 0.95) -> list[float] | None:
+    """Two-sided Wilson interval [low, high] of a precision; None when nothing was kept."""
+    if kept == 0:
+        return None
+    tail = (1 + confidence) / 2
+    return [precision_lower_bound(correct, kept, tail), 1 - precision_lower_bound(kept - correct, kept, tail)]
+
+
+def fit_abstain(scores: np.ndarray, correct: np.ndarray, target_precision: float, min_kept: int = 10,
+                confidence: float | None = None) -> dict:
     """The threshold and margin with the highest coverage whose validation precision meets the target.
 
     Candidates are quantiles of the top-1 scores and of the margins. With fewer than ``min_kept``
     matches kept, a precision is too noisy to trust, so such settings are skipped (a smaller
-    validation set lowers that floor to its size). If no setting reaches the target, the most
-    precise one is returned with ``met_target`` false.
+    validation set lowers that floor to its size). With ``confidence`` (say 0.9), the target must
+    be met by the lower confidence bound of the validation precision, not by the precision
+    itself: a safety margin for aliases the fit never saw. If no setting reaches the target, the
+    most precise one is returned with ``met_target`` false.
     """
     min_kept = max(1, min(min_kept, len(scores)))
     gaps = margins(scores)
@@ -47,8 +71,10 @@ def fit_abstain(scores: np.ndarray, correct: np.ndarray, target_precision: float
             quality = abstain_quality(scores, correct, setting)
             if quality["kept"] < min_kept:
                 continue
-            met = quality["precision"] >= target_precision
-            key = (met, quality["coverage"] if met else quality["precision"])
+            precision = quality["precision"] if confidence is None else precision_lower_bound(
+                int(round(quality["precision"] * quality["kept"])), quality["kept"], confidence)
+            met = precision >= target_precision
+            key = (met, quality["coverage"] if met else precision)
             if best_key is None or key > best_key:
                 best, best_key = {**setting, "met_target": met, "val": quality}, key
-    return {**best, "target_precision": target_precision}
+    return {**best, "target_precision": target_precision, "confidence": confidence}

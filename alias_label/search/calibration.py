@@ -1,8 +1,10 @@
 """Fitting, saving and loading a trained model's calibration: fusion weight and abstain settings.
 
-One function, ``calibrate``, fits both on the validation split; the teacher and student scripts,
-``build_index.py`` and ``calibrate.py`` all call it. The result is saved in the model folder as
-``calibration.json``, fingerprinted with the model and the data, and checked on load.
+One function, ``calibrate``, fits them on the validation split, and the reranker too; the teacher
+and student scripts, ``build_index.py`` and ``calibrate.py`` all call it. The result is saved in
+the model folder as ``calibration.json`` (and ``reranker.json``), fingerprinted with the model and
+the data, and checked on load. Every abstain setting must meet its target precision by the
+lower confidence bound of its validation precision (``CONFIDENCE``), a margin for unseen aliases.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from alias_label.io import read_json, write_json
 from alias_label.models.load import model_fingerprint
 from alias_label.search.abstain import fit_abstain
 from alias_label.search.hybrid import FUSION_DEPTH, fit_fusion_weight, fuse
+from alias_label.search.rerank import FirstStage, fit_reranker
+from alias_label.search.scoring import is_right
 from alias_label.search.searchers import Searcher, keys_of, lexical_searcher
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
+CONFIDENCE = 0.9  # one-sided confidence of the lower bound on validation precision that must clear the target
 
 
 def add_calibration_args(parser: argparse.ArgumentParser) -> None:
@@ -61,20 +66,27 @@ def load_calibration(model_dir: Path, data_fingerprint: str, required: bool = Tr
 
 
 def calibrate(model_dir: Path, role: str, split: Split, dense: Searcher, target_precision: float = 0.95) -> dict:
-    """Fit the fusion weight and both modes' abstain settings on validation; save them with the model."""
+    """Fit the fusion weight, the reranker and every mode's abstain setting on validation; save them with the model.
+
+    ``dense`` is the float32 model's searcher (its label index and model).
+    """
     pairs = split.pairs("val")
     gold = split.label_rows(pairs["label"])
     dense_result = dense.labels_for(pairs["alias"], FUSION_DEPTH)
-    lexical = lexical_searcher(Candidates.from_split(split, keys_of(dense)))
+    candidates = Candidates.from_split(split, keys_of(dense))
+    lexical = lexical_searcher(candidates)
     lexical_result = lexical.labels_for(pairs["alias"], FUSION_DEPTH)
-    fusion = fit_fusion_weight(dense_result, lexical_result, gold)
+    fusion = fit_fusion_weight(dense_result, lexical_result, split.label_classes[gold], split.label_classes)
     hybrid_result = fuse(dense_result, lexical_result, fusion["weight"], FUSION_DEPTH, fusion["exponent"])
     abstain = {}
     for mode, (scores, ids) in {"dense": dense_result, "hybrid": hybrid_result}.items():
-        abstain[mode] = fit_abstain(scores, ids[:, 0] == gold, target_precision)
+        abstain[mode] = fit_abstain(scores, is_right(split, ids[:, 0], gold), target_precision, confidence=CONFIDENCE)
         log.info("%s %s abstain: score >= %.4f and margin >= %.4f -> val precision %.3f, coverage %.3f%s", role,
                  mode, abstain[mode]["threshold"], abstain[mode]["margin"], abstain[mode]["val"]["precision"],
                  abstain[mode]["val"]["coverage"], "" if abstain[mode]["met_target"] else " (target not met)")
+    reranker = fit_reranker(FirstStage.build(dense, candidates, lexical=lexical), split, model_dir, role,
+                            target_precision, CONFIDENCE)
+    abstain["rerank"] = reranker["abstain"]
     calibration = {"role": role, "split": "val", "data_fingerprint": split.fingerprint,
                    "model_fingerprint": model_fingerprint(model_dir), "fusion": fusion, "abstain": abstain}
     write_json(Path(model_dir) / CALIBRATION_FILE, calibration)

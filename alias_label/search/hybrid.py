@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alias_label.metrics import retrieval_metrics
+from alias_label.metrics import classes_of, retrieval_metrics
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +68,18 @@ def fuse(dense: tuple[np.ndarray, np.ndarray], lexical: tuple[np.ndarray, np.nda
     return np.vstack(out_scores), np.vstack(out_ids)
 
 
-def fit_fusion_weight(dense, lexical, gold_rows: np.ndarray) -> dict:
+def fit_fusion_weight(dense, lexical, gold_rows: np.ndarray, classes: np.ndarray | None = None) -> dict:
     """The weight and exponent with the best validation top-1 (then MRR), and the whole grid for the record.
 
     Ties keep the earlier setting of the grid: the plain weighted sum (exponent 1) is tried first.
+    With ``classes`` (``Split.label_classes``) the ranked rows are compared as classes, and
+    ``gold_rows`` are classes too.
     """
     curve = {}
     for exponent in sorted(EXPONENT_GRID, key=lambda p: p != 1.0):
         for weight in WEIGHT_GRID:
-            metrics = retrieval_metrics(fuse(dense, lexical, float(weight), FUSION_DEPTH, exponent)[1], gold_rows)
+            ranked = fuse(dense, lexical, float(weight), FUSION_DEPTH, exponent)[1]
+            metrics = retrieval_metrics(ranked if classes is None else classes_of(ranked, classes), gold_rows)
             curve[float(weight), exponent] = (metrics["top1"], metrics["mrr"])
     best = max(curve, key=lambda setting: curve[setting])
     log.info("fusion weight %.2f, exponent %.2f: val top1 %.4f (dense alone %.4f, lexical alone %.4f)", *best,

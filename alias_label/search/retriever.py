@@ -5,9 +5,9 @@
     retriever.lookup(["UdeG", "MIT"], k=5)       # DataFrame: query, rank, qid, label, score, confident
 
 ``load_retriever`` reads only the model folder and the indexes its ``indexes.json`` names; the
-candidate tables come from the index sidecars. The defaults are the lookup script's: hybrid
-search (the model fused with TF-IDF at the weight fitted on validation), the calibrated abstain,
-and the student in int8 on a CPU.
+candidate tables come from the index sidecars. The defaults are the lookup script's: reranked
+search (the first stage's candidates scored by the reranker fitted on validation), the
+calibrated abstain, and the student in int8 on a CPU.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from alias_label.models.load import load_model, pick_device
 from alias_label.models.quantize import INT8_SCHEMES, int8_by_default, quantize_int8
 from alias_label.search.abstain import confident
 from alias_label.search.calibration import CALIBRATION_FILE, calibration_command, load_calibration
+from alias_label.search.rerank import FirstStage, RerankSearcher, load_reranker
 from alias_label.search.searchers import Searcher, hybrid_of
 
-MODES = ("hybrid", "dense")
+MODES = ("rerank", "hybrid", "dense")
 
 
 @dataclass
@@ -81,21 +82,25 @@ class Retriever:
         return pd.DataFrame(rows, columns=["query", "rank", "qid", column, "score", "confident"])
 
 
-def load_retriever(model: str | Path = "teacher", mode: str = "hybrid", device: str = "cpu", int8: bool | None = None,
+def load_retriever(model: str | Path = "teacher", mode: str = "rerank", device: str = "cpu", int8: bool | None = None,
                    int8_scheme: str = "per-channel") -> Retriever:
     """A trained model ready for lookups: ``"teacher"``, ``"student"`` or a model folder.
 
-    ``mode``: ``hybrid`` (the model fused with TF-IDF) or ``dense`` (its FAISS index alone), each with
-    its own calibrated abstain setting. ``int8`` runs the model's Linear layers in int8 (CPU only),
-    quantised as ``int8_scheme`` says; ``None`` does so for the student on a CPU (docs/speed.md).
+    ``mode``: ``rerank`` (the reranker over the candidates of every channel; its scores are the
+    fitted probability that the answer is right), ``hybrid`` (the model fused with TF-IDF) or
+    ``dense`` (its FAISS index alone), each with its own calibrated abstain setting. ``int8`` runs
+    the model's Linear layers in int8 (CPU only), quantised as ``int8_scheme`` says; ``None`` does
+    so for the student on a CPU (docs/speed.md).
     The indexes and the calibration are those of the float32 model.
     """
     if mode not in MODES:
         raise UserError(f"mode={mode!r}: choose one of {', '.join(MODES)}")
     if int8_scheme not in INT8_SCHEMES:
         raise UserError(f"int8_scheme={int8_scheme!r}: choose one of {', '.join(INT8_SCHEMES)}")
-    dense = load_dense(model, device, int8, int8_scheme, calibrated=mode == "hybrid")
-    return dense if mode == "dense" else as_hybrid(dense)
+    dense = load_dense(model, device, int8, int8_scheme, calibrated=mode != "dense")
+    if mode == "dense":
+        return dense
+    return as_hybrid(dense) if mode == "hybrid" else as_rerank(dense)
 
 
 def load_dense(model: str | Path, device: str, int8: bool | None = None, int8_scheme: str = "per-channel",
@@ -124,6 +129,20 @@ def as_hybrid(dense: Retriever, lexical: Searcher | None = None) -> Retriever:
     hybrid = hybrid_of(dense.searcher, dense.candidates, dense.calibration, lexical)
     return Retriever(hybrid.name, hybrid, dense.candidates, dense.calibration["abstain"]["hybrid"], dense.calibration,
                      dense.model_dir)
+
+
+def as_rerank(dense: Retriever, lexical: Searcher | None = None) -> Retriever:
+    """The dense retriever's first stage reranked by its fitted reranker, with the reranked abstain.
+
+    Label -> alias lookups stay the hybrid's. ``lexical`` reuses a TF-IDF searcher over the same candidates.
+    """
+    hybrid = as_hybrid(dense, lexical)
+    sidecar, boosters = load_reranker(dense.model_dir, dense.data_fingerprint, calibration_command(dense.model_dir))
+    first_stage = FirstStage.build(dense.searcher, dense.candidates, sidecar["candidates_per_channel"],
+                                   hybrid.searcher.lexical)
+    searcher = RerankSearcher(f"{dense.name}_rerank", first_stage, boosters, sidecar["platt"], sidecar["features"],
+                              hybrid.searcher)
+    return Retriever(searcher.name, searcher, dense.candidates, sidecar["abstain"], dense.calibration, dense.model_dir)
 
 
 def check_split(retriever: Retriever, split_fingerprint: str) -> None:

@@ -1,0 +1,141 @@
+"""Features of an (alias, candidate label) pair, for the reranker.
+
+Every rule is about strings, scripts and scores, not about any kind of entity, so the same
+features serve institutions, companies or places:
+
+    channels    each first-stage channel's score and rank of the candidate (NaN: not proposed)
+    cosine      the model's exact cosine of alias and label (its closer key)
+    fuzzy       rapidfuzz ratio, token-set and partial ratio on the folded strings, and again on
+                both sides transliterated
+    overlap     IDF-weighted share of the alias's words in the label, and of the label's in the alias
+    acronym     whether the alias is one of the label's initialisms, and how many of its letters
+                align, in order, with the starts of the label's words
+    shape       same script, length ratio, the alias equal to this label or to any label
+    site        the alias against the name of the entity's website (``mit`` in mit.edu)
+    query       the alias's length, word count and acronym shape, and how many labels its
+                acronym spells (an acronym shared by many labels is weak evidence)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from alias_label.data.kinds import dominant_script
+from alias_label.data.text import fold, tokens, transliterate
+from alias_label.search.acronym import acronym_key, initialisms, looks_like_acronym
+
+CHANNELS = ("dense", "tfidf", "tfidf_query_translit", "acronym")
+GROUPS = {
+    "channels": [f"{kind}_{channel}" for channel in CHANNELS for kind in ("score", "rank")],
+    "cosine": ["cosine"],
+    "fuzzy": ["ratio", "token_set", "partial", "ratio_translit", "token_set_translit", "partial_translit"],
+    "overlap": ["idf_overlap_alias", "idf_overlap_label"],
+    "acronym": ["is_initialism", "initials_aligned"],
+    "shape": ["same_script", "length_ratio", "alias_is_this_label", "alias_is_a_label"],
+    "site": ["site_is_alias", "site_ratio"],
+    "query": ["alias_length", "alias_words", "alias_looks_like_acronym", "acronym_labels"],
+}
+FEATURES = [name for group in GROUPS.values() for name in group]
+SITE_PREFIXES = {"www", "web", "en", "portal"}
+
+
+def site_name(website: str) -> str:
+    """The name part of a web address: ``mit`` for https://www.mit.edu/about."""
+    host = website.split("://")[-1].split("/")[0].casefold()
+    parts = [part for part in host.split(".") if part and part not in SITE_PREFIXES]
+    return parts[0] if parts else ""
+
+
+def aligned_initials(short: str, words: list[str]) -> float:
+    """Share of the short form's letters matched, in order, to the starts of the long form's words,
+    each word giving its initial and then, optionally, the letters right after it ("UdeG")."""
+    letters = acronym_key(short)
+    if not letters or not words:
+        return 0.0
+    matched, w = 0, 0
+    i = 0
+    while i < len(letters) and w < len(words):
+        word = words[w].casefold()
+        if letters[i] == word[0]:
+            matched, i, j = matched + 1, i + 1, 1
+            while i < len(letters) and j < len(word) and letters[i] == word[j] and (
+                    w + 1 >= len(words) or letters[i] != words[w + 1].casefold()[0]):
+                matched, i, j = matched + 1, i + 1, j + 1
+        w += 1
+    return matched / len(letters)
+
+
+@dataclass
+class LabelTable:
+    """What the features need of every label, computed once when a reranker is loaded."""
+
+    folded: list[str]
+    transliterated: list[str]
+    words: list[list[str]]
+    word_sets: list[set[str]]
+    scripts: list[str]
+    initialisms: list[set[str]]
+    sites: list[set[str]]
+    idf: dict[str, float]
+    labels_of_initialism: Counter
+    folded_labels: set[str]
+
+    @classmethod
+    def build(cls, labels, websites) -> LabelTable:
+        labels = list(labels)
+        folded = [fold(label) for label in labels]
+        words = [tokens(label) for label in labels]
+        word_sets = [{fold(word) for word in label_words} for label_words in words]
+        document_frequency = Counter(word for word_set in word_sets for word in word_set)
+        idf = {word: math.log(len(labels) / count) + 1.0 for word, count in document_frequency.items()}
+        label_initialisms = [initialisms(label) for label in labels]
+        return cls(folded, [fold(transliterate(label) or label) for label in labels], words, word_sets,
+                   [dominant_script(label) for label in labels], label_initialisms,
+                   [{site_name(site) for site in sites} - {""} for sites in websites], idf,
+                   Counter(key for keys in label_initialisms for key in keys), set(folded))
+
+    def overlap(self, words: set[str], other: set[str]) -> float:
+        total = sum(self.idf.get(word, 1.0) for word in words)
+        return sum(self.idf.get(word, 1.0) for word in words & other) / total if total else 0.0
+
+
+def pair_features(alias: str, rows: np.ndarray, cosines: np.ndarray, channel_scores: dict, channel_ranks: dict,
+                  table: LabelTable) -> np.ndarray:
+    """The feature matrix (candidates x FEATURES) of one alias against its candidate label rows."""
+    from rapidfuzz import fuzz, process
+
+    folded, translit = fold(alias), fold(transliterate(alias) or alias)
+    alias_words = {fold(word) for word in tokens(alias)}
+    key, script, acronym_shape = acronym_key(alias), dominant_script(alias), looks_like_acronym(alias)
+    out = np.full((len(rows), len(FEATURES)), np.nan, dtype=np.float32)
+    column = {name: i for i, name in enumerate(FEATURES)}
+    for channel in CHANNELS:
+        out[:, column[f"score_{channel}"]] = channel_scores[channel]
+        ranks = channel_ranks[channel].astype(np.float32)
+        out[:, column[f"rank_{channel}"]] = np.where(ranks > 0, ranks, np.nan)
+    out[:, column["cosine"]] = cosines
+    for name, scorer in (("ratio", fuzz.ratio), ("token_set", fuzz.token_set_ratio), ("partial", fuzz.partial_ratio)):
+        out[:, column[name]] = process.cdist([folded], [table.folded[r] for r in rows], scorer=scorer)[0] / 100
+        out[:, column[f"{name}_translit"]] = process.cdist([translit], [table.transliterated[r] for r in rows],
+                                                           scorer=scorer)[0] / 100
+    for j, row in enumerate(rows):
+        sites = table.sites[row]
+        out[j, column["idf_overlap_alias"]] = table.overlap(alias_words, table.word_sets[row])
+        out[j, column["idf_overlap_label"]] = table.overlap(table.word_sets[row], alias_words)
+        out[j, column["is_initialism"]] = key in table.initialisms[row]
+        out[j, column["initials_aligned"]] = aligned_initials(alias, table.words[row]) if acronym_shape else 0.0
+        out[j, column["same_script"]] = script == table.scripts[row]
+        out[j, column["length_ratio"]] = len(folded) / max(len(table.folded[row]), 1)
+        out[j, column["alias_is_this_label"]] = folded == table.folded[row]
+        out[j, column["site_is_alias"]] = key in sites
+        out[j, column["site_ratio"]] = max((fuzz.ratio(key, site) / 100 for site in sites), default=np.nan)
+    out[:, column["alias_is_a_label"]] = folded in table.folded_labels
+    out[:, column["alias_length"]] = len(alias)
+    out[:, column["alias_words"]] = len(alias_words)
+    out[:, column["alias_looks_like_acronym"]] = acronym_shape
+    out[:, column["acronym_labels"]] = table.labels_of_initialism.get(key, 0) if acronym_shape else 0
+    return out

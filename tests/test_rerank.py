@@ -1,0 +1,138 @@
+"""The reranker: features, fitting in entity folds on validation, saving and refusing a stale one."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alias_label.data.split import make_split
+from alias_label.data.table import clean_table
+from alias_label.errors import UserError
+from alias_label.index.tables import Candidates, build_label_index, encode_candidates
+from alias_label.io import read_json
+from alias_label.models.load import load_model
+from alias_label.search.features import FEATURES, LabelTable, aligned_initials, pair_features, site_name
+from alias_label.search.rerank import (
+    BOOSTERS_FILE,
+    RERANKER_FILE,
+    FirstStage,
+    RerankSearcher,
+    entity_folds,
+    fit_reranker,
+    load_reranker,
+)
+from alias_label.search.searchers import Searcher
+
+SYLLABLES = ["ka", "lo", "mi", "ren", "so", "tu", "vel", "dar", "pe", "qui", "zo", "ban", "fi", "gor", "hu", "jax"]
+
+
+def synthetic_table(n: int = 150, seed: int = 0) -> pd.DataFrame:
+    """Entities with three-word labels, each with an acronym alias and a misspelt alias.
+
+    The acronym channel alone answers the acronyms, TF-IDF alone the misspellings: no single
+    channel gets both kinds right, a reranker that learns which to trust does.
+    """
+    rng = np.random.default_rng(seed)
+    rows, seen = [], set()
+    while len(rows) < 2 * n:
+        words = ["".join(rng.choice(SYLLABLES, 3)).capitalize() for _ in range(3)]
+        initials = "".join(word[0] for word in words)
+        if initials in seen:
+            continue
+        seen.add(initials)
+        label = " ".join(words)
+        typo = list(label)
+        at = int(rng.integers(1, len(label) - 2))
+        typo[at], typo[at + 1] = typo[at + 1], typo[at]
+        qid = f"e{len(rows)}"
+        rows += [{"qid": qid, "label": label, "alias": initials}, {"qid": qid, "label": label, "alias": "".join(typo)}]
+    return clean_table(pd.DataFrame(rows).assign(description="", website=""))[0]
+
+
+@pytest.fixture(scope="module")
+def reranked(tmp_path_factory, tiny_model):
+    split = make_split(synthetic_table(), seed=1, val_frac=0.3, test_frac=0.3)
+    model_dir = tmp_path_factory.mktemp("rerank") / "model"
+    shutil.copytree(tiny_model, model_dir)
+    model = load_model(model_dir, "cpu")
+    embeddings = encode_candidates(model, split)
+    dense = Searcher("teacher", build_label_index(embeddings, split, "label"), None, model)
+    first_stage = FirstStage.build(dense, Candidates.from_split(split, "label"), k=10)
+    sidecar = fit_reranker(first_stage, split, model_dir, "teacher", 0.9, 0.9, folds=3)
+    _, boosters = load_reranker(model_dir, split.fingerprint, "python fix.py")
+    searcher = RerankSearcher("teacher_rerank", first_stage, boosters, sidecar["platt"], sidecar["features"], dense)
+    return split, model_dir, first_stage, sidecar, searcher
+
+
+def top1_right(split, ids) -> float:
+    gold = split.label_rows(split.test["label"])
+    return float(np.mean(ids[:, 0] == gold))
+
+
+def test_the_reranker_beats_every_channel_where_none_suffices(reranked):
+    split, _, first_stage, _, searcher = reranked
+    aliases = split.test["alias"].tolist()
+    channels = {"tfidf": first_stage.lexical.labels_for(aliases, 5)[1],
+                "acronym": first_stage.acronym.search(aliases, 5)[1],
+                "dense": first_stage.label_index.search(first_stage.model.encode(aliases), 5)[1]}
+    best_channel = max(top1_right(split, ids) for ids in channels.values())
+    assert best_channel <= 0.6  # each channel gets one kind of alias only
+    scores, ids = searcher.labels_for(aliases, 5)
+    assert top1_right(split, ids) >= best_channel + 0.3
+    assert np.all(np.diff(scores, axis=1) <= 1e-6) and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_the_sidecar_names_what_it_saw_and_stale_ones_are_refused(reranked):
+    split, model_dir, _, sidecar, _ = reranked
+    assert sidecar["fitted_on"] == "val" and sidecar["data_fingerprint"] == split.fingerprint
+    assert sidecar["features"] == FEATURES and sidecar["folds"] == 3 and sidecar["lightgbm"]
+    assert read_json(model_dir / RERANKER_FILE) == sidecar
+    assert sidecar["val_out_of_fold"]["n"] == len(split.val)
+    with pytest.raises(UserError, match="does not match its data.*python fix.py"):
+        load_reranker(model_dir, "another split", "python fix.py")
+    boosters = (model_dir / BOOSTERS_FILE).read_text()
+    try:
+        (model_dir / BOOSTERS_FILE).write_text(boosters.replace("tree", "tres", 1))
+        with pytest.raises(UserError, match="does not match its boosters"):
+            load_reranker(model_dir, split.fingerprint, "python fix.py")
+    finally:
+        (model_dir / BOOSTERS_FILE).write_text(boosters)
+    (model_dir / RERANKER_FILE).rename(model_dir / "moved.json")
+    try:
+        with pytest.raises(UserError, match="has no reranker.*python fix.py"):
+            load_reranker(model_dir, split.fingerprint, "python fix.py")
+    finally:
+        (model_dir / "moved.json").rename(model_dir / RERANKER_FILE)
+
+
+def test_folds_never_split_an_entity():
+    entities = np.array(["a", "a", "b", "c", "c", "c", "d", "e"])
+    fold = entity_folds(entities, 3, seed=0)
+    for entity in set(entities):
+        assert len(set(fold[entities == entity])) == 1
+    assert set(fold) == {0, 1, 2}
+
+
+def test_pair_features_read_the_strings_as_intended():
+    labels = ["Massachusetts Institute of Technology", "Manipal Institute of Technology", "Московский университет"]
+    table = LabelTable.build(labels, [["mit.edu"], ["manipal.edu"], []])
+    channels = {name: np.array([0.5, np.nan, np.nan], dtype=np.float32) for name in
+                ("dense", "tfidf", "tfidf_query_translit", "acronym")}
+    ranks = {name: np.array([1, 0, 0]) for name in channels}
+    features = pair_features("MIT", np.array([0, 1, 2]), np.array([0.9, 0.8, 0.1]), channels, ranks, table)
+    row = dict(zip(FEATURES, features[0], strict=True))
+    other = dict(zip(FEATURES, features[1], strict=True))
+    assert row["is_initialism"] == other["is_initialism"] == 1 and row["acronym_labels"] == 2
+    assert row["site_is_alias"] == 1 and other["site_is_alias"] == 0
+    assert row["initials_aligned"] == 1.0 and row["rank_dense"] == 1 and np.isnan(other["rank_dense"])
+    assert row["cosine"] == pytest.approx(0.9)
+    cyrillic = pair_features("Moskovskii universitet", np.array([2]), np.array([0.1]), channels and
+                             {k: v[:1] for k, v in channels.items()}, {k: v[:1] for k, v in ranks.items()}, table)
+    named = dict(zip(FEATURES, cyrillic[0], strict=True))
+    assert named["ratio"] < 0.3 < 0.9 < named["ratio_translit"] and named["same_script"] == 0
+    assert site_name("https://www.udg.mx/es") == "udg"
+    assert aligned_initials("UdeG", ["Universidad", "de", "Guadalajara"]) == 1.0
+    assert aligned_initials("XYZ", ["Universidad", "de", "Guadalajara"]) == 0.0
