@@ -30,7 +30,7 @@ from alias_label.io import atomic_path, read_json, write_json
 from alias_label.metrics import classes_of
 from alias_label.models.encode import encode
 from alias_label.models.load import model_fingerprint
-from alias_label.search.abstain import fit_abstain
+from alias_label.search.abstain import abstain_quality, fit_abstain
 from alias_label.search.acronym import AcronymIndex
 from alias_label.search.candidates import union
 from alias_label.search.features import FEATURES, GROUPS, LabelTable, pair_features
@@ -232,6 +232,42 @@ def fit_platt(top: np.ndarray, right: np.ndarray) -> dict:
     return {"slope": float(fitted.coef_[0, 0]), "intercept": float(fitted.intercept_[0])}
 
 
+def outcome_metrics(rows: list[np.ndarray], right: np.ndarray, gold_rank: np.ndarray) -> dict:
+    found = gold_rank > 0
+    return {"top1": float(right.mean()), "top10": float(np.mean(found & (gold_rank <= 10))),
+            "mrr": float(np.mean(np.where(found, 1.0 / np.maximum(gold_rank, 1), 0.0))),
+            "candidate_recall": float(found.mean()), "mean_candidates": float(np.mean([len(r) for r in rows])),
+            "n": len(rows)}
+
+
+def top_probabilities(top: np.ndarray, platt: dict) -> np.ndarray:
+    """The top two answers' fitted probabilities, 0 where an alias has no such answer."""
+    return np.where(np.isfinite(top), probability(np.nan_to_num(top, neginf=-50.0), platt), 0.0)
+
+
+def fit_out_of_fold(table, features: list[str], target_precision: float, confidence: float, folds: int = FOLDS,
+                    seed: int = 13) -> dict:
+    """Fold models, probability and abstain for one feature set, all from out-of-fold validation scores."""
+    rows, matrices, relevance, entities = table
+    columns = [FEATURES.index(name) for name in features]
+    boosters, raw = out_of_fold(matrices, relevance, entities, columns, min(folds, len(set(entities))), seed)
+    top, right, gold_rank = ranked_outcome(raw, relevance)
+    platt = fit_platt(top, right)
+    abstain = fit_abstain(top_probabilities(top, platt), right, target_precision, confidence=confidence)
+    return {"boosters": boosters, "platt": platt, "abstain": abstain, "val": outcome_metrics(rows, right, gold_rank)}
+
+
+def score_table(fitted: dict, table, features: list[str]) -> dict:
+    """The fold models' averaged ranking of a table's aliases: metrics and the abstain setting's quality."""
+    rows, matrices, relevance, _ = table
+    columns = [FEATURES.index(name) for name in features]
+    raw = [np.mean([b.predict(m[:, columns]) for b in fitted["boosters"]], axis=0) if len(m) else np.empty(0)
+           for m in matrices]
+    top, right, gold_rank = ranked_outcome(raw, relevance)
+    return {**outcome_metrics(rows, right, gold_rank),
+            "abstain": abstain_quality(top_probabilities(top, fitted["platt"]), right, fitted["abstain"])}
+
+
 def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: str, target_precision: float,
                  confidence: float, features: list[str] | None = None, folds: int = FOLDS, seed: int = 13) -> dict:
     """Fit the reranker on validation in entity folds, its probability and abstain out of fold; save it.
@@ -241,24 +277,15 @@ def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: s
     import lightgbm
 
     features = list(features or FEATURES)
-    columns = [FEATURES.index(name) for name in features]
-    rows, matrices, relevance, entities = training_table(first_stage, split, "val")
-    boosters, raw = out_of_fold(matrices, relevance, entities, columns, folds, seed)
-    top, right, gold_rank = ranked_outcome(raw, relevance)
-    platt = fit_platt(top, right)
-    probabilities = np.where(np.isfinite(top), probability(np.nan_to_num(top, neginf=-50.0), platt), 0.0)
-    abstain = fit_abstain(probabilities, right, target_precision, confidence=confidence)
-    found = gold_rank > 0
-    val = {"top1": float(right.mean()), "top10": float(np.mean(found & (gold_rank <= 10))),
-           "mrr": float(np.mean(np.where(found, 1.0 / np.maximum(gold_rank, 1), 0.0))),
-           "candidate_recall": float(found.mean()), "mean_candidates": float(np.mean([len(r) for r in rows])),
-           "n": len(rows)}
+    fitted = fit_out_of_fold(training_table(first_stage, split, "val"), features, target_precision, confidence,
+                             folds, seed)
+    boosters, platt, abstain, val = fitted["boosters"], fitted["platt"], fitted["abstain"], fitted["val"]
     boosters_text = json.dumps([booster.model_to_string() for booster in boosters])
     with atomic_path(Path(model_dir) / BOOSTERS_FILE) as tmp:
         tmp.write_text(boosters_text, encoding="utf-8")
     sidecar = {"role": role, "features": features, "feature_groups": {g: [f for f in names if f in features]
                                                                       for g, names in GROUPS.items()},
-               "fitted_on": "val", "folds": folds, "candidates_per_channel": first_stage.k,
+               "fitted_on": "val", "folds": len(boosters), "candidates_per_channel": first_stage.k,
                "data_fingerprint": split.fingerprint, "model_fingerprint": model_fingerprint(model_dir),
                "boosters_sha256": hashlib.sha256(boosters_text.encode()).hexdigest(),
                "lightgbm": lightgbm.__version__, "booster_params": BOOSTER_PARAMS, "platt": platt,

@@ -1,0 +1,84 @@
+"""What each feature group of the reranker is worth: the reranker refitted without it.
+
+The first stage's candidates and every feature are computed once for the validation and test
+aliases; then the reranker is refitted on validation (entity folds, out-of-fold probability and
+abstain, as ``calibrate`` fits it) with all features and with each group left out, and scored on
+test. Reported per variant: out-of-fold val top-1, test top-1 and MRR, and the test precision and
+coverage of the abstain setting fitted on validation; plus the single-lookup p50 of the full
+reranked search, and the hybrid's figures on the same aliases for comparison.
+
+Reads   data/processed/, the trained model (default: the teacher) with its indexes and calibration
+Writes  benchmarks/results/rerank_ablation_<model>.json
+
+Example:
+    python benchmarks/rerank_ablation.py --model student
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from harness import percentiles, save_results
+
+from alias_label.data.split import load_split
+from alias_label.search.calibration import CONFIDENCE
+from alias_label.search.features import FEATURES, GROUPS
+from alias_label.search.rerank import FirstStage, fit_out_of_fold, score_table, training_table
+from alias_label.search.retriever import as_hybrid, as_rerank, check_split, load_dense
+from alias_label.search.scoring import score_split
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="teacher", help="teacher, student or a model folder (default: teacher)")
+    parser.add_argument("--target-precision", type=float, default=0.95, help="abstain target (default: 0.95)")
+    parser.add_argument("--latency-queries", type=int, default=100, help="single lookups timed (default: 100)")
+    parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
+    return parser.parse_args(argv)
+
+
+def variants() -> dict[str, list[str]]:
+    return {"all": FEATURES, **{f"without {group}": [f for f in FEATURES if f not in names]
+                                for group, names in GROUPS.items()}}
+
+
+def single_lookup_p50(retriever, aliases: list[str]) -> float:
+    for alias in aliases[:3]:
+        retriever.labels_for([alias], 10)
+    times = []
+    for alias in aliases:
+        start = time.perf_counter()
+        retriever.labels_for([alias], 10)
+        times.append((time.perf_counter() - start) * 1000)
+    return percentiles(times)["p50_ms"]
+
+
+def main(args) -> dict:
+    split = load_split()
+    dense = load_dense(args.model, "cpu")
+    check_split(dense, split.fingerprint)
+    stage = FirstStage.build(dense.searcher, dense.candidates)
+    tables = {part: training_table(stage, split, part) for part in ("val", "test")}
+    rows = {}
+    for name, features in variants().items():
+        fitted = fit_out_of_fold(tables["val"], features, args.target_precision, CONFIDENCE)
+        test = score_table(fitted, tables["test"], features)
+        rows[name] = {"val": fitted["val"], "test": test, "abstain": fitted["abstain"]}
+        print(f"{name}: val top-1 {fitted['val']['top1']:.2%}, test top-1 {test['top1']:.2%}, test precision "
+              f"{test['abstain']['precision'] or 0:.2%} at coverage {test['abstain']['coverage']:.2%}")
+    aliases = split.test["alias"].tolist()[:args.latency_queries]
+    hybrid = as_hybrid(dense)
+    figures = {"model": args.model, "candidates_per_channel": stage.k, "variants": rows,
+               "hybrid": {part: score_split(hybrid, split, part)[0] for part in ("val", "test")},
+               "p50_ms": {"rerank": single_lookup_p50(as_rerank(dense), aliases),
+                          "hybrid": single_lookup_p50(hybrid, aliases)}}
+    p50 = figures["p50_ms"]
+    print(f"single lookup p50: rerank {p50['rerank']:.1f} ms, hybrid {p50['hybrid']:.1f} ms")
+    save_results(f"rerank_ablation_{Path(str(args.model)).name}", figures, args.results_dir)
+    return figures
+
+
+if __name__ == "__main__":
+    main(parse_args())
