@@ -1,7 +1,7 @@
 """What each feature group of the reranker is worth: the reranker refitted without it.
 
 The first stage's candidates and every feature are computed once for the validation and test
-aliases; then the reranker is refitted on validation (entity folds, out-of-fold probability and
+aliases; then the reranker is refitted on validation (entity folds, out-of-fold temperature and
 abstain, as ``calibrate`` fits it) with all features and with each group left out, and scored on
 test. Reported per variant: out-of-fold val top-1, test top-1 and MRR, and the test precision and
 coverage of the abstain setting fitted on validation; plus the single-lookup p50 of the full
@@ -59,7 +59,7 @@ def main(args) -> dict:
     split = load_split()
     dense = load_dense(args.model, "cpu")
     check_split(dense, split.fingerprint)
-    stage = FirstStage.build(dense.searcher, dense.candidates)
+    stage = FirstStage.build(dense.searcher, dense.candidates, dense.calibration["fusion"])
     tables = {part: training_table(stage, split, part) for part in ("val", "test")}
     rows = {}
     for name, features in variants().items():

@@ -1,8 +1,8 @@
 """Look up aliases (alias -> label) or labels (label -> alias) with the teacher or the student.
 
 By default the candidates of every channel (the model's FAISS index, TF-IDF character n-grams,
-acronyms) are scored by the reranker fitted on validation (--mode rerank; its score is the fitted
-probability that the answer is right), and an alias whose best match falls below the threshold
+acronyms) are scored by the reranker fitted on validation (--mode rerank; a candidate's score is its
+share of the reranker's softmaxed scores), and an alias whose best match falls below the threshold
 and margin calibrated on validation is reported as "no confident match". Label -> alias lookups
 use the hybrid ranking. On a CPU the student runs its Linear layers in int8 (--no-int8:
 float32); the teacher runs float32 unless given --int8.

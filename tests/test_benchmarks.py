@@ -137,3 +137,41 @@ def test_distill_sweep_kl_over_candidates_matches_full_kl_when_they_are_all_labe
     full = sweep.loss(variant, student, teacher, None)
     assert sweep.loss(variant, student, teacher, every_label) == pytest.approx(full.item(), rel=1e-5)
     assert sweep.loss(variant, teacher, teacher, None) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_candidate_recall_grows_with_k_and_the_union_holds_every_channel(in_pipeline_home, tmp_path):
+    import candidate_recall
+
+    figures = candidate_recall.main(candidate_recall.parse_args(["--ks", "1", "5", "20", "--results-dir",
+                                                                 str(tmp_path)]))
+    for part in ("val", "test"):
+        table = figures[part]["recall"]
+        for name in ("dense", "tfidf", "tfidf_query_translit", "acronym", "union"):
+            assert table[1][name]["all"] <= table[5][name]["all"] <= table[20][name]["all"]
+        for k in (1, 5, 20):
+            assert table[k]["union"]["all"] >= max(table[k][c]["all"] for c in ("dense", "tfidf", "acronym"))
+    assert read_json(tmp_path / "candidate_recall.json")["ks"] == [1, 5, 20]
+
+
+def test_rerank_ablation_refits_without_each_group(in_pipeline_home, tmp_path):
+    import rerank_ablation
+
+    from alias_label.search.features import GROUPS
+
+    figures = rerank_ablation.main(rerank_ablation.parse_args(["--latency-queries", "3", "--results-dir",
+                                                               str(tmp_path)]))
+    assert set(figures["variants"]) == {"all", *(f"without {group}" for group in GROUPS)}
+    for row in figures["variants"].values():
+        assert 0 <= row["val"]["top1"] <= row["val"]["candidate_recall"] <= 1
+        assert row["test"]["n"] == figures["hybrid"]["test"]["n"]
+    assert set(figures["p50_ms"]) == {"rerank", "hybrid"}
+
+
+def test_cross_encoder_cost_times_the_candidates(in_pipeline_home, tmp_path):
+    import cross_encoder_cost
+
+    figures = cross_encoder_cost.main(cross_encoder_cost.parse_args(["--queries", "2", "--results-dir",
+                                                                     str(tmp_path)]))
+    assert figures["queries"] == 2 and figures["mean_candidates"] >= 1
+    assert figures["cross_encoder_vs_lookup_p50"] == pytest.approx(
+        figures["cross_encoder"]["p50_ms"] / figures["reranked_lookup"]["p50_ms"])

@@ -14,7 +14,7 @@ from alias_label.errors import UserError
 from alias_label.index.tables import Candidates, build_label_index, encode_candidates
 from alias_label.io import read_json
 from alias_label.models.load import load_model
-from alias_label.search.features import FEATURES, LabelTable, aligned_initials, pair_features, site_name
+from alias_label.search.features import FEATURES, GROUPS, LabelTable, aligned_initials, pair_features, site_name
 from alias_label.search.rerank import (
     BOOSTERS_FILE,
     RERANKER_FILE,
@@ -60,10 +60,11 @@ def reranked(tmp_path_factory, tiny_model):
     model = load_model(model_dir, "cpu")
     embeddings = encode_candidates(model, split)
     dense = Searcher("teacher", build_label_index(embeddings, split, "label"), None, model)
-    first_stage = FirstStage.build(dense, Candidates.from_split(split, "label"), k=10)
+    first_stage = FirstStage.build(dense, Candidates.from_split(split, "label"), {"weight": 0.5, "exponent": 1.0}, k=10)
     sidecar = fit_reranker(first_stage, split, model_dir, "teacher", 0.9, 0.9, folds=3)
     _, boosters = load_reranker(model_dir, split.fingerprint, "python fix.py")
-    searcher = RerankSearcher("teacher_rerank", first_stage, boosters, sidecar["platt"], sidecar["features"], dense)
+    searcher = RerankSearcher("teacher_rerank", first_stage, boosters, sidecar["temperature"], sidecar["features"],
+                              dense)
     return split, model_dir, first_stage, sidecar, searcher
 
 
@@ -122,14 +123,15 @@ def test_pair_features_read_the_strings_as_intended():
     channels = {name: np.array([0.5, np.nan, np.nan], dtype=np.float32) for name in
                 ("dense", "tfidf", "tfidf_query_translit", "acronym")}
     ranks = {name: np.array([1, 0, 0]) for name in channels}
-    features = pair_features("MIT", np.array([0, 1, 2]), np.array([0.9, 0.8, 0.1]), channels, ranks, table)
+    cosines = {name: np.array([0.9, 0.8, 0.1]) for name in GROUPS["cosine"]}
+    features = pair_features("MIT", np.array([0, 1, 2]), cosines, channels, ranks, table)
     row = dict(zip(FEATURES, features[0], strict=True))
     other = dict(zip(FEATURES, features[1], strict=True))
     assert row["is_initialism"] == other["is_initialism"] == 1 and row["acronym_labels"] == 2
     assert row["site_is_alias"] == 1 and other["site_is_alias"] == 0
     assert row["initials_aligned"] == 1.0 and row["rank_dense"] == 1 and np.isnan(other["rank_dense"])
     assert row["cosine"] == pytest.approx(0.9)
-    cyrillic = pair_features("Moskovskii universitet", np.array([2]), np.array([0.1]), channels and
+    cyrillic = pair_features("Moskovskii universitet", np.array([2]), {k: v[2:] for k, v in cosines.items()},
                              {k: v[:1] for k, v in channels.items()}, {k: v[:1] for k, v in ranks.items()}, table)
     named = dict(zip(FEATURES, cyrillic[0], strict=True))
     assert named["ratio"] < 0.3 < 0.9 < named["ratio_translit"] and named["same_script"] == 0

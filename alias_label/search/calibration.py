@@ -84,7 +84,7 @@ def calibrate(model_dir: Path, role: str, split: Split, dense: Searcher, target_
         log.info("%s %s abstain: score >= %.4f and margin >= %.4f -> val precision %.3f, coverage %.3f%s", role,
                  mode, abstain[mode]["threshold"], abstain[mode]["margin"], abstain[mode]["val"]["precision"],
                  abstain[mode]["val"]["coverage"], "" if abstain[mode]["met_target"] else " (target not met)")
-    reranker = fit_reranker(FirstStage.build(dense, candidates, lexical=lexical), split, model_dir, role,
+    reranker = fit_reranker(FirstStage.build(dense, candidates, fusion, lexical=lexical), split, model_dir, role,
                             target_precision, CONFIDENCE)
     abstain["rerank"] = reranker["abstain"]
     calibration = {"role": role, "split": "val", "data_fingerprint": split.fingerprint,

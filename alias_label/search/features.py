@@ -4,7 +4,8 @@ Every rule is about strings, scripts and scores, not about any kind of entity, s
 features serve institutions, companies or places:
 
     channels    each first-stage channel's score and rank of the candidate (NaN: not proposed)
-    cosine      the model's exact cosine of alias and label (its closer key)
+    cosine      the model's exact cosine of alias and label, the exact TF-IDF cosine (each at the
+                label's closer key), and the hybrid's fused score of the two
     fuzzy       rapidfuzz ratio, token-set and partial ratio on the folded strings, and again on
                 both sides transliterated
     overlap     IDF-weighted share of the alias's words in the label, and of the label's in the alias
@@ -31,7 +32,7 @@ from alias_label.search.acronym import acronym_key, initialisms, looks_like_acro
 CHANNELS = ("dense", "tfidf", "tfidf_query_translit", "acronym")
 GROUPS = {
     "channels": [f"{kind}_{channel}" for channel in CHANNELS for kind in ("score", "rank")],
-    "cosine": ["cosine"],
+    "cosine": ["cosine", "tfidf_cosine", "tfidf_cosine_translit", "fused"],
     "fuzzy": ["ratio", "token_set", "partial", "ratio_translit", "token_set_translit", "partial_translit"],
     "overlap": ["idf_overlap_alias", "idf_overlap_label"],
     "acronym": ["is_initialism", "initials_aligned"],
@@ -103,9 +104,13 @@ class LabelTable:
         return sum(self.idf.get(word, 1.0) for word in words & other) / total if total else 0.0
 
 
-def pair_features(alias: str, rows: np.ndarray, cosines: np.ndarray, channel_scores: dict, channel_ranks: dict,
-                  table: LabelTable) -> np.ndarray:
-    """The feature matrix (candidates x FEATURES) of one alias against its candidate label rows."""
+def pair_features(alias: str, rows: np.ndarray, cosines: dict[str, np.ndarray], channel_scores: dict,
+                  channel_ranks: dict, table: LabelTable) -> np.ndarray:
+    """The feature matrix (candidates x FEATURES) of one alias against its candidate label rows.
+
+    ``cosines`` holds the exact ``cosine``, ``tfidf_cosine``, ``tfidf_cosine_translit`` and ``fused``
+    scores of each candidate.
+    """
     from rapidfuzz import fuzz, process
 
     folded, translit = fold(alias), fold(transliterate(alias) or alias)
@@ -117,7 +122,8 @@ def pair_features(alias: str, rows: np.ndarray, cosines: np.ndarray, channel_sco
         out[:, column[f"score_{channel}"]] = channel_scores[channel]
         ranks = channel_ranks[channel].astype(np.float32)
         out[:, column[f"rank_{channel}"]] = np.where(ranks > 0, ranks, np.nan)
-    out[:, column["cosine"]] = cosines
+    for name in GROUPS["cosine"]:
+        out[:, column[name]] = cosines[name]
     for name, scorer in (("ratio", fuzz.ratio), ("token_set", fuzz.token_set_ratio), ("partial", fuzz.partial_ratio)):
         out[:, column[name]] = process.cdist([folded], [table.folded[r] for r in rows], scorer=scorer)[0] / 100
         out[:, column[f"{name}_translit"]] = process.cdist([translit], [table.transliterated[r] for r in rows],

@@ -23,12 +23,26 @@ class TfidfIndex:
         # Transposed once, here: ``query @ matrix.T`` would convert the whole matrix on every call,
         # most of a one-alias search's time.
         self.term_by_text = matrix.T.tocsr()
+        self.text_by_term = matrix.tocsr()
         self.chunk_rows = chunk_rows
 
+    def vectors(self, texts):
+        """The TF-IDF vectors of ``texts``, one sparse row each: what ``search`` and ``cosines`` also take."""
+        return self.vectorizer.transform(list(texts))
+
+    def cosines(self, query_vector, rows: np.ndarray) -> np.ndarray:
+        """The exact TF-IDF cosine of one query (its ``vectors`` row) to each of the given rows."""
+        return (self.text_by_term[rows] @ query_vector.T).toarray()[:, 0]
+
     def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, row ids) shaped like a FAISS search, best first; rows are L2-normalised, so dot = cosine."""
+        """(scores, row ids) shaped like a FAISS search, best first; rows are L2-normalised, so dot = cosine.
+
+        ``queries`` are texts, or their ``vectors`` when the caller has them already.
+        """
+        from scipy.sparse import issparse
+
         k = min(k, self.ntotal)
-        query_matrix = self.vectorizer.transform(list(queries))
+        query_matrix = queries if issparse(queries) else self.vectors(queries)
         all_scores, all_ids = [], []
         for start in range(0, query_matrix.shape[0], self.chunk_rows):
             block = (query_matrix[start:start + self.chunk_rows] @ self.term_by_text).toarray()

@@ -8,8 +8,9 @@ top ``k`` labels; the reranker scores each (alias, candidate) pair from the feat
 The splits stay honest. The model was trained on the train aliases, so its scores on them are
 overconfident: the reranker is fitted on the validation aliases only, in folds grouped by
 entity. Each fold's model scores the aliases it did not see, and those out-of-fold scores alone
-fit the probability that a top answer is right (a logistic fit on the top score) and the abstain
-setting. At lookup time the fold models' scores are averaged. Test aliases touch nothing.
+fit how a query's scores become shares (a softmax at the temperature that lets the abstain
+setting keep the most validation aliases) and the abstain setting; the model that ranks at
+lookup time is then fitted on all of them. Test aliases touch nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from alias_label.data.split import Split
+from alias_label.data.text import transliterate
 from alias_label.errors import UserError
 from alias_label.index.dense import KeyedIndex
 from alias_label.index.tables import Candidates
@@ -34,7 +36,7 @@ from alias_label.search.abstain import abstain_quality, fit_abstain
 from alias_label.search.acronym import AcronymIndex
 from alias_label.search.candidates import union
 from alias_label.search.features import FEATURES, GROUPS, LabelTable, pair_features
-from alias_label.search.searchers import TransliteratedQueries, lexical_searcher
+from alias_label.search.searchers import lexical_searcher
 
 log = logging.getLogger(__name__)
 
@@ -79,30 +81,51 @@ class FirstStage:
     acronym: AcronymIndex
     table: LabelTable
     vectors: np.ndarray
-    keys: np.ndarray  # label row -> its rows in ``vectors``, -1 padded
+    keys: np.ndarray  # label row -> its rows in ``vectors`` and in the TF-IDF index, -1 padded
+    fusion: dict  # the hybrid's fitted weight and exponent
     k: int = CANDIDATES_PER_CHANNEL
 
     @classmethod
-    def build(cls, dense, candidates: Candidates, k: int = CANDIDATES_PER_CHANNEL, lexical=None) -> FirstStage:
-        """From a dense Searcher and the candidate tables its indexes hold; ``lexical`` reuses a TF-IDF searcher."""
+    def build(cls, dense, candidates: Candidates, fusion: dict, k: int = CANDIDATES_PER_CHANNEL,
+              lexical=None) -> FirstStage:
+        """From a dense Searcher, the candidate tables its indexes hold and the hybrid's fitted fusion;
+        ``lexical`` reuses a TF-IDF searcher over the same label keys."""
         labels = candidates.labels
         vectors, keys = label_vectors(dense.label_index)
         return cls(dense.model, dense.label_index, lexical or lexical_searcher(candidates),
                    AcronymIndex(labels["label"]), LabelTable.build(labels["label"], labels["websites"]), vectors,
-                   keys, k)
+                   keys, {"weight": fusion["weight"], "exponent": fusion["exponent"]}, k)
 
-    def cosines(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Exact cosine of one query to each candidate label, at the label's closer key."""
+    @property
+    def tfidf(self):
+        """The TF-IDF index over the label keys (inside their KeyedIndex, when there is one)."""
+        index = self.lexical.label_index
+        return getattr(index, "index", index)
+
+    def cosines(self, query: np.ndarray, tfidf_vectors: dict, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Exact dense and TF-IDF cosines of one alias to each candidate label, at the label's closer key,
+        and the hybrid's fused score of the two. ``tfidf_vectors``: the alias's TF-IDF vector, and its
+        transliteration's."""
         keys = self.keys[rows]
-        scores = np.einsum("ckd,d->ck", self.vectors[np.maximum(keys, 0)], query)
-        return np.where(keys >= 0, scores, -np.inf).max(axis=1).astype(np.float32)
+        safe = np.maximum(keys, 0).ravel()
+        dense = np.einsum("ckd,d->ck", self.vectors[np.maximum(keys, 0)], query)
+        out = {"cosine": np.where(keys >= 0, dense, -np.inf).max(axis=1)}
+        for name, vector in tfidf_vectors.items():
+            lexical = self.tfidf.cosines(vector, safe).reshape(keys.shape)
+            out[name] = np.where(keys >= 0, lexical, 0.0).max(axis=1)
+        w, p = self.fusion["weight"], self.fusion["exponent"]
+        out["fused"] = w * out["cosine"] + (1 - w) * np.maximum(out["tfidf_cosine"], 0.0) ** p
+        return {name: values.astype(np.float32) for name, values in out.items()}
 
     def candidates(self, aliases: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per alias, its candidate label rows and their feature matrix."""
         embeddings = encode(self.model, aliases, kind="query")
+        # Each alias and its transliteration are vectorised once, for the channels and the features.
+        plain = self.tfidf.vectors(aliases)
+        translit = self.tfidf.vectors([transliterate(alias) or alias for alias in aliases])
         results = {"dense": self.label_index.search(embeddings, self.k),
-                   "tfidf": self.lexical.labels_for(aliases, self.k),
-                   "tfidf_query_translit": TransliteratedQueries(self.lexical).labels_for(aliases, self.k),
+                   "tfidf": self.lexical.label_index.search(plain, self.k),
+                   "tfidf_query_translit": self.lexical.label_index.search(translit, self.k),
                    "acronym": self.acronym.search(aliases, self.k)}
         merged = union(results)
         rows, features = [], []
@@ -110,20 +133,30 @@ class FirstStage:
             width = int((merged.rows[i] >= 0).sum())
             candidate_rows = merged.rows[i, :width]
             rows.append(candidate_rows)
-            features.append(pair_features(alias, candidate_rows, self.cosines(embeddings[i], candidate_rows),
+            cosines = self.cosines(embeddings[i], {"tfidf_cosine": plain[i], "tfidf_cosine_translit": translit[i]},
+                                   candidate_rows)
+            features.append(pair_features(alias, candidate_rows, cosines,
                                           {c: merged.scores[c][i, :width] for c in results},
                                           {c: merged.ranks[c][i, :width] for c in results}, self.table))
         return rows, features
 
 
-def probability(raw: np.ndarray, platt: dict) -> np.ndarray:
-    """The fitted probability that an answer with this reranker score is right."""
-    return 1.0 / (1.0 + np.exp(-(platt["slope"] * raw + platt["intercept"])))
+TEMPERATURES = (0.25, 0.5, 1.0, 2.0)
+
+
+def shares(raw: np.ndarray, temperature: float) -> np.ndarray:
+    """A query's candidate scores as shares that sum to 1: a softmax at ``temperature``.
+
+    LambdaRank scores only order one query's candidates; their shares say how far the top one
+    stands out, which is what the abstain setting needs.
+    """
+    weights = np.exp((raw - raw.max()) / temperature)
+    return weights / weights.sum()
 
 
 @dataclass
 class RerankSearcher:
-    """Labels ranked by the reranker over the first stage's candidates, scored by the fitted probability.
+    """Labels ranked by the reranker over the first stage's candidates, each scored by its share.
 
     label -> alias search is not reranked: it is the hybrid's.
     """
@@ -131,7 +164,7 @@ class RerankSearcher:
     name: str
     first_stage: FirstStage
     boosters: list
-    platt: dict
+    temperature: float
     features: list[str]
     reverse: object  # the hybrid searcher, for aliases_for
 
@@ -150,7 +183,7 @@ class RerankSearcher:
             raw = self.raw_scores(matrix)
             order = np.argsort(-raw, kind="stable")[:k]
             ids[i, :len(order)] = candidate_rows[order]
-            scores[i, :len(order)] = probability(raw[order], self.platt)
+            scores[i, :len(order)] = shares(raw, self.temperature)[order]
         return scores, ids
 
     def aliases_for(self, labels, k: int = 10):
@@ -186,7 +219,7 @@ def fit_boosters(features: list[np.ndarray], relevance: list[np.ndarray], column
 
 
 def out_of_fold(features, relevance, entities, columns: list[int], folds: int, seed: int):
-    """(fold boosters, each alias's candidate scores from the booster that did not see it)."""
+    """(fold boosters, each alias's candidate scores from the fold's booster that did not see it)."""
     fold = entity_folds(entities, folds, seed)
     boosters, raw = [], [None] * len(features)
     for f in range(folds):
@@ -215,23 +248,6 @@ def ranked_outcome(raw: list[np.ndarray], relevance: list[np.ndarray]) -> tuple[
     return top, right, gold_rank
 
 
-def fit_platt(top: np.ndarray, right: np.ndarray) -> dict:
-    """Logistic fit of P(top answer right) on the top score.
-
-    One wrong answer below the lowest score and one right answer above the highest are added, as
-    a prior: the fit exists even when every validation answer is right (or wrong), and extreme
-    scores do not get a probability of exactly 0 or 1 from a few aliases.
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    usable = np.isfinite(top[:, 0])
-    scores = top[usable, 0]
-    low, high = (scores.min(), scores.max()) if len(scores) else (0.0, 1.0)
-    x = np.concatenate([scores, [low - 1.0, high + 1.0]])[:, None]
-    fitted = LogisticRegression().fit(x, np.concatenate([right[usable], [False, True]]))
-    return {"slope": float(fitted.coef_[0, 0]), "intercept": float(fitted.intercept_[0])}
-
-
 def outcome_metrics(rows: list[np.ndarray], right: np.ndarray, gold_rank: np.ndarray) -> dict:
     found = gold_rank > 0
     return {"top1": float(right.mean()), "top10": float(np.mean(found & (gold_rank <= 10))),
@@ -240,37 +256,52 @@ def outcome_metrics(rows: list[np.ndarray], right: np.ndarray, gold_rank: np.nda
             "n": len(rows)}
 
 
-def top_probabilities(top: np.ndarray, platt: dict) -> np.ndarray:
-    """The top two answers' fitted probabilities, 0 where an alias has no such answer."""
-    return np.where(np.isfinite(top), probability(np.nan_to_num(top, neginf=-50.0), platt), 0.0)
+def top_shares(raw: list[np.ndarray], temperature: float) -> np.ndarray:
+    """Each query's two highest shares, 0 where it has no such candidate."""
+    top = np.zeros((len(raw), 2))
+    for i, scores in enumerate(raw):
+        if len(scores):
+            best = np.sort(shares(scores, temperature))[::-1][:2]
+            top[i, :len(best)] = best
+    return top
+
+
+def fit_abstain_shares(raw: list[np.ndarray], right: np.ndarray, target_precision: float,
+                       confidence: float) -> tuple[float, dict]:
+    """The temperature, and its abstain setting, under which the setting keeps the most aliases."""
+    fits = {t: fit_abstain(top_shares(raw, t), right, target_precision, confidence=confidence) for t in TEMPERATURES}
+    temperature = max(fits, key=lambda t: (fits[t]["met_target"], fits[t]["val"]["coverage"] if fits[t]["met_target"]
+                                           else fits[t]["val"]["precision"] or 0.0))
+    return temperature, fits[temperature]
 
 
 def fit_out_of_fold(table, features: list[str], target_precision: float, confidence: float, folds: int = FOLDS,
                     seed: int = 13) -> dict:
-    """Fold models, probability and abstain for one feature set, all from out-of-fold validation scores."""
+    """The ranking model for one feature set, fitted on every validation alias, with the temperature and
+    abstain fitted on out-of-fold scores."""
     rows, matrices, relevance, entities = table
     columns = [FEATURES.index(name) for name in features]
-    boosters, raw = out_of_fold(matrices, relevance, entities, columns, min(folds, len(set(entities))), seed)
-    top, right, gold_rank = ranked_outcome(raw, relevance)
-    platt = fit_platt(top, right)
-    abstain = fit_abstain(top_probabilities(top, platt), right, target_precision, confidence=confidence)
-    return {"boosters": boosters, "platt": platt, "abstain": abstain, "val": outcome_metrics(rows, right, gold_rank)}
+    _, raw = out_of_fold(matrices, relevance, entities, columns, min(folds, len(set(entities))), seed)
+    _, right, gold_rank = ranked_outcome(raw, relevance)
+    temperature, abstain = fit_abstain_shares(raw, right, target_precision, confidence)
+    return {"boosters": [fit_boosters(matrices, relevance, columns, seed)], "temperature": temperature,
+            "abstain": abstain, "val": outcome_metrics(rows, right, gold_rank)}
 
 
 def score_table(fitted: dict, table, features: list[str]) -> dict:
-    """The fold models' averaged ranking of a table's aliases: metrics and the abstain setting's quality."""
+    """The fitted model's ranking of a table's aliases: metrics and the abstain setting's quality."""
     rows, matrices, relevance, _ = table
     columns = [FEATURES.index(name) for name in features]
     raw = [np.mean([b.predict(m[:, columns]) for b in fitted["boosters"]], axis=0) if len(m) else np.empty(0)
            for m in matrices]
-    top, right, gold_rank = ranked_outcome(raw, relevance)
+    _, right, gold_rank = ranked_outcome(raw, relevance)
     return {**outcome_metrics(rows, right, gold_rank),
-            "abstain": abstain_quality(top_probabilities(top, fitted["platt"]), right, fitted["abstain"])}
+            "abstain": abstain_quality(top_shares(raw, fitted["temperature"]), right, fitted["abstain"])}
 
 
 def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: str, target_precision: float,
                  confidence: float, features: list[str] | None = None, folds: int = FOLDS, seed: int = 13) -> dict:
-    """Fit the reranker on validation in entity folds, its probability and abstain out of fold; save it.
+    """Fit the reranker on validation in entity folds, its temperature and abstain out of fold; save it.
 
     Returns the sidecar: out-of-fold validation figures, the abstain setting, and what was checked.
     """
@@ -279,20 +310,21 @@ def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: s
     features = list(features or FEATURES)
     fitted = fit_out_of_fold(training_table(first_stage, split, "val"), features, target_precision, confidence,
                              folds, seed)
-    boosters, platt, abstain, val = fitted["boosters"], fitted["platt"], fitted["abstain"], fitted["val"]
+    boosters, abstain, val = fitted["boosters"], fitted["abstain"], fitted["val"]
     boosters_text = json.dumps([booster.model_to_string() for booster in boosters])
     with atomic_path(Path(model_dir) / BOOSTERS_FILE) as tmp:
         tmp.write_text(boosters_text, encoding="utf-8")
     sidecar = {"role": role, "features": features, "feature_groups": {g: [f for f in names if f in features]
                                                                       for g, names in GROUPS.items()},
-               "fitted_on": "val", "folds": len(boosters), "candidates_per_channel": first_stage.k,
+               "fitted_on": "val", "folds": folds, "candidates_per_channel": first_stage.k,
                "data_fingerprint": split.fingerprint, "model_fingerprint": model_fingerprint(model_dir),
                "boosters_sha256": hashlib.sha256(boosters_text.encode()).hexdigest(),
-               "lightgbm": lightgbm.__version__, "booster_params": BOOSTER_PARAMS, "platt": platt,
+               "lightgbm": lightgbm.__version__, "booster_params": BOOSTER_PARAMS,
+               "temperature": fitted["temperature"],
                "abstain": abstain, "val_out_of_fold": val}
     write_json(Path(model_dir) / RERANKER_FILE, sidecar)
     log.info("%s reranker: val top1 %.4f out of fold (candidates hold the gold label for %.4f); abstain at "
-             "p >= %.3f, margin >= %.3f -> val precision %.3f, coverage %.3f%s", role, val["top1"],
+             "share >= %.3f, margin >= %.3f -> val precision %.3f, coverage %.3f%s", role, val["top1"],
              val["candidate_recall"], abstain["threshold"], abstain["margin"], abstain["val"]["precision"] or 0.0,
              abstain["val"]["coverage"], "" if abstain["met_target"] else " (target not met)")
     return sidecar

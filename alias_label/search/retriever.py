@@ -86,8 +86,8 @@ def load_retriever(model: str | Path = "teacher", mode: str = "rerank", device: 
                    int8_scheme: str = "per-channel") -> Retriever:
     """A trained model ready for lookups: ``"teacher"``, ``"student"`` or a model folder.
 
-    ``mode``: ``rerank`` (the reranker over the candidates of every channel; its scores are the
-    fitted probability that the answer is right), ``hybrid`` (the model fused with TF-IDF) or
+    ``mode``: ``rerank`` (the reranker over the candidates of every channel; a candidate's score is
+    its share of the query's softmaxed reranker scores), ``hybrid`` (the model fused with TF-IDF) or
     ``dense`` (its FAISS index alone), each with its own calibrated abstain setting. ``int8`` runs
     the model's Linear layers in int8 (CPU only), quantised as ``int8_scheme`` says; ``None`` does
     so for the student on a CPU (docs/speed.md).
@@ -138,10 +138,11 @@ def as_rerank(dense: Retriever, lexical: Searcher | None = None) -> Retriever:
     """
     hybrid = as_hybrid(dense, lexical)
     sidecar, boosters = load_reranker(dense.model_dir, dense.data_fingerprint, calibration_command(dense.model_dir))
-    first_stage = FirstStage.build(dense.searcher, dense.candidates, sidecar["candidates_per_channel"],
+    first_stage = FirstStage.build(dense.searcher, dense.candidates, dense.calibration["fusion"],
+                                   sidecar["candidates_per_channel"],
                                    hybrid.searcher.lexical)
-    searcher = RerankSearcher(f"{dense.name}_rerank", first_stage, boosters, sidecar["platt"], sidecar["features"],
-                              hybrid.searcher)
+    searcher = RerankSearcher(f"{dense.name}_rerank", first_stage, boosters, sidecar["temperature"],
+                              sidecar["features"], hybrid.searcher)
     return Retriever(searcher.name, searcher, dense.candidates, sidecar["abstain"], dense.calibration, dense.model_dir)
 
 
