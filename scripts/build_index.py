@@ -124,7 +124,7 @@ def main(args: argparse.Namespace) -> dict:
         written[kind] = target
     record_indexes(model_dir, written)
     dense = load_dense(model_dir, device, int8=False)
-    calibrate(model_dir, role, split, dense.searcher, args.target_precision)
+    calibrate(model_dir, role, split, dense.searcher, args.target_precision, args.rerank_candidates)
     return written
 
 

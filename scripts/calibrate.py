@@ -1,13 +1,14 @@
-"""Fit the hybrid fusion weight and the abstain threshold of a trained model on validation.
+"""Fit a trained model's hybrid fusion weight, reranker and abstain thresholds on validation.
 
 The teacher and student scripts run this step themselves when they finish; run it again to
 pick another target precision, or after rebuilding an index.
 
 Reads   data/processed/ (the val split), the model folder (models/trained/alias_label_{teacher,student}/
         or --model) and the FAISS indexes its indexes.json names.
-Writes  <model folder>/calibration.json: the fusion weight (best val
-        top-1 of weight * dense + (1 - weight) * TF-IDF) and, for dense and hybrid search, the score
-        threshold and runner-up margin with the highest val coverage at the target precision.
+Writes  <model folder>/calibration.json: the fusion weight (best val top-1 of weight * dense +
+        (1 - weight) * TF-IDF ** exponent) and, for dense, hybrid and reranked search, the score
+        threshold and runner-up margin with the highest val coverage at the target precision;
+        <model folder>/reranker.json and reranker_boosters.json: the reranker (docs/rerank.md).
 
 Example:
     python scripts/calibrate.py --model teacher --target-precision 0.95
@@ -50,7 +51,8 @@ def main(args: argparse.Namespace) -> dict:
     # int8 off: calibration is fitted on the float32 model's scores, which int8 lookups share.
     dense = load_dense(args.model, args.device, int8=False)
     check_split(dense, split.fingerprint)
-    return calibrate(dense.model_dir, dense.name, split, dense.searcher, args.target_precision)
+    return calibrate(dense.model_dir, dense.name, split, dense.searcher, args.target_precision,
+                     args.rerank_candidates)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from alias_label.io import read_json, write_json
 from alias_label.models.load import model_fingerprint
 from alias_label.search.abstain import fit_abstain
 from alias_label.search.hybrid import FUSION_DEPTH, fit_fusion_weight, fuse
-from alias_label.search.rerank import FirstStage, fit_reranker
+from alias_label.search.rerank import CANDIDATES_PER_CHANNEL, FirstStage, fit_reranker
 from alias_label.search.scoring import is_right
 from alias_label.search.searchers import Searcher, keys_of, lexical_searcher
 
@@ -34,11 +34,16 @@ CONFIDENCE = 0.9  # one-sided confidence of the lower bound on validation precis
 def add_calibration_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-precision", type=float, default=0.95,
                         help="precision the abstain threshold must reach on validation (default: 0.95)")
+    parser.add_argument("--rerank-candidates", type=int, default=CANDIDATES_PER_CHANNEL,
+                        help="candidates each first-stage channel proposes to the reranker; more raise the ceiling "
+                             f"and the cost of a lookup (docs/rerank.md) (default: {CANDIDATES_PER_CHANNEL})")
 
 
 def check_target(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not 0 < args.target_precision < 1:
         parser.error(f"--target-precision {args.target_precision} must lie strictly between 0 and 1, e.g. 0.95")
+    if args.rerank_candidates < 1:
+        parser.error(f"--rerank-candidates {args.rerank_candidates} must be at least 1")
 
 
 def calibration_command(model_dir: Path) -> str:
@@ -65,7 +70,8 @@ def load_calibration(model_dir: Path, data_fingerprint: str, required: bool = Tr
     return calibration
 
 
-def calibrate(model_dir: Path, role: str, split: Split, dense: Searcher, target_precision: float = 0.95) -> dict:
+def calibrate(model_dir: Path, role: str, split: Split, dense: Searcher, target_precision: float = 0.95,
+              candidates_per_channel: int = CANDIDATES_PER_CHANNEL) -> dict:
     """Fit the fusion weight, the reranker and every mode's abstain setting on validation; save them with the model.
 
     ``dense`` is the float32 model's searcher (its label index and model).
@@ -84,7 +90,8 @@ def calibrate(model_dir: Path, role: str, split: Split, dense: Searcher, target_
         log.info("%s %s abstain: score >= %.4f and margin >= %.4f -> val precision %.3f, coverage %.3f%s", role,
                  mode, abstain[mode]["threshold"], abstain[mode]["margin"], abstain[mode]["val"]["precision"],
                  abstain[mode]["val"]["coverage"], "" if abstain[mode]["met_target"] else " (target not met)")
-    reranker = fit_reranker(FirstStage.build(dense, candidates, fusion, lexical=lexical), split, model_dir, role,
+    first_stage = FirstStage.build(dense, candidates, fusion, candidates_per_channel, lexical)
+    reranker = fit_reranker(first_stage, split, model_dir, role,
                             target_precision, CONFIDENCE)
     abstain["rerank"] = reranker["abstain"]
     calibration = {"role": role, "split": "val", "data_fingerprint": split.fingerprint,
