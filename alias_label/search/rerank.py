@@ -120,13 +120,21 @@ class FirstStage:
     def candidates(self, aliases: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per alias, its candidate label rows and their feature matrix."""
         embeddings = encode(self.model, aliases, kind="query")
-        # Each alias and its transliteration are vectorised once, for the channels and the features.
+        # Each alias and its transliteration are vectorised and searched once, for the channels and the
+        # features; an alias that transliterates to itself (plain ASCII) reuses its own.
         plain = self.tfidf.vectors(aliases)
-        translit = self.tfidf.vectors([transliterate(alias) or alias for alias in aliases])
-        results = {"dense": self.label_index.search(embeddings, self.k),
-                   "tfidf": self.lexical.label_index.search(plain, self.k),
-                   "tfidf_query_translit": self.lexical.label_index.search(translit, self.k),
-                   "acronym": self.acronym.search(aliases, self.k)}
+        tfidf = self.lexical.label_index.search(plain, self.k)
+        translit, tfidf_translit = plain.copy(), tuple(a.copy() for a in tfidf)
+        changed = [i for i, alias in enumerate(aliases) if transliterate(alias) not in (None, alias)]
+        if changed:
+            vectors = self.tfidf.vectors([transliterate(aliases[i]) for i in changed])
+            scores, ids = self.lexical.label_index.search(vectors, self.k)
+            translit = translit.tolil()
+            translit[changed] = vectors
+            translit = translit.tocsr()
+            tfidf_translit[0][changed], tfidf_translit[1][changed] = scores, ids
+        results = {"dense": self.label_index.search(embeddings, self.k), "tfidf": tfidf,
+                   "tfidf_query_translit": tfidf_translit, "acronym": self.acronym.search(aliases, self.k)}
         merged = union(results)
         rows, features = [], []
         for i, alias in enumerate(aliases):
