@@ -58,10 +58,14 @@ def looks_like_acronym(query: str) -> bool:
 class AcronymIndex:
     """Initialism -> label rows; ``search`` has the shape of a FAISS search over label rows."""
 
-    def __init__(self, labels):
+    def __init__(self, labels, label_initialisms: list[set[str]] | None = None):
+        """``label_initialisms``: each label's ``initialisms``, when the caller has computed them already."""
+        labels = list(labels)
+        if label_initialisms is None:
+            label_initialisms = [initialisms(label) for label in labels]
         self.rows_of: dict[str, list[int]] = {}
-        for row, label in enumerate(labels):
-            for key in sorted(initialisms(label)):
+        for row, keys in enumerate(label_initialisms):
+            for key in sorted(keys):
                 self.rows_of.setdefault(key, []).append(row)
         self.ntotal = len(labels)
 

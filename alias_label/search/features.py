@@ -41,6 +41,7 @@ GROUPS = {
     "query": ["alias_length", "alias_words", "alias_looks_like_acronym", "acronym_labels"],
 }
 FEATURES = [name for group in GROUPS.values() for name in group]
+COLUMN = {name: i for i, name in enumerate(FEATURES)}
 SITE_PREFIXES = {"www", "web", "en", "portal"}
 
 
@@ -117,31 +118,30 @@ def pair_features(alias: str, rows: np.ndarray, cosines: dict[str, np.ndarray], 
     alias_words = {fold(word) for word in tokens(alias)}
     key, script, acronym_shape = acronym_key(alias), dominant_script(alias), looks_like_acronym(alias)
     out = np.full((len(rows), len(FEATURES)), np.nan, dtype=np.float32)
-    column = {name: i for i, name in enumerate(FEATURES)}
     for channel in CHANNELS:
-        out[:, column[f"score_{channel}"]] = channel_scores[channel]
+        out[:, COLUMN[f"score_{channel}"]] = channel_scores[channel]
         ranks = channel_ranks[channel].astype(np.float32)
-        out[:, column[f"rank_{channel}"]] = np.where(ranks > 0, ranks, np.nan)
+        out[:, COLUMN[f"rank_{channel}"]] = np.where(ranks > 0, ranks, np.nan)
     for name in GROUPS["cosine"]:
-        out[:, column[name]] = cosines[name]
+        out[:, COLUMN[name]] = cosines[name]
     for name, scorer in (("ratio", fuzz.ratio), ("token_set", fuzz.token_set_ratio), ("partial", fuzz.partial_ratio)):
-        out[:, column[name]] = process.cdist([folded], [table.folded[r] for r in rows], scorer=scorer)[0] / 100
-        out[:, column[f"{name}_translit"]] = process.cdist([translit], [table.transliterated[r] for r in rows],
+        out[:, COLUMN[name]] = process.cdist([folded], [table.folded[r] for r in rows], scorer=scorer)[0] / 100
+        out[:, COLUMN[f"{name}_translit"]] = process.cdist([translit], [table.transliterated[r] for r in rows],
                                                            scorer=scorer)[0] / 100
     for j, row in enumerate(rows):
         sites = table.sites[row]
-        out[j, column["idf_overlap_alias"]] = table.overlap(alias_words, table.word_sets[row])
-        out[j, column["idf_overlap_label"]] = table.overlap(table.word_sets[row], alias_words)
-        out[j, column["is_initialism"]] = key in table.initialisms[row]
-        out[j, column["initials_aligned"]] = aligned_initials(alias, table.words[row]) if acronym_shape else 0.0
-        out[j, column["same_script"]] = script == table.scripts[row]
-        out[j, column["length_ratio"]] = len(folded) / max(len(table.folded[row]), 1)
-        out[j, column["alias_is_this_label"]] = folded == table.folded[row]
-        out[j, column["site_is_alias"]] = key in sites
-        out[j, column["site_ratio"]] = max((fuzz.ratio(key, site) / 100 for site in sites), default=np.nan)
-    out[:, column["alias_is_a_label"]] = folded in table.folded_labels
-    out[:, column["alias_length"]] = len(alias)
-    out[:, column["alias_words"]] = len(alias_words)
-    out[:, column["alias_looks_like_acronym"]] = acronym_shape
-    out[:, column["acronym_labels"]] = table.labels_of_initialism.get(key, 0) if acronym_shape else 0
+        out[j, COLUMN["idf_overlap_alias"]] = table.overlap(alias_words, table.word_sets[row])
+        out[j, COLUMN["idf_overlap_label"]] = table.overlap(table.word_sets[row], alias_words)
+        out[j, COLUMN["is_initialism"]] = key in table.initialisms[row]
+        out[j, COLUMN["initials_aligned"]] = aligned_initials(alias, table.words[row]) if acronym_shape else 0.0
+        out[j, COLUMN["same_script"]] = script == table.scripts[row]
+        out[j, COLUMN["length_ratio"]] = len(folded) / max(len(table.folded[row]), 1)
+        out[j, COLUMN["alias_is_this_label"]] = folded == table.folded[row]
+        out[j, COLUMN["site_is_alias"]] = key in sites
+        out[j, COLUMN["site_ratio"]] = max((fuzz.ratio(key, site) / 100 for site in sites), default=np.nan)
+    out[:, COLUMN["alias_is_a_label"]] = folded in table.folded_labels
+    out[:, COLUMN["alias_length"]] = len(alias)
+    out[:, COLUMN["alias_words"]] = len(alias_words)
+    out[:, COLUMN["alias_looks_like_acronym"]] = acronym_shape
+    out[:, COLUMN["acronym_labels"]] = table.labels_of_initialism.get(key, 0) if acronym_shape else 0
     return out

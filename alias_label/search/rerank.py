@@ -41,7 +41,7 @@ from alias_label.search.searchers import lexical_searcher
 log = logging.getLogger(__name__)
 
 RERANKER_FILE = "reranker.json"  # the sidecar: features, fingerprints, calibration; checked on load
-BOOSTERS_FILE = "reranker_boosters.json"  # the fold models, as LightGBM model strings
+BOOSTERS_FILE = "reranker_boosters.json"  # the ranking model, as a list of LightGBM model strings
 CANDIDATES_PER_CHANNEL = 50
 FOLDS = 5
 BOOSTER_PARAMS = {"objective": "lambdarank", "n_estimators": 300, "learning_rate": 0.05, "num_leaves": 15,
@@ -92,9 +92,10 @@ class FirstStage:
         ``lexical`` reuses a TF-IDF searcher over the same label keys."""
         labels = candidates.labels
         vectors, keys = label_vectors(dense.label_index)
+        table = LabelTable.build(labels["label"], labels["websites"])
         return cls(dense.model, dense.label_index, lexical or lexical_searcher(candidates),
-                   AcronymIndex(labels["label"]), LabelTable.build(labels["label"], labels["websites"]), vectors,
-                   keys, {"weight": fusion["weight"], "exponent": fusion["exponent"]}, k)
+                   AcronymIndex(labels["label"], table.initialisms), table, vectors, keys,
+                   {"weight": fusion["weight"], "exponent": fusion["exponent"]}, k)
 
     @property
     def tfidf(self):
@@ -176,9 +177,11 @@ class RerankSearcher:
     features: list[str]
     reverse: object  # the hybrid searcher, for aliases_for
 
+    def __post_init__(self):
+        self.columns = [FEATURES.index(name) for name in self.features]
+
     def raw_scores(self, features: np.ndarray) -> np.ndarray:
-        columns = [FEATURES.index(name) for name in self.features]
-        return np.mean([booster.predict(features[:, columns]) for booster in self.boosters], axis=0)
+        return np.mean([booster.predict(features[:, self.columns]) for booster in self.boosters], axis=0)
 
     def labels_for(self, aliases, k: int = 10):
         aliases = list(aliases)
@@ -226,17 +229,16 @@ def fit_boosters(features: list[np.ndarray], relevance: list[np.ndarray], column
     return ranker.booster_
 
 
-def out_of_fold(features, relevance, entities, columns: list[int], folds: int, seed: int):
-    """(fold boosters, each alias's candidate scores from the fold's booster that did not see it)."""
+def out_of_fold(features, relevance, entities, columns: list[int], folds: int, seed: int) -> list[np.ndarray]:
+    """Each alias's candidate scores from the fold's booster that did not see it."""
     fold = entity_folds(entities, folds, seed)
-    boosters, raw = [], [None] * len(features)
+    raw = [None] * len(features)
     for f in range(folds):
         inside = np.flatnonzero(fold != f)
         booster = fit_boosters([features[i] for i in inside], [relevance[i] for i in inside], columns, seed + f)
-        boosters.append(booster)
         for i in np.flatnonzero(fold == f):
             raw[i] = booster.predict(features[i][:, columns]) if len(features[i]) else np.empty(0)
-    return boosters, raw
+    return raw
 
 
 def ranked_outcome(raw: list[np.ndarray], relevance: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -289,7 +291,7 @@ def fit_out_of_fold(table, features: list[str], target_precision: float, confide
     abstain fitted on out-of-fold scores."""
     rows, matrices, relevance, entities = table
     columns = [FEATURES.index(name) for name in features]
-    _, raw = out_of_fold(matrices, relevance, entities, columns, min(folds, len(set(entities))), seed)
+    raw = out_of_fold(matrices, relevance, entities, columns, min(folds, len(set(entities))), seed)
     _, right, gold_rank = ranked_outcome(raw, relevance)
     temperature, abstain = fit_abstain_shares(raw, right, target_precision, confidence)
     return {"boosters": [fit_boosters(matrices, relevance, columns, seed)], "temperature": temperature,
@@ -339,7 +341,7 @@ def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: s
 
 
 def load_reranker(model_dir: Path, data_fingerprint: str, fix: str) -> tuple[dict, list]:
-    """The sidecar and fold models of a model's reranker, checked against the model, the data and the code."""
+    """The sidecar and ranking model of a model's reranker, checked against the model, the data and the code."""
     import lightgbm
 
     model_dir = Path(model_dir)
