@@ -113,3 +113,17 @@ def timed(phase: str, timings: dict, logger: logging.Logger):
     yield
     timings[phase] = round(time.perf_counter() - start, 1)
     logger.info("phase=%s done seconds=%.1f", phase, timings[phase])
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's CSV injection list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(table):
+    """A copy of a table whose text cells a spreadsheet shows as text: a leading quote before any
+    cell that would start a formula. Numbers stay numbers."""
+    safe = table.copy()
+    for column in safe.columns:
+        safe[column] = safe[column].map(
+            lambda cell: "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell)
+    return safe

@@ -10,7 +10,11 @@ float32); the teacher runs float32 unless given --int8.
 Reads   the chosen model folder in models/trained/ (or any folder given to --model) with its
         calibration.json, and the FAISS indexes its indexes.json names (faiss/ by default), whose
         sidecars hold the candidate tables.
-Writes  with --batch, a CSV of (query, rank, qid, label|alias, score, confident); else prints.
+Writes  with --batch, a CSV of (input_row, query, rank, qid, label|alias, score, confident): one block
+        of rows per input row, in input order, so it joins back to the input table on input_row (the
+        row's position, from 0). A blank query gets one row with no rank, flagged as no match. A text
+        cell that would start a spreadsheet formula (=, +, -, @) is written with a leading quote.
+        Otherwise, prints.
 
 Examples:
     python scripts/test_lookup.py "UdeG"
@@ -33,7 +37,7 @@ from tqdm import tqdm
 
 from alias_label.data.table import add_encoding_arg, read_table
 from alias_label.errors import UserError, run_main
-from alias_label.io import atomic_path, setup_logging
+from alias_label.io import atomic_path, setup_logging, spreadsheet_safe
 from alias_label.models.quantize import INT8_SCHEMES
 from alias_label.paths import paths
 from alias_label.search.retriever import MODES, load_retriever
@@ -88,23 +92,45 @@ def print_matches(matches: pd.DataFrame, column: str) -> None:
 
 
 def read_queries(args) -> list[str]:
-    table = read_table(args.batch, args.encoding)
+    """Every row's query, stripped, in input order; a blank or missing cell is an empty string."""
+    table = read_table(args.batch, args.encoding, keep_blank_lines=True)
     if args.query_col not in table.columns:
         raise UserError(f"{args.batch} has no column {args.query_col!r}; found {list(table.columns)}. "
                         "Name the right one with --query-col.")
-    queries = table[args.query_col].dropna().astype(str).str.strip()
-    return queries[queries != ""].tolist()
+    return table[args.query_col].fillna("").astype(str).str.strip().tolist()
+
+
+def blocks_in_input_order(queries: list[str], matches: pd.DataFrame, column: str, start: int) -> pd.DataFrame:
+    """One block of rows per query, numbered by input row; a blank query, or one without a candidate,
+    gets a single row flagged as no match, so the output joins back to the input table."""
+    by_query = dict(tuple(matches.groupby("query", sort=False))) if len(matches) else {}
+    blocks = []
+    for offset, query in enumerate(queries):
+        block = by_query.get(query) if query else None
+        if block is None:
+            block = pd.DataFrame([{"query": query, "rank": pd.NA, "qid": "", column: "", "score": pd.NA,
+                                   "confident": False}])
+        blocks.append(block.assign(input_row=start + offset))
+    table = pd.concat(blocks, ignore_index=True)
+    return table[["input_row", *matches.columns]].astype({"rank": "Int64"})
 
 
 def run_batch(args, retriever) -> Path:
     queries = read_queries(args)
-    chunks = [queries[i:i + args.batch_size] for i in range(0, len(queries), args.batch_size)]
-    matches = pd.concat([retriever.lookup(chunk, args.k, args.reverse, args.min_score)
-                         for chunk in tqdm(chunks, desc="lookup", unit="batch")], ignore_index=True)
+    column = "alias" if args.reverse else "label"
+    blocks = []
+    for start in tqdm(range(0, len(queries), args.batch_size), desc="lookup", unit="batch"):
+        chunk = queries[start:start + args.batch_size]
+        texts = list(dict.fromkeys(query for query in chunk if query))
+        matches = retriever.lookup(texts, args.k, args.reverse, args.min_score) if texts else \
+            pd.DataFrame(columns=["query", "rank", "qid", column, "score", "confident"])
+        blocks.append(blocks_in_input_order(chunk, matches, column, start))
+    table = pd.concat(blocks, ignore_index=True)
     output = Path(args.output or paths().logs / "lookup_results.csv")
     with atomic_path(output) as tmp:
-        matches.to_csv(tmp, index=False)
-    log.info("%d queries -> %s (%d rows)", len(queries), output, len(matches))
+        spreadsheet_safe(table).to_csv(tmp, index=False)
+    blank = sum(not query for query in queries)
+    log.info("%d queries (%d blank) -> %s (%d rows)", len(queries), blank, output, len(table))
     return output
 
 

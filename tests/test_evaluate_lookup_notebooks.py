@@ -15,7 +15,7 @@ import torch
 from alias_label.data.kinds import alias_kind
 from alias_label.data.split import load_split
 from alias_label.errors import UserError, run_main
-from alias_label.io import read_json
+from alias_label.io import read_json, spreadsheet_safe
 from alias_label.models import quantize
 from alias_label.models.encode import encode
 from alias_label.models.quantize import INT8_SCHEMES, FullRangeDynamicLinear, cpu_has_vnni, quantize_int8
@@ -259,17 +259,34 @@ def test_lookup_and_evaluator_take_int8(in_pipeline_home, capsys):
         in_pipeline_home / "int8_eval/evaluation.md").read_text()
 
 
-def test_lookup_batch_mode(in_pipeline_home, tmp_path):
+def test_lookup_batch_keeps_every_input_row_in_order_and_writes_no_formulas(in_pipeline_home, tmp_path):
     queries = tmp_path / "q.csv"
-    pd.DataFrame({"name": ["UdeG", "MIT", " "]}).to_csv(queries, index=False)
+    names = ["UdeG", " ", "MIT", None, "=HYPERLINK(\"x\")", "UdeG"]
+    pd.DataFrame({"name": names}).to_csv(queries, index=False)
     out = tmp_path / "out.csv"
     lookup_cli.main(lookup_cli.parse_args(["--batch", str(queries), "--query-col", "name", "-k", "2",
-                                           "--output", str(out)]))
-    result = pd.read_csv(out)
-    assert result["query"].tolist() == ["UdeG", "UdeG", "MIT", "MIT"]
-    assert list(result.columns) == ["query", "rank", "qid", "label", "score", "confident"]
+                                           "--output", str(out), "--batch-size", "4"]))
+    result = pd.read_csv(out, keep_default_na=False)
+    assert list(result.columns) == ["input_row", "query", "rank", "qid", "label", "score", "confident"]
+    assert result["input_row"].tolist() == [0, 0, 1, 2, 2, 3, 4, 4, 5, 5]
+    blank = result[result["input_row"].isin([1, 3])]
+    assert blank["query"].tolist() == ["", ""] and blank["rank"].tolist() == ["", ""]
+    assert not blank["confident"].any() and (blank["label"] == "").all()
+    assert result.loc[result["input_row"] == 4, "query"].tolist() == ["'=HYPERLINK(\"x\")"] * 2
+    assert not result.drop(columns="score").map(lambda cell: str(cell).startswith(("=", "+", "-", "@"))).any().any()
+    first, last = (result[result["input_row"] == row].drop(columns="input_row").reset_index(drop=True)
+                   for row in (0, 5))
+    pd.testing.assert_frame_equal(first, last)  # the same query in another batch gets the same rows
     with pytest.raises(UserError, match="has no column 'query'; found \\['name'\\]"):
         lookup_cli.main(lookup_cli.parse_args(["--batch", str(queries)]))
+
+
+def test_spreadsheet_safe_quotes_formula_cells_only():
+    table = pd.DataFrame({"text": ["=1+1", "+44", "-x", "@SUM", "plain", "\tTAB"], "score": [-0.5, 1, 2, 3, 4, 5]})
+    safe = spreadsheet_safe(table)
+    assert safe["text"].tolist() == ["'=1+1", "'+44", "'-x", "'@SUM", "plain", "'\tTAB"]
+    assert safe["score"].tolist() == table["score"].tolist()
+    assert table["text"].iloc[0] == "=1+1"  # the input is left as it was
 
 
 def test_lookup_interactive(in_pipeline_home, monkeypatch, capsys):

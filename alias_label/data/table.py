@@ -26,8 +26,12 @@ def add_encoding_arg(parser: argparse.ArgumentParser) -> None:
                         help="text encoding of a CSV/TSV input, e.g. latin-1 or cp1252 (default: utf-8)")
 
 
-def read_table(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
-    """A parquet, CSV or TSV file as a table of text; every problem with it is a UserError."""
+def read_table(path: Path, encoding: str = "utf-8", keep_blank_lines: bool = False) -> pd.DataFrame:
+    """A parquet, CSV or TSV file as a table of text; every problem with it is a UserError.
+
+    ``keep_blank_lines`` keeps an empty line of a CSV as a row of missing values, so a one-column
+    query file keeps the position of every row.
+    """
     path = Path(path)
     if not path.exists():
         hint = (" Build the default data with: python scripts/prepare_data.py"
@@ -39,7 +43,7 @@ def read_table(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
             table = pd.read_parquet(path)
         elif suffix in (".csv", ".tsv"):
             table = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=object, keep_default_na=False,
-                                na_values=[""], encoding=encoding)
+                                na_values=[""], encoding=encoding, skip_blank_lines=not keep_blank_lines)
         else:
             raise UserError(f"{path}: unsupported file type {suffix!r}; use .parquet, .csv or .tsv")
     except pd.errors.EmptyDataError:

@@ -59,8 +59,8 @@ class Retriever:
         Forward, an alias finds labels; with ``reverse``, a label finds aliases. A top match is
         confident when it clears the calibrated threshold and margin (alias -> label only, the
         direction they were fitted on), or ``min_score`` when given. A match that is not confident
-        is still reported, flagged, so every query has its rows. ``qid`` joins with ``|`` the ids
-        of every entity that carries the label.
+        is still reported, flagged, so every query has its rows: k, or as many candidates as it has.
+        ``qid`` joins with ``|`` the ids of every entity that carries the label.
         """
         queries = [queries] if isinstance(queries, str) else list(queries)
         if k < 1:
@@ -76,7 +76,9 @@ class Retriever:
         texts, qids = table[column].to_numpy(), table["qids"].to_numpy()
         rows = []
         for query, row_scores, row_ids, sure in zip(queries, scores[:, :k], ids[:, :k], is_confident, strict=True):
-            for rank, (score, row) in enumerate(zip(row_scores, row_ids, strict=True), start=1):
+            # A search with fewer than k candidates pads with row -1.
+            for rank, (score, row) in enumerate(zip(row_scores[row_ids >= 0], row_ids[row_ids >= 0], strict=True),
+                                                start=1):
                 rows.append({"query": query, "rank": rank, "qid": "|".join(qids[row]), column: texts[row],
                              "score": round(float(score), 4), "confident": bool(sure)})
         return pd.DataFrame(rows, columns=["query", "rank", "qid", column, "score", "confident"])
