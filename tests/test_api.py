@@ -76,6 +76,14 @@ def test_lookup_both_directions_and_a_single_string(in_pipeline_home):
         load_retriever("teacher", mode="sparse")
 
 
+def test_a_lookup_deeper_than_the_candidates_lists_each_candidate_once(in_pipeline_home):
+    retriever = load_retriever("teacher")
+    n_labels = len(retriever.candidates.labels)
+    table = retriever.lookup(["MIT"], k=n_labels + 50)
+    assert 0 < len(table) <= n_labels and table["label"].is_unique  # no padding row read as a label
+    assert table["rank"].tolist() == list(range(1, len(table) + 1))
+
+
 def test_a_teacher_saved_elsewhere_is_looked_up_by_its_folder(home, tiny_model, swot_slice, tmp_path):
     output, index_dir = tmp_path / "my_teacher", tmp_path / "my_indexes"
     train_alias_label.main(train_alias_label.parse_args(

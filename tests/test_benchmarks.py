@@ -13,6 +13,7 @@ import int8_schemes
 import numpy as np
 import pytest
 import query_latency
+import serve_load
 import torch
 
 from alias_label.data.split import load_split
@@ -175,3 +176,13 @@ def test_cross_encoder_cost_times_the_candidates(in_pipeline_home, tmp_path):
     assert figures["queries"] == 2 and figures["mean_candidates"] >= 1
     assert figures["cross_encoder_vs_lookup_p50"] == pytest.approx(
         figures["cross_encoder"]["p50_ms"] / figures["reranked_lookup"]["p50_ms"])
+
+
+def test_serve_load_checks_every_answer_and_reports_the_ratio(in_pipeline_home, tmp_path):
+    figures = serve_load.main(serve_load.parse_args(["--clients", "3", "--batches", "2", "--batch-queries", "4",
+                                                     "--results-dir", str(tmp_path)]))
+    saved = read_json(tmp_path / "serve.json")
+    assert saved["errors"] == 0 and saved["batches"] == 6 and saved["clients"] == 3
+    assert saved["http_vs_in_process"] == pytest.approx(saved["http_queries_per_s"] / saved["in_process_queries_per_s"])
+    assert saved["http_batch_p99_ms"] >= saved["http_batch_p50_ms"] > 0
+    assert figures["errors"] == 0

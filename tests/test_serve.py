@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,9 +23,9 @@ from referencing.jsonschema import DRAFT7
 
 from alias_label import load_retriever
 from alias_label.errors import UserError, run_main
-from alias_label.paths import REPO_ROOT
 from alias_label.serve.app import create_app
-from alias_label.serve.protocol import MAX_QUERY_CHARS, Entities, ServiceInfo, result_batch
+from alias_label.serve.local import local_service
+from alias_label.serve.protocol import MAX_QUERY_CHARS, Entities, ServiceInfo, answer, parse_batch
 
 SPEC = Path(__file__).parent / "reconciliation-api-0.2"
 PUBLISHED = "https://reconciliation-api.github.io/specs/0.2/schemas/"
@@ -97,12 +93,7 @@ def reconcile(client, batch: dict, method: str = "post"):
 
 def expected(retriever, batch: dict) -> dict:
     """What the in-process lookup gives for a batch, in the protocol's shape."""
-    from alias_label.serve.protocol import parse_batch, texts_to_look_up
-
-    queries = parse_batch(json.dumps(batch), 1000)
-    texts = texts_to_look_up(queries)
-    matches = retriever.lookup(texts, k=max(q.limit for q in queries))
-    return result_batch(queries, matches, INFO.types)
+    return answer(retriever.lookup, parse_batch(json.dumps(batch), 1000), INFO.types)
 
 
 def test_manifest_follows_the_schema_and_points_at_the_routes(client):
@@ -278,36 +269,12 @@ def test_reverse_route_gives_aliases_of_a_label(client, retriever):
     assert client.get("/reverse", params={"query": label, "limit": "many"}).status_code == 400
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(pipeline_home):
     """scripts/serve.py in its own process, on a free port of 127.0.0.1."""
-    port = free_port()
-    env = {**os.environ, "ALIAS_LABEL_HOME": str(pipeline_home), "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts/serve.py"), "--port", str(port),
-                                "--batch-size", "12"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"serve.py exited with {process.returncode}:\n{process.stdout.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.25)
-    else:
-        process.kill()
-        pytest.fail("serve.py did not answer within 120 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    with local_service(["--batch-size", "12"], {"ALIAS_LABEL_HOME": str(pipeline_home), "HF_HUB_OFFLINE": "1"},
+                       timeout_s=120) as url:
+        yield url
 
 
 def test_the_reconciler_package_reconciles_a_column_as_the_lookup_does(server, retriever):

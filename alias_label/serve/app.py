@@ -32,13 +32,12 @@ from alias_label.serve.protocol import (
     BadRequest,
     Entities,
     ServiceInfo,
+    answer,
     jsonp,
     manifest,
     parse_batch,
     parse_limit,
     parse_query,
-    result_batch,
-    texts_to_look_up,
 )
 
 log = logging.getLogger(__name__)
@@ -116,12 +115,8 @@ def create_app(retriever, info: ServiceInfo, public_url: str | None = None) -> F
         with lock:
             return retriever.lookup(texts, k=k, reverse=reverse)
 
-    async def answer(queries: list, reverse: bool) -> dict:
-        texts = texts_to_look_up(queries)
-        if not texts:
-            return {q.key: {"result": []} for q in queries}
-        matches = await run_in_threadpool(lookup, texts, max(q.limit for q in queries), reverse)
-        return result_batch(queries, matches, info.types, "alias" if reverse else "label")
+    async def respond(queries: list, reverse: bool) -> dict:
+        return await run_in_threadpool(answer, lookup, queries, info.types, reverse)
 
     def base_url(request: Request) -> str:
         return public_url or str(request.base_url)
@@ -138,7 +133,7 @@ def create_app(retriever, info: ServiceInfo, public_url: str | None = None) -> F
             if "callback" in fields:
                 return Response(jsonp(fields["callback"], document), media_type="application/javascript")
             return document
-        return await answer(parse_batch(fields["queries"], info.batch_size), reverse=False)
+        return await respond(parse_batch(fields["queries"], info.batch_size), reverse=False)
 
     @app.api_route("/reverse", methods=["GET", "POST"])
     async def reverse(request: Request):
@@ -147,7 +142,7 @@ def create_app(retriever, info: ServiceInfo, public_url: str | None = None) -> F
             queries = [parse_query("q0", {"query": fields["query"], "limit": _number(fields.get("limit", "5"))})]
         else:
             queries = parse_batch(fields.get("queries"), info.batch_size)
-        return await answer(queries, reverse=True)
+        return await respond(queries, reverse=True)
 
     @app.get("/preview", response_class=HTMLResponse)
     async def preview(id: str | None = None):

@@ -121,6 +121,16 @@ def result_batch(queries: list[Query], matches: pd.DataFrame, types: list[dict],
             for q in queries}
 
 
+def answer(lookup, queries: list[Query], types: list[dict], reverse: bool = False) -> dict:
+    """The result batch of parsed queries, each distinct text looked up once, in one call of
+    ``lookup(texts, k, reverse)`` (a Retriever's ``lookup``, or the service's locked one)."""
+    texts = texts_to_look_up(queries)
+    if not texts:
+        return {q.key: {"result": []} for q in queries}
+    matches = lookup(texts, k=max(q.limit for q in queries), reverse=reverse)
+    return result_batch(queries, matches, types, "alias" if reverse else "label")
+
+
 def manifest(info: ServiceInfo, base_url: str) -> dict:
     base = base_url.rstrip("/")
     return {
