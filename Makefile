@@ -17,9 +17,10 @@ EVAL_ARGS ?=
 # The index benchmark's default grid is the part of it the README's table was measured with;
 # add 1024 dimensions with BENCH_INDEX_ARGS="--sizes 100000 1000000 --dims 1024".
 BENCH_INDEX_ARGS ?= --sizes real 100000 1000000 --dims 384
+SERVE_ARGS ?=
 LOOKUPS ?= "UdeG" "MIT" "Batman Üniversitesi"
 
-.PHONY: setup pipeline data teacher student evaluate lookups bench test lint clean-artifacts
+.PHONY: setup pipeline data teacher student evaluate lookups serve bench test lint clean-artifacts
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +46,10 @@ evaluate: setup
 lookups: setup
 	for query in $(LOOKUPS); do $(BIN)/python scripts/test_lookup.py "$$query" -k 3 || exit 1; done
 	$(BIN)/python scripts/test_lookup.py --model student --reverse "Universidad de Guadalajara" -k 3
+
+# The reconciliation service for OpenRefine, on http://127.0.0.1:8000/reconcile until Ctrl-C.
+serve: setup
+	$(BIN)/python scripts/serve.py $(SERVE_ARGS)
 
 pipeline: setup
 	$(BIN)/python scripts/gpu_check.py

@@ -10,6 +10,10 @@ Writes  faiss/{labels,aliases}{,_distilled}.index with sidecars (type, factory s
         the model's indexes.json (where they are) and calibration.json, refitted, since the scores it
         was fitted on may have moved
 
+Under `accelerate launch`, the texts are split across the processes (GPUs, nodes) in whole chunks;
+each encodes its share, and the main process gathers them in order and writes every file, so the
+indexes are those a single process would write (--shards says how the parts travel).
+
 With --vectors-from teacher, a student distilled with --objective embedding-mse gets indexes of
 the teacher's cached vectors (data/cache/; re-encoded with the teacher when stale), searched with its
 own query embeddings.
@@ -18,6 +22,7 @@ Example:
     python scripts/build_index.py --model teacher --index hnsw
     python scripts/build_index.py --model student --index ivfpq --rescore 8
     python scripts/build_index.py --model student --vectors-from teacher
+    accelerate launch --num_processes 4 scripts/build_index.py --model teacher --index hnsw
 """
 
 from __future__ import annotations
@@ -39,11 +44,12 @@ from alias_label.index.dense import (
     spec_from_args,
     vectors_path,
 )
-from alias_label.index.stream import encode_to_file
+from alias_label.index.stream import encode_across_processes
 from alias_label.index.tables import index_paths, index_table_meta, index_vectors
 from alias_label.io import save_run_args, setup_logging
 from alias_label.models.encode import STREAM_CHUNK_ROWS
 from alias_label.models.load import embedding_dim, load_model, pick_device
+from alias_label.models.processes import Processes
 from alias_label.search.calibration import add_calibration_args, calibrate, check_target
 from alias_label.search.retriever import load_dense
 from alias_label.train.distill import teacher_embeddings
@@ -67,21 +73,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--processed-dir", type=Path, default=None, help="the split (default: data/processed/)")
     parser.add_argument("--index-dir", type=Path, default=None,
                         help="where the indexes go; the model folder's indexes.json records it (default: faiss/)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where the model runs; under accelerate launch, cuda is each process's own GPU")
+    parser.add_argument("--shards", default="files", choices=["files", "memory"],
+                        help="under accelerate launch, how each process's vectors reach the main one: memory-mapped "
+                             "files beside the index (default; on several nodes the index folder must be shared), "
+                             "or through the process group in memory (no shared disk needed)")
     add_calibration_args(parser)
     args = parser.parse_args(argv)
     check_target(parser, args)
     return args
 
 
-def build_one(model, texts: list[str], kind: str, target: Path, args) -> DenseIndex:
+def build_one(model, texts: list[str], kind: str, target: Path, args, processes: Processes) -> DenseIndex | None:
+    """The index of ``texts``, encoded across the processes; None on all but the main process."""
     spec = spec_from_args(args, len(texts), embedding_dim(model))
-    # From here until the new sidecar is written, the old one would describe files being replaced.
-    sidecar_path(target).unlink(missing_ok=True)
-    index = DenseIndex.empty(embedding_dim(model), spec)
+    index = None
+    if processes.is_main:
+        # From here until the new sidecar is written, the old one would describe files being replaced.
+        sidecar_path(target).unlink(missing_ok=True)
+        index = DenseIndex.empty(embedding_dim(model), spec)
     # Rescored indexes keep the vectors beside them; others need them only while the index is built.
     vectors_file = vectors_path(target) if spec.rescore else target.with_name(f".{target.name}.vectors.tmp.npy")
-    vectors = encode_to_file(model, texts, KIND_OF[kind], vectors_file, index, args.chunk_rows, args.batch_size)
+    vectors = encode_across_processes(model, texts, KIND_OF[kind], vectors_file, processes, index, args.shards,
+                                      args.chunk_rows, args.batch_size)
+    if index is None:
+        return None
+    log.info("%s: %d texts encoded by %d process%s", target.name, len(texts), processes.world,
+             "" if processes.world == 1 else f"es, gathered through {args.shards}")
     if spec.rescore:
         index.vectors = vectors
     else:
@@ -102,13 +121,17 @@ def teacher_vectors(split, model_dir: Path, config: dict, device: str) -> dict:
 
 
 def main(args: argparse.Namespace) -> dict:
+    processes = Processes.current()
     setup_logging(NAME)
-    save_run_args(NAME, args)
+    if processes.is_main:
+        save_run_args(NAME, args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     split = load_split(args.processed_dir)
     model_dir = model_folder(args.model)
     config = require_trained(model_dir)
-    role, device = config.get("role", "teacher"), pick_device(args.device)
+    role, device = config.get("role", "teacher"), processes.device(pick_device(args.device))
+    if args.vectors_from == "teacher" and not processes.is_main:
+        return {}  # nothing to encode: the main process indexes the cached vectors
     cached = teacher_vectors(split, model_dir, config, device) if args.vectors_from == "teacher" else None
     model = None if cached else load_model(model_dir, device)
     written = {}
@@ -119,9 +142,12 @@ def main(args: argparse.Namespace) -> dict:
             index = build_index(vectors, spec_from_args(args, *vectors.shape))
             meta["vectors_from"] = "teacher"
         else:
-            index = build_one(model, meta["texts"], kind, target, args)
-        save_index(index, target, meta)
-        written[kind] = target
+            index = build_one(model, meta["texts"], kind, target, args, processes)
+        if index is not None:
+            save_index(index, target, meta)
+            written[kind] = target
+    if not processes.is_main:
+        return {}
     record_indexes(model_dir, written)
     dense = load_dense(model_dir, device, int8=False)
     calibrate(model_dir, role, split, dense.searcher, args.target_precision, args.rerank_candidates)

@@ -16,11 +16,15 @@ Writes  with --batch, a CSV of (input_row, query, rank, qid, label|alias, score,
         cell that would start a spreadsheet formula (=, +, -, @) is written with a leading quote.
         Otherwise, prints.
 
+Under `accelerate launch`, --batch spreads whole batches of queries over the processes (GPUs,
+nodes), and the main process writes the CSV, in input order.
+
 Examples:
     python scripts/test_lookup.py "UdeG"
     python scripts/test_lookup.py --reverse "Universidad de Guadalajara" --model student -k 5
     python scripts/test_lookup.py "Uni Wien" --model student            # int8 on a CPU; --no-int8 for float32
     python scripts/test_lookup.py --batch my_aliases.csv --query-col name --output matches.csv
+    accelerate launch --num_processes 4 scripts/test_lookup.py --batch big.parquet --device cuda
     python scripts/test_lookup.py            # interactive prompt; an empty line quits
 """
 
@@ -38,6 +42,7 @@ from tqdm import tqdm
 from alias_label.data.table import add_encoding_arg, read_table
 from alias_label.errors import UserError, run_main
 from alias_label.io import atomic_path, setup_logging, spreadsheet_safe
+from alias_label.models.processes import Processes
 from alias_label.models.quantize import INT8_SCHEMES
 from alias_label.paths import paths
 from alias_label.search.retriever import MODES, load_retriever
@@ -115,22 +120,35 @@ def blocks_in_input_order(queries: list[str], matches: pd.DataFrame, column: str
     return table[["input_row", *matches.columns]].astype({"rank": "Int64"})
 
 
-def run_batch(args, retriever) -> Path:
-    queries = read_queries(args)
+def lookup_rows(args, retriever, queries: list[str], first: int, last: int) -> pd.DataFrame:
+    """The blocks of input rows [first, last), looked up --batch-size queries at a time."""
     column = "alias" if args.reverse else "label"
     blocks = []
-    for start in tqdm(range(0, len(queries), args.batch_size), desc="lookup", unit="batch"):
-        chunk = queries[start:start + args.batch_size]
+    for start in tqdm(range(first, last, args.batch_size), desc="lookup", unit="batch"):
+        chunk = queries[start:min(last, start + args.batch_size)]
         texts = list(dict.fromkeys(query for query in chunk if query))
         matches = retriever.lookup(texts, args.k, args.reverse, args.min_score) if texts else \
             pd.DataFrame(columns=["query", "rank", "qid", column, "score", "confident"])
         blocks.append(blocks_in_input_order(chunk, matches, column, start))
-    table = pd.concat(blocks, ignore_index=True)
+    return pd.concat(blocks, ignore_index=True) if blocks else None
+
+
+def run_batch(args, retriever, processes: Processes) -> Path | None:
+    """Look up the batch file; under accelerate launch each process takes whole batches, and the
+    main process writes them all, in input order."""
+    queries = read_queries(args)
+    part = lookup_rows(args, retriever, queries, *processes.rows(len(queries), args.batch_size))
+    parts = processes.gather(part)
+    if parts is None:
+        return None
+    table = pd.concat([part for part in parts if part is not None], ignore_index=True)
+    table = table.astype({"input_row": "int64", "rank": "Int64", "confident": "bool"})
     output = Path(args.output or paths().logs / "lookup_results.csv")
     with atomic_path(output) as tmp:
         spreadsheet_safe(table).to_csv(tmp, index=False)
     blank = sum(not query for query in queries)
-    log.info("%d queries (%d blank) -> %s (%d rows)", len(queries), blank, output, len(table))
+    log.info("%d queries (%d blank) -> %s (%d rows, %d process%s)", len(queries), blank, output, len(table),
+             processes.world, "" if processes.world == 1 else "es")
     return output
 
 
@@ -149,10 +167,12 @@ def interactive(args, retriever, column: str) -> None:
 def main(args: argparse.Namespace):
     setup_logging(NAME)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    retriever = load_retriever(args.model, args.mode, args.device, args.int8, args.int8_scheme)
+    processes = Processes.current() if args.batch else None
+    device = processes.device(args.device) if processes else args.device
+    retriever = load_retriever(args.model, args.mode, device, args.int8, args.int8_scheme)
     column = "alias" if args.reverse else "label"
     if args.batch:
-        return run_batch(args, retriever)
+        return run_batch(args, retriever, processes)
     if args.query is None:
         return interactive(args, retriever, column)
     matches = retriever.lookup([args.query], args.k, args.reverse, args.min_score)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 from conftest import TEACHER_SMOKE
 
 from alias_label.data.split import load_split
@@ -45,3 +47,65 @@ def test_accelerate_launch_two_cpu_processes(home, tiny_model, swot_slice):
     assert ids.shape == (len(split.train), 5) and np.all(np.diff(scores, axis=1) <= 1e-6)
     gold = split.label_rows(split.train["label"])
     assert np.mean(ids[:, 0] == gold) > 0.5  # trained on these pairs, so most come back first
+
+
+def launch(script: str, flags: list[str], env: dict, processes: int = 2) -> subprocess.CompletedProcess:
+    """``script`` under accelerate launch with ``processes`` CPU processes over gloo, or plainly with 1."""
+    command = [sys.executable, str(REPO_ROOT / "scripts" / script), *flags]
+    if processes > 1:
+        command[1:1] = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+                        "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+                        "--dynamo_backend", "no"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def index_contents(index_dir) -> dict:
+    """Every row vector and the sidecar of each index in a folder."""
+    import faiss
+
+    contents = {}
+    for path in sorted(index_dir.glob("*.index")):
+        index = faiss.read_index(str(path))
+        contents[path.name] = (index.reconstruct_n(0, index.ntotal), read_json(path.with_name(path.name + ".json")))
+    return contents
+
+
+def test_build_index_and_batch_lookups_across_two_processes_equal_one(home, pipeline_home, tmp_path):
+    for folder in ("data", "models", "faiss"):
+        shutil.copytree(pipeline_home / folder, home / folder)
+    # One thread a process in both runs, so the arithmetic is the same and the results can be compared exactly.
+    env = {**os.environ, "ALIAS_LABEL_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    small_chunks = ["--model", "teacher", "--chunk-rows", "48", "--batch-size", "16", "--device", "cpu"]
+    runs = {"single": 1, "files": 2, "memory": 2}
+    for name, processes in runs.items():
+        shards = "memory" if name == "memory" else "files"
+        result = launch("build_index.py", [*small_chunks, "--index-dir", str(tmp_path / name), "--shards", shards],
+                        env, processes)
+        told = "1 process" if processes == 1 else f"2 processes, gathered through {shards}"
+        assert result.stdout.count(f"texts encoded by {told}") == 2
+    single = index_contents(tmp_path / "single")
+    assert set(single) == {"labels.index", "aliases.index"} and len(single["labels.index"][0]) > 2 * 48
+    for name in ("files", "memory"):
+        contents = index_contents(tmp_path / name)
+        assert set(contents) == set(single)
+        for file, (vectors, sidecar) in contents.items():
+            assert np.array_equal(vectors, single[file][0]), (name, file)
+            assert sidecar == single[file][1], (name, file)
+        assert not list((tmp_path / name).glob(".*")), "shard files left behind"
+
+    names = load_split().pairs("val")["alias"].tolist()[:21]
+    names[3:3] = ["", "   "]
+    queries = pd.DataFrame({"name": names + ["=cmd|' /C calc'!A0"]})
+    queries.to_csv(tmp_path / "queries.csv", index=False)
+    outputs = {}
+    for name, processes in (("single", 1), ("multi", 2)):
+        outputs[name] = tmp_path / f"{name}.csv"
+        flags = ["--batch", str(tmp_path / "queries.csv"), "--query-col", "name", "--batch-size", "4", "-k", "3",
+                 "--output", str(outputs[name])]
+        result = launch("test_lookup.py", flags, env, processes)
+        assert f"{processes} process" in result.stdout
+    table = pd.read_csv(outputs["single"], keep_default_na=False)
+    assert table["input_row"].drop_duplicates().tolist() == list(range(len(queries)))
+    assert outputs["multi"].read_text() == outputs["single"].read_text()

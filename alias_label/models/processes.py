@@ -1,0 +1,59 @@
+"""Work split over the processes of ``accelerate launch``, in whole chunks, and gathered back in order.
+
+Each process takes a contiguous run of whole chunks (texts to encode, queries to look up): the
+very chunks one process would make on its own, so the gathered result equals a one-process run's
+on the same hardware. Run without a launcher, a script is process 0 of 1 and nothing changes.
+
+    accelerate launch --num_processes 4 scripts/build_index.py --model teacher         # 4 GPUs
+    accelerate launch --num_machines 2 --machine_rank 0 --main_process_ip HOST \\
+        --num_processes 16 scripts/build_index.py --model teacher                       # 2 nodes
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Processes:
+    rank: int
+    world: int
+    local_rank: int
+
+    @classmethod
+    def current(cls) -> Processes:
+        """This process's place among those ``accelerate launch`` started (or 0 of 1)."""
+        from accelerate import PartialState
+
+        state = PartialState()
+        return cls(state.process_index, state.num_processes, state.local_process_index)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, device: str) -> str:
+        """Each process on its own GPU; ``cuda`` alone would put every process on the first one."""
+        return f"cuda:{self.local_rank}" if device == "cuda" and self.world > 1 else device
+
+    def rows(self, n_rows: int, chunk_rows: int, rank: int | None = None) -> tuple[int, int]:
+        """[start, end) of the rows this process (or process ``rank``) owns: whole chunks, contiguous, in rank order."""
+        chunks = -(-n_rows // chunk_rows)
+        per_process = -(-chunks // self.world)
+        start = min(n_rows, (self.rank if rank is None else rank) * per_process * chunk_rows)
+        return start, min(n_rows, start + per_process * chunk_rows)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()
+
+    def gather(self, part) -> list | None:
+        """Every process's ``part``, in rank order, on the main process (None on the others)."""
+        if self.world == 1:
+            return [part]
+        from accelerate.utils import gather_object
+
+        parts = gather_object([part])
+        return parts if self.is_main else None
