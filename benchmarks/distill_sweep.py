@@ -58,7 +58,6 @@ DEFAULTS = {"mse": 1.0, "cos": 0.0, "kl": 0.0, "tau": 0.05, "cand": None, "docs"
 ENCODE_BATCH = 1024
 
 
-
 PERTURBATIONS = ("drop-word", "borrow-word", "abbreviate", "typo")
 
 

@@ -49,12 +49,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-
-
-
-
-
-
 def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 

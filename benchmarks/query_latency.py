@@ -51,8 +51,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-
-
 def hnsw_over(label_index):
     """An HNSW index over the same rows as a flat label index, keyed the same way."""
     keyed = isinstance(label_index, KeyedIndex)
@@ -70,8 +68,6 @@ def depth_models(teacher) -> dict:
         reduce_layers(student, layers)
         models[f"layers{layers}_float32"], models[f"layers{layers}_int8"] = student, quantize_int8(student)
     return models
-
-
 
 
 def depth_sweep(teacher, flat, hnsw, aliases: list[str], block: int = 10) -> dict:
