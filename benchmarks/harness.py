@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from alias_label.index.cache import cache_paths
+from alias_label.index.dense import IndexSpec, build_index, save_index
 from alias_label.io import write_json
 from alias_label.models.encode import encode
 from alias_label.paths import REPO_ROOT
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
+# Index types by name: (kind, quantisation) of alias_label.index.dense.IndexSpec.
+INDEX_TYPES = {"flat": ("flat", "none"), "flat-int8": ("flat", "int8"), "flat-int4": ("flat", "int4"),
+               "hnsw": ("hnsw", "none"), "hnsw-int8": ("hnsw", "int8"), "hnsw-int4": ("hnsw", "int4"),
+               "ivf": ("ivf", "none"), "ivf-int8": ("ivf", "int8"), "ivf-int4": ("ivf", "int4"),
+               "ivfpq": ("ivfpq", "none"), "ivf-binary": ("ivf", "binary"), "flat-binary": ("flat", "binary")}
 
 
 def machine() -> dict:
@@ -86,3 +95,48 @@ def synthetic(size: str, dim: int, args) -> tuple[np.ndarray, np.ndarray]:
         rows = unit(rows + args.noise * rng.normal(size=rows.shape).astype(np.float32) / np.sqrt(rows.shape[1]))
         vectors[start:start + len(rows)] = lift(rows, dim, args.seed)
     return vectors, lift(queries, dim, args.seed)
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def measure_index(name: str, vectors: np.ndarray, queries: np.ndarray,
+                  truth: np.ndarray | None) -> tuple[dict, np.ndarray]:
+    """Build one index type over ``vectors``: time, memory, disk, single and batch latency, recall@10
+    against ``truth`` (the exact top 10 of each query; None for the exact index itself)."""
+    kind, quantize = INDEX_TYPES[name]
+    spec = IndexSpec.scaled(len(vectors), vectors.shape[1], kind, quantize)
+    gc.collect()
+    before = rss_mb()
+    start = time.perf_counter()
+    index = build_index(vectors, spec)
+    build_s = time.perf_counter() - start
+    resident = rss_mb() - before
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "x.index"
+        index_vectors = index.vectors
+        index.vectors = None  # the index alone; rescoring vectors are counted separately, as disk
+        save_index(index, target, {"rows": index.ntotal, "texts": [""] * index.ntotal})
+        index_bytes = target.stat().st_size
+        index.vectors = index_vectors
+    rescore_bytes = vectors.nbytes if spec.rescore else 0
+    for query in queries[:10]:  # warm-up
+        index.search(query[None], 10)
+    single = []
+    for query in queries:
+        t0 = time.perf_counter()
+        index.search(query[None], 10)
+        single.append((time.perf_counter() - t0) * 1000)
+    t0 = time.perf_counter()
+    _, found = index.search(queries, 10)
+    batch_qps = len(queries) / (time.perf_counter() - t0)
+    recall = 1.0 if truth is None else float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth,
+                                                                                               strict=True)]))
+    row = {"type": name, "factory": spec.factory(), "params": {k: v for k, v in spec.__dict__.items() if v},
+           "build_s": build_s, "resident_mb": resident, "index_mb": index_bytes / 2**20,
+           "rescore_vectors_mb_on_disk": rescore_bytes / 2**20, "flat_f32_mb": vectors.nbytes / 2**20,
+           "memory_vs_flat": index_bytes / vectors.nbytes, **percentiles(single), "batch_qps": batch_qps,
+           "recall_at_10": recall}
+    del index
+    return row, found

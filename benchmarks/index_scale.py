@@ -17,20 +17,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-import psutil
-from harness import percentiles, save_results, synthetic
-
-from alias_label.index.dense import IndexSpec, build_index, save_index
-
-TYPES = {"flat": ("flat", "none"), "flat-int8": ("flat", "int8"), "flat-int4": ("flat", "int4"),
-         "hnsw": ("hnsw", "none"), "hnsw-int8": ("hnsw", "int8"), "hnsw-int4": ("hnsw", "int4"),
-         "ivf": ("ivf", "none"), "ivf-int8": ("ivf", "int8"), "ivf-int4": ("ivf", "int4"),
-         "ivfpq": ("ivfpq", "none"), "ivf-binary": ("ivf", "binary"), "flat-binary": ("flat", "binary")}
+from harness import INDEX_TYPES, measure_index, save_results, synthetic
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,7 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sizes", nargs="+", default=["real", "100000", "1000000"],
                         help="label counts to test; 'real' is the default data set (default: real 100000 1000000)")
     parser.add_argument("--dims", nargs="+", type=int, default=[384, 1024], help="dimensions (default: 384 1024)")
-    parser.add_argument("--types", nargs="+", default=list(TYPES), choices=list(TYPES),
+    parser.add_argument("--types", nargs="+", default=list(INDEX_TYPES), choices=list(INDEX_TYPES),
                         help="index types (default: all)")
     parser.add_argument("--queries", type=int, default=300, help="queries timed one at a time (default: 300)")
     parser.add_argument("--noise", type=float, default=0.35,
@@ -49,48 +38,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def measure(name: str, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray | None) -> dict:
-    kind, quantize = TYPES[name]
-    spec = IndexSpec.scaled(len(vectors), vectors.shape[1], kind, quantize)
-    gc.collect()
-    before = rss_mb()
-    start = time.perf_counter()
-    index = build_index(vectors, spec)
-    build_s = time.perf_counter() - start
-    resident = rss_mb() - before
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / "x.index"
-        index_vectors = index.vectors
-        index.vectors = None  # the index alone; rescoring vectors are counted separately, as disk
-        save_index(index, target, {"rows": index.ntotal, "texts": [""] * index.ntotal})
-        index_bytes = target.stat().st_size
-        index.vectors = index_vectors
-    rescore_bytes = vectors.nbytes if spec.rescore else 0
-    for query in queries[:10]:  # warm-up
-        index.search(query[None], 10)
-    single = []
-    for query in queries:
-        t0 = time.perf_counter()
-        index.search(query[None], 10)
-        single.append((time.perf_counter() - t0) * 1000)
-    t0 = time.perf_counter()
-    _, found = index.search(queries, 10)
-    batch_qps = len(queries) / (time.perf_counter() - t0)
-    recall = 1.0 if truth is None else float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth,
-                                                                                               strict=True)]))
-    row = {"type": name, "factory": spec.factory(), "params": {k: v for k, v in spec.__dict__.items() if v},
-           "build_s": build_s, "resident_mb": resident, "index_mb": index_bytes / 2**20,
-           "rescore_vectors_mb_on_disk": rescore_bytes / 2**20, "flat_f32_mb": vectors.nbytes / 2**20,
-           "memory_vs_flat": index_bytes / vectors.nbytes, **percentiles(single), "batch_qps": batch_qps,
-           "recall_at_10": recall}
-    del index
-    return row, found
-
-
 def main(args) -> dict:
     rows = []
     for size in args.sizes:
@@ -99,7 +46,7 @@ def main(args) -> dict:
             truth = None
             # Exact flat search runs first, always: it is the reference for every other type's recall.
             for name in ["flat", *[t for t in args.types if t != "flat"]]:
-                row, found = measure(name, vectors, queries, truth)
+                row, found = measure_index(name, vectors, queries, truth)
                 if name == "flat":
                     truth = found
                 row.update(n=len(vectors), dim=dim, size=size)

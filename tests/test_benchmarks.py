@@ -6,6 +6,7 @@ import json
 
 import distill_sweep
 import encode_memory
+import generated_scale
 import gpu_throughput
 import hnsw_ef_sweep
 import index_scale
@@ -186,3 +187,25 @@ def test_serve_load_checks_every_answer_and_reports_the_ratio(in_pipeline_home, 
     assert saved["http_vs_in_process"] == pytest.approx(saved["http_queries_per_s"] / saved["in_process_queries_per_s"])
     assert saved["http_batch_p99_ms"] >= saved["http_batch_p50_ms"] > 0
     assert figures["errors"] == 0
+
+
+def test_generated_scale_encodes_real_strings_and_measures_each_type(tiny_model, tmp_path):
+    labels = generated_scale.generated_labels(5000, seed=3)
+    assert len(labels) == 5000 and labels == generated_scale.generated_labels(5000, seed=3)
+    assert 2 < np.mean([len(label.split()) for label in labels]) < 8 and len(set(labels)) > 4500
+    queries = generated_scale.generated_queries(labels, 50, seed=3)
+
+    def shortened(query: str, label: str) -> bool:
+        words = label.split()
+        return any(words[:i] + words[i + 1:] == query.split() for i in range(len(words))) or query == label
+
+    assert all(any(shortened(query, label) for label in labels) for query in queries)
+    figures = generated_scale.main(generated_scale.parse_args(
+        ["--labels", "3000", "--queries", "20", "--types", "flat", "ivf-int8", "--model", str(tiny_model),
+         "--device", "cpu", "--chunk-rows", "700", "--workdir", str(tmp_path / "work"), "--results-dir",
+         str(tmp_path)]))
+    saved = read_json(tmp_path / "generated_scale.json")
+    assert saved["labels"] == 3000 and saved["encode_sentences_per_min"] > 0
+    assert [row["type"] for row in saved["rows"]] == ["flat", "ivf-int8"] and saved["rows"][0]["recall_at_10"] == 1.0
+    assert 0 < saved["rows"][1]["recall_at_10"] <= 1 and figures["rows"][1]["memory_vs_flat"] < 0.5
+    assert not list((tmp_path / "work").iterdir())  # the vectors are removed unless kept
