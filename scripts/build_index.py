@@ -121,7 +121,12 @@ def teacher_vectors(split, model_dir: Path, config: dict, device: str) -> dict:
 
 
 def main(args: argparse.Namespace) -> dict:
-    processes = Processes.current()
+    with Processes.launched(pick_device(args.device)) as processes:
+        return build_all(args, processes)
+
+
+def build_all(args: argparse.Namespace, processes: Processes) -> dict:
+    """Every index of the model, its record and calibration; the work of one of the launched processes."""
     setup_logging(NAME)
     if processes.is_main:
         save_run_args(NAME, args)

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from alias_label.data.table import add_encoding_arg, read_table
 from alias_label.errors import UserError, run_main
 from alias_label.io import atomic_path, setup_logging, spreadsheet_safe
+from alias_label.models.load import pick_device
 from alias_label.models.processes import Processes
 from alias_label.models.quantize import INT8_SCHEMES
 from alias_label.paths import paths
@@ -167,12 +168,13 @@ def interactive(args, retriever, column: str) -> None:
 def main(args: argparse.Namespace):
     setup_logging(NAME)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    processes = Processes.current() if args.batch else None
-    device = processes.device(args.device) if processes else args.device
-    retriever = load_retriever(args.model, args.mode, device, args.int8, args.int8_scheme)
-    column = "alias" if args.reverse else "label"
     if args.batch:
-        return run_batch(args, retriever, processes)
+        with Processes.launched(pick_device(args.device)) as processes:
+            retriever = load_retriever(args.model, args.mode, processes.device(pick_device(args.device)), args.int8,
+                                       args.int8_scheme)
+            return run_batch(args, retriever, processes)
+    retriever = load_retriever(args.model, args.mode, args.device, args.int8, args.int8_scheme)
+    column = "alias" if args.reverse else "label"
     if args.query is None:
         return interactive(args, retriever, column)
     matches = retriever.lookup([args.query], args.k, args.reverse, args.min_score)

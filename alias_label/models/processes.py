@@ -11,6 +11,7 @@ on the same hardware. Run without a launcher, a script is process 0 of 1 and not
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 
@@ -21,12 +22,20 @@ class Processes:
     local_rank: int
 
     @classmethod
-    def current(cls) -> Processes:
-        """This process's place among those ``accelerate launch`` started (or 0 of 1)."""
+    @contextlib.contextmanager
+    def launched(cls, device: str):
+        """This process's place among those ``accelerate launch`` started (or 0 of 1), for a block.
+
+        Processes meant for ``device`` "cpu" talk over gloo, else over NCCL. The process group is
+        closed on the way out: a process that exits with it open can abort in its teardown.
+        """
         from accelerate import PartialState
 
-        state = PartialState()
-        return cls(state.process_index, state.num_processes, state.local_process_index)
+        state = PartialState(cpu=not str(device).startswith("cuda"))
+        try:
+            yield cls(state.process_index, state.num_processes, state.local_process_index)
+        finally:
+            state.destroy_process_group()
 
     @property
     def is_main(self) -> bool:

@@ -106,11 +106,15 @@ def texts_to_look_up(queries: list[Query]) -> list[str]:
 
 
 def candidates_of(matches: pd.DataFrame, column: str) -> dict[str, list[dict]]:
-    """A lookup table's rows per query text: id, name, score (0-100) and match."""
+    """A lookup table's rows per query text: id, name, score (0-100) and, alias -> label, match.
+
+    Label -> alias rows carry no ``match``: the abstain setting was fitted alias -> label only.
+    """
     grouped = {}
     for text, rows in matches.groupby("query", sort=False):
         grouped[text] = [{"id": row.qid, "name": getattr(row, column), "score": round(100 * float(row.score), 2),
-                          "match": bool(row.confident and row.rank == 1)} for row in rows.itertuples()]
+                          **({"match": bool(row.confident and row.rank == 1)} if column == "label" else {})}
+                         for row in rows.itertuples()]
     return grouped
 
 
