@@ -7,7 +7,7 @@ it http://127.0.0.1:8000/reconcile. Candidate scores run from 0 to 100; ``match`
 top candidate only when the calibrated abstain setting is confident (alias_label/serve/protocol.py).
 
 Reads   the chosen model folder in models/trained/ and the FAISS indexes its indexes.json names.
-Writes  nothing but logs/serve.log.
+Writes  logs/serve.log and logs/serve_args.json, nothing else.
 
 Routes  GET /reconcile (manifest), GET|POST /reconcile?queries=... (a batch), GET|POST /reverse
         (label -> aliases, same batch shape, or ?query=...), GET /preview?id=ID, GET /suggest/entity?prefix=...,
@@ -27,8 +27,7 @@ import sys
 
 from alias_label.errors import UserError, run_main
 from alias_label.io import save_run_args, setup_logging
-from alias_label.models.quantize import INT8_SCHEMES
-from alias_label.search.retriever import MODES, load_retriever
+from alias_label.search.retriever import add_retriever_args, load_retriever
 
 NAME = "serve"
 log = logging.getLogger(NAME)
@@ -36,10 +35,7 @@ log = logging.getLogger(NAME)
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="teacher",
-                        help="teacher, student, or a trained model folder (default: teacher)")
-    parser.add_argument("--mode", default="rerank", choices=MODES,
-                        help="the search behind every answer, as in test_lookup.py (default: rerank)")
+    add_retriever_args(parser)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; 0.0.0.0 opens it to other machines (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
@@ -57,12 +53,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="URI naming the types and properties the service uses")
     parser.add_argument("--type-id", default="entity", help="id of the one type every candidate has (default: entity)")
     parser.add_argument("--type-name", default="Entity", help="name of that type (default: Entity)")
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the model runs")
-    parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
-                        help="run the model's Linear layers in int8 (CPU only), or not (--no-int8); by default the "
-                             "student runs int8 on a CPU and the teacher float32")
-    parser.add_argument("--int8-scheme", default="per-channel", choices=INT8_SCHEMES,
-                        help="how int8 quantises, as in test_lookup.py (default: per-channel)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")

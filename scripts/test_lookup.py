@@ -44,9 +44,8 @@ from alias_label.errors import UserError, run_main
 from alias_label.io import atomic_path, setup_logging, spreadsheet_safe
 from alias_label.models.load import pick_device
 from alias_label.models.processes import Processes
-from alias_label.models.quantize import INT8_SCHEMES
 from alias_label.paths import paths
-from alias_label.search.retriever import MODES, load_retriever
+from alias_label.search.retriever import add_retriever_args, load_retriever
 
 NAME = "test_lookup"
 log = logging.getLogger(NAME)
@@ -56,12 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("query", nargs="?", default=None, help="the alias (or, with --reverse, label) to look up")
     parser.add_argument("--reverse", action="store_true", help="label -> alias instead of alias -> label")
-    parser.add_argument("--model", default="teacher",
-                        help="teacher, student, or a trained model folder (default: teacher)")
-    parser.add_argument("--mode", default="rerank", choices=MODES,
-                        help="rerank: every channel's candidates scored by the fitted reranker; hybrid: the model "
-                             "fused with TF-IDF at the weight and exponent fitted on validation; dense: the model's "
-                             "FAISS index alone (default: rerank)")
+    add_retriever_args(parser)
     parser.add_argument("-k", type=int, default=5, help="matches per query (default: 5)")
     parser.add_argument("--min-score", type=float, default=None,
                         help="report the top match as 'no confident match' below this score, instead of the "
@@ -72,14 +66,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None,
                         help="CSV written in batch mode (default: logs/lookup_results.csv)")
     parser.add_argument("--batch-size", type=int, default=256, help="queries encoded at a time in batch mode")
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the model runs")
-    parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
-                        help="run the model's Linear layers in int8 (CPU only), or not (--no-int8); by default the "
-                             "student runs int8 on a CPU and the teacher float32 (docs/speed.md)")
-    parser.add_argument("--int8-scheme", default="per-channel", choices=INT8_SCHEMES,
-                        help="how int8 quantises: a weight scale per output channel (default), one per matrix "
-                             "(per-tensor, torch's default), or per channel with each layer's feed-forward output "
-                             "left in float32 (closer to float32, a little slower; docs/speed.md)")
     args = parser.parse_args(argv)
     if args.query is not None and not args.query.strip():
         parser.error("the query is empty; give an alias, e.g. \"UdeG\", or leave it out for a prompt")

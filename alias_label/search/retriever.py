@@ -12,6 +12,7 @@ calibrated abstain, and the student in int8 on a CPU.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,24 @@ from alias_label.search.rerank import FirstStage, RerankSearcher, load_reranker
 from alias_label.search.searchers import Searcher, hybrid_of
 
 MODES = ("rerank", "hybrid", "dense")
+
+
+def add_retriever_args(parser) -> None:
+    """The flags of ``load_retriever``, for every script that looks things up: model, mode, device, int8."""
+    parser.add_argument("--model", default="teacher",
+                        help="teacher, student, or a trained model folder (default: teacher)")
+    parser.add_argument("--mode", default="rerank", choices=MODES,
+                        help="rerank: every channel's candidates scored by the fitted reranker; hybrid: the model "
+                             "fused with TF-IDF at the weight and exponent fitted on validation; dense: the model's "
+                             "FAISS index alone (default: rerank)")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the model runs")
+    parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
+                        help="run the model's Linear layers in int8 (CPU only), or not (--no-int8); by default the "
+                             "student runs int8 on a CPU and the teacher float32 (docs/speed.md)")
+    parser.add_argument("--int8-scheme", default="per-channel", choices=INT8_SCHEMES,
+                        help="how int8 quantises: a weight scale per output channel (default), one per matrix "
+                             "(per-tensor, torch's default), or per channel with each layer's feed-forward output "
+                             "left in float32 (closer to float32, a little slower; docs/speed.md)")
 
 
 @dataclass
