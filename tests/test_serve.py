@@ -345,3 +345,27 @@ def test_serve_flags_are_checked(capsys):
 def test_a_missing_model_is_a_clear_error_not_a_traceback(home):
     with pytest.raises(UserError, match="giant"):
         serve_cli.build_app(serve_cli.parse_args(["--model", str(home / "giant")]))
+
+
+def test_an_unexpected_failure_is_a_json_500_with_cors_and_the_service_goes_on(retriever):
+    class Failing:
+        """A retriever whose lookups fail once."""
+
+        def __init__(self, inner):
+            self.inner, self.failed = inner, False
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def lookup(self, *args, **kwargs):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("disk vanished")
+            return self.inner.lookup(*args, **kwargs)
+
+    client = TestClient(create_app(Failing(retriever), INFO))
+    broken = client.post("/reconcile", data={"queries": json.dumps({"q0": {"query": "MIT"}})},
+                         headers={"Origin": "http://localhost:3333"})
+    assert broken.status_code == 500 and broken.headers["access-control-allow-origin"] == "*"
+    assert broken.json() == {"status": "error", "message": "internal error; the server log has the details"}
+    assert reconcile(client, {"q0": {"query": "MIT"}}).json()["q0"]["result"]
