@@ -153,8 +153,9 @@ def create_app(retriever, info: ServiceInfo, public_url: str | None = None) -> F
             raise BadRequest(404, f"no entity has the id {id[:200]!r}")
         return HTMLResponse(card)
 
+    # A plain def: FastAPI runs it in a worker thread, so the scan over every label blocks no other request.
     @app.get("/suggest/entity")
-    async def suggest(prefix: str = "", limit: str = "10", callback: str | None = None):
+    def suggest(prefix: str = "", limit: str = "10", callback: str | None = None):
         document = entities.suggest(prefix[:200], parse_limit("suggest", _number(limit)), info.types)
         if callback:
             return Response(jsonp(callback, document), media_type="application/javascript")
