@@ -134,7 +134,7 @@ def build_all(args: argparse.Namespace, processes: Processes) -> dict:
     split = load_split(args.processed_dir)
     model_dir = model_folder(args.model)
     config = require_trained(model_dir)
-    role, device = config.get("role", "teacher"), processes.device(pick_device(args.device))
+    role, device = config.get("role", "teacher"), processes.device
     if args.vectors_from == "teacher" and not processes.is_main:
         return {}  # nothing to encode: the main process indexes the cached vectors
     cached = teacher_vectors(split, model_dir, config, device) if args.vectors_from == "teacher" else None

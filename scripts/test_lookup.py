@@ -156,8 +156,7 @@ def main(args: argparse.Namespace):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.batch:
         with Processes.launched(pick_device(args.device)) as processes:
-            retriever = load_retriever(args.model, args.mode, processes.device(pick_device(args.device)), args.int8,
-                                       args.int8_scheme)
+            retriever = load_retriever(args.model, args.mode, processes.device, args.int8, args.int8_scheme)
             return run_batch(args, retriever, processes)
     retriever = load_retriever(args.model, args.mode, args.device, args.int8, args.int8_scheme)
     column = "alias" if args.reverse else "label"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 class Processes:
     rank: int
     world: int
-    local_rank: int
+    device: str  # where this process runs: each on its own GPU, since "cuda" alone is the first one
 
     @classmethod
     @contextlib.contextmanager
@@ -32,18 +32,15 @@ class Processes:
         from accelerate import PartialState
 
         state = PartialState(cpu=not str(device).startswith("cuda"))
+        own = f"cuda:{state.local_process_index}" if device == "cuda" and state.num_processes > 1 else device
         try:
-            yield cls(state.process_index, state.num_processes, state.local_process_index)
+            yield cls(state.process_index, state.num_processes, own)
         finally:
             state.destroy_process_group()
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    def device(self, device: str) -> str:
-        """Each process on its own GPU; ``cuda`` alone would put every process on the first one."""
-        return f"cuda:{self.local_rank}" if device == "cuda" and self.world > 1 else device
 
     def rows(self, n_rows: int, chunk_rows: int, rank: int | None = None) -> tuple[int, int]:
         """[start, end) of the rows this process (or process ``rank``) owns: whole chunks, contiguous, in rank order."""
