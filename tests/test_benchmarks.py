@@ -169,6 +169,19 @@ def test_rerank_ablation_refits_without_each_group(in_pipeline_home, tmp_path):
     assert set(figures["p50_ms"]) == {"rerank", "hybrid"}
 
 
+def test_reranker_fit_compares_fold_models_with_one_refit(in_pipeline_home, tmp_path):
+    import reranker_fit
+
+    figures = reranker_fit.main(reranker_fit.parse_args(["--seeds", "1", "2", "--results-dir", str(tmp_path)]))
+    assert set(figures["variants"]) == {f"{trees}, {model}" for trees in reranker_fit.TREES
+                                        for model in ("fold models", "refitted on all")}
+    for variant in figures["variants"].values():
+        assert len(variant["fits"]) == 2
+        top1 = variant["summary"]["test_top1"]
+        assert top1["min"] <= top1["mean"] <= top1["max"] <= 1 and variant["summary"]["predict_ms"]["mean"] > 0
+    assert read_json(tmp_path / "reranker_fit_teacher.json")["seeds"] == [1, 2]
+
+
 def test_cross_encoder_cost_times_the_candidates(in_pipeline_home, tmp_path):
     import cross_encoder_cost
 

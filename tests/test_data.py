@@ -11,6 +11,7 @@ from conftest import write_csv
 from alias_label.data.split import ensure_split, load_split, make_split
 from alias_label.data.swot import build_swot_table
 from alias_label.data.table import clean_table, load_table
+from alias_label.data.text import match_key
 from alias_label.errors import UserError, run_main
 
 ROWS = [
@@ -254,3 +255,16 @@ def test_labels_equal_up_to_case_and_accents_are_one_class():
     # Transliteration is not folding: another script stays another label.
     assert classes[rows_of["Московский университет"]] != classes[rows_of["Moskovskii universitet"]]
     assert split.labels.set_index("label").loc["Московский университет", "websites"] == ["d.ru"]
+
+
+def test_ambiguity_and_leaks_compare_names_up_to_case_accents_and_punctuation():
+    rows = [{"qid": f"q{i}", "label": f"Entity {i}", "alias": f"Alias {i}"} for i in range(40)]
+    rows[2]["alias"] = "ÉNTITY-1"  # reads as q1's label
+    rows[3]["alias"] = "Entity-3!"  # reads as its own label: a fair question, kept
+    table, _ = clean_table(pd.DataFrame(rows).assign(description="", website=""))
+    split = next(s for s in (make_split(table, seed=seed, val_frac=0.3, test_frac=0.3) for seed in range(20))
+                 if not {"q2", "q3"} & set(s.train["qid"]))
+    held_out = set(pd.concat([split.val, split.test])["alias"])
+    assert "ÉNTITY-1" not in held_out and "Entity-3!" in held_out
+    assert split.meta["heldout_pairs_dropped_as_ambiguous"] == 1
+    assert match_key("Université  d'Oran - 2") == match_key("universite d oran 2") == "universitedoran2"

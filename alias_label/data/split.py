@@ -18,7 +18,7 @@ import pandas as pd
 
 from alias_label.data.swot import write_default_data
 from alias_label.data.table import MAX_ALIAS_ENTITIES, format_report, load_table
-from alias_label.data.text import fold
+from alias_label.data.text import fold, match_key
 from alias_label.errors import UserError
 from alias_label.io import atomic_path, read_json, sha256_of, write_json
 from alias_label.paths import paths
@@ -33,7 +33,7 @@ SPLIT_FILES = ("train.parquet", "val.parquet", "test.parquet", "labels.parquet",
 
 
 # Bumped whenever a cleaning or split rule changes, so an old split on disk is never reused.
-SPLIT_RULES = 3
+SPLIT_RULES = 4
 # Held-out aliases one entity may contribute to val or test.
 HELDOUT_CAP = 5
 
@@ -164,13 +164,18 @@ def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = 0.1, test_
     assignment.update({qid: "test" for qid in entities[n_val:n_val + n_test]})
     split_of = pairs["qid"].map(assignment).fillna("train")
 
-    # An alias string shared with a held-out entity would leak that entity's answer into training.
-    held_out = set(pairs.loc[split_of != "train", "alias"].str.casefold())
-    leaks = (split_of == "train") & pairs["alias"].str.casefold().isin(held_out)
-    # A held-out alias that is, word for word, another entity's label (one institution listed under
-    # two domains, say) has no single right answer: every system ranks that label first.
-    label_keys = set(table["label"].str.casefold())
-    ambiguous = (split_of != "train") & pairs["alias"].str.casefold().isin(label_keys)
+    # Aliases and labels are compared by ``match_key``: equal up to case, accents, spaces and
+    # punctuation, two names read as one. An alias shared with a held-out entity would leak that
+    # entity's answer into training.
+    alias_keys = pairs["alias"].map(match_key)
+    held_out = set(alias_keys[split_of != "train"])
+    leaks = (split_of == "train") & alias_keys.isin(held_out)
+    # A held-out alias that reads as another entity's label (one institution listed under two
+    # domains, say) has no single right answer: every system ranks that label first.
+    entities_of_key = table.groupby(table["label"].map(match_key))["qid"].agg(set).to_dict()
+    names_another = [any(other != qid for other in entities_of_key.get(key, ())) if key else False
+                     for key, qid in zip(alias_keys, pairs["qid"], strict=True)]
+    ambiguous = (split_of != "train") & np.array(names_another)
     by_split = {name: pairs[(split_of == name) & ~leaks & ~ambiguous].reset_index(drop=True) for name in SPLITS}
     over_cap = {}
     for name in ("val", "test"):

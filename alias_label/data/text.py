@@ -30,6 +30,15 @@ def fold(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
 
 
+_NOT_ALPHANUMERIC = re.compile(r"[\W_]+")
+
+
+def match_key(text: str) -> str:
+    """``text`` folded and stripped of all but letters and digits: the names "University of X - Y" and
+    "University Of X-Y" share a key, which a reader would not tell apart."""
+    return _NOT_ALPHANUMERIC.sub("", fold(text))
+
+
 def transliterate(text: str) -> str | None:
     """``text`` in ASCII (accents folded, other scripts romanised by unidecode); None when that changes nothing."""
     from unidecode import unidecode

@@ -83,6 +83,7 @@ class LabelTable:
     initialisms: list[set[str]]
     sites: list[set[str]]
     idf: dict[str, float]
+    idf_totals: list[float]  # each label's summed word IDF, the denominator of its overlap
     labels_of_initialism: Counter
     folded_labels: set[str]
 
@@ -98,11 +99,12 @@ class LabelTable:
         return cls(folded, [fold(transliterate(label) or label) for label in labels], words, word_sets,
                    [dominant_script(label) for label in labels], label_initialisms,
                    [{site_name(site) for site in sites} - {""} for sites in websites], idf,
+                   [sum(idf[word] for word in word_set) for word_set in word_sets],
                    Counter(key for keys in label_initialisms for key in keys), set(folded))
 
-    def overlap(self, words: set[str], other: set[str]) -> float:
-        total = sum(self.idf.get(word, 1.0) for word in words)
-        return sum(self.idf.get(word, 1.0) for word in words & other) / total if total else 0.0
+    def weight(self, words) -> float:
+        """The summed IDF of ``words``; a word no label has weighs 1."""
+        return sum(self.idf.get(word, 1.0) for word in words)
 
 
 def pair_features(alias: str, rows: np.ndarray, cosines: dict[str, np.ndarray], channel_scores: dict,
@@ -116,6 +118,7 @@ def pair_features(alias: str, rows: np.ndarray, cosines: dict[str, np.ndarray], 
 
     folded, translit = fold(alias), fold(transliterate(alias) or alias)
     alias_words = {fold(word) for word in tokens(alias)}
+    alias_weight = table.weight(alias_words)
     key, script, acronym_shape = acronym_key(alias), dominant_script(alias), looks_like_acronym(alias)
     out = np.full((len(rows), len(FEATURES)), np.nan, dtype=np.float32)
     for channel in CHANNELS:
@@ -130,8 +133,10 @@ def pair_features(alias: str, rows: np.ndarray, cosines: dict[str, np.ndarray], 
                                                            scorer=scorer)[0] / 100
     for j, row in enumerate(rows):
         sites = table.sites[row]
-        out[j, COLUMN["idf_overlap_alias"]] = table.overlap(alias_words, table.word_sets[row])
-        out[j, COLUMN["idf_overlap_label"]] = table.overlap(table.word_sets[row], alias_words)
+        # IDF-weighted overlap, both ways: the shared words' weight over the alias's and over the label's.
+        shared = table.weight(alias_words & table.word_sets[row])
+        out[j, COLUMN["idf_overlap_alias"]] = shared / alias_weight if alias_weight else 0.0
+        out[j, COLUMN["idf_overlap_label"]] = shared / table.idf_totals[row] if table.idf_totals[row] else 0.0
         out[j, COLUMN["is_initialism"]] = key in table.initialisms[row]
         out[j, COLUMN["initials_aligned"]] = aligned_initials(alias, table.words[row]) if acronym_shape else 0.0
         out[j, COLUMN["same_script"]] = script == table.scripts[row]

@@ -9,8 +9,9 @@ The splits stay honest. The model was trained on the train aliases, so its score
 overconfident: the reranker is fitted on the validation aliases only, in folds grouped by
 entity. Each fold's model scores the aliases it did not see, and those out-of-fold scores alone
 fit how a query's scores become shares (a softmax at the temperature that lets the abstain
-setting keep the most validation aliases) and the abstain setting; the model that ranks at
-lookup time is then fitted on all of them. Test aliases touch nothing.
+setting keep the most validation aliases) and the abstain setting. At lookup time the fold models
+rank together, by their mean score, so the scores the abstain setting sees are of the models it
+was fitted on. Test aliases touch nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ RERANKER_FILE = "reranker.json"  # the sidecar: features, fingerprints, calibrat
 BOOSTERS_FILE = "reranker_boosters.json"  # the ranking model, as a list of LightGBM model strings
 CANDIDATES_PER_CHANNEL = 50
 FOLDS = 5
-BOOSTER_PARAMS = {"objective": "lambdarank", "n_estimators": 300, "learning_rate": 0.05, "num_leaves": 15,
+BOOSTER_PARAMS = {"objective": "lambdarank", "n_estimators": 100, "learning_rate": 0.15, "num_leaves": 15,
                   "min_child_samples": 10, "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8,
                   "lambdarank_truncation_level": 20, "verbose": -1, "n_jobs": 1}
 
@@ -103,15 +104,18 @@ class FirstStage:
         index = self.lexical.label_index
         return getattr(index, "index", index)
 
-    def cosines(self, query: np.ndarray, tfidf_vectors: dict, rows: np.ndarray) -> dict[str, np.ndarray]:
+    def cosines(self, query: np.ndarray, tfidf_vector, translit_vector, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Exact dense and TF-IDF cosines of one alias to each candidate label, at the label's closer key,
-        and the hybrid's fused score of the two. ``tfidf_vectors``: the alias's TF-IDF vector, and its
-        transliteration's."""
+        and the hybrid's fused score of the two. ``tfidf_vector``: the alias's TF-IDF vector;
+        ``translit_vector``: its transliteration's, or None when transliterating changes nothing."""
         keys = self.keys[rows]
         safe = np.maximum(keys, 0).ravel()
         dense = np.einsum("ckd,d->ck", self.vectors[np.maximum(keys, 0)], query)
         out = {"cosine": np.where(keys >= 0, dense, -np.inf).max(axis=1)}
-        for name, vector in tfidf_vectors.items():
+        for name, vector in (("tfidf_cosine", tfidf_vector), ("tfidf_cosine_translit", translit_vector)):
+            if vector is None:
+                out[name] = out["tfidf_cosine"]
+                continue
             lexical = self.tfidf.cosines(vector, safe).reshape(keys.shape)
             out[name] = np.where(keys >= 0, lexical, 0.0).max(axis=1)
         w, p = self.fusion["weight"], self.fusion["exponent"]
@@ -121,18 +125,18 @@ class FirstStage:
     def candidates(self, aliases: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per alias, its candidate label rows and their feature matrix."""
         embeddings = encode(self.model, aliases, kind="query")
-        # Each alias and its transliteration are vectorised and searched once, for the channels and the
-        # features; an alias that transliterates to itself (plain ASCII) reuses its own.
-        plain = self.tfidf.vectors(aliases)
+        # Each alias and its transliteration are vectorised in one call and searched once, for the channels
+        # and the features; an alias that transliterates to itself (plain ASCII) reuses its own.
+        translits = [transliterate(alias) for alias in aliases]
+        changed = [i for i, (alias, translit) in enumerate(zip(aliases, translits, strict=True))
+                   if translit not in (None, alias)]
+        vectors = self.tfidf.vectors(aliases + [translits[i] for i in changed])
+        plain = vectors[:len(aliases)]
+        translit_row = dict(zip(changed, range(len(aliases), len(aliases) + len(changed)), strict=True))
         tfidf = self.lexical.label_index.search(plain, self.k)
-        translit, tfidf_translit = plain.copy(), tuple(a.copy() for a in tfidf)
-        changed = [i for i, alias in enumerate(aliases) if transliterate(alias) not in (None, alias)]
+        tfidf_translit = tuple(a.copy() for a in tfidf)
         if changed:
-            vectors = self.tfidf.vectors([transliterate(aliases[i]) for i in changed])
-            scores, ids = self.lexical.label_index.search(vectors, self.k)
-            translit = translit.tolil()
-            translit[changed] = vectors
-            translit = translit.tocsr()
+            scores, ids = self.lexical.label_index.search(vectors[len(aliases):], self.k)
             tfidf_translit[0][changed], tfidf_translit[1][changed] = scores, ids
         results = {"dense": self.label_index.search(embeddings, self.k), "tfidf": tfidf,
                    "tfidf_query_translit": tfidf_translit, "acronym": self.acronym.search(aliases, self.k)}
@@ -142,8 +146,8 @@ class FirstStage:
             width = int((merged.rows[i] >= 0).sum())
             candidate_rows = merged.rows[i, :width]
             rows.append(candidate_rows)
-            cosines = self.cosines(embeddings[i], {"tfidf_cosine": plain[i], "tfidf_cosine_translit": translit[i]},
-                                   candidate_rows)
+            translit = vectors[translit_row[i]] if i in translit_row else None
+            cosines = self.cosines(embeddings[i], plain[i], translit, candidate_rows)
             features.append(pair_features(alias, candidate_rows, cosines,
                                           {c: merged.scores[c][i, :width] for c in results},
                                           {c: merged.ranks[c][i, :width] for c in results}, self.table))
@@ -218,27 +222,32 @@ def entity_folds(entities: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return np.array([fold_of[entity] for entity in entities])
 
 
-def fit_boosters(features: list[np.ndarray], relevance: list[np.ndarray], columns: list[int], seed: int):
-    """One LambdaRank model on the aliases whose gold label is among their candidates."""
+def fit_boosters(features: list[np.ndarray], relevance: list[np.ndarray], columns: list[int], seed: int,
+                 params: dict | None = None):
+    """One LambdaRank model on the aliases whose gold label is among their candidates
+    (``params``: LightGBM's, default ``BOOSTER_PARAMS``)."""
     import lightgbm
 
     useful = [i for i, rel in enumerate(relevance) if rel.any()]
-    ranker = lightgbm.LGBMRanker(**BOOSTER_PARAMS, random_state=seed)
+    ranker = lightgbm.LGBMRanker(**(params or BOOSTER_PARAMS), random_state=seed)
     ranker.fit(np.vstack([features[i][:, columns] for i in useful]), np.concatenate([relevance[i] for i in useful]),
                group=[len(relevance[i]) for i in useful])
     return ranker.booster_
 
 
-def out_of_fold(features, relevance, entities, columns: list[int], folds: int, seed: int) -> list[np.ndarray]:
-    """Each alias's candidate scores from the fold's booster that did not see it."""
+def out_of_fold(features, relevance, entities, columns: list[int], folds: int, seed: int,
+                params: dict | None = None) -> tuple[list, list]:
+    """One booster per entity fold, fitted on the other folds, and each alias's candidate scores from
+    the booster that did not see it."""
     fold = entity_folds(entities, folds, seed)
-    raw = [None] * len(features)
+    raw, boosters = [None] * len(features), []
     for f in range(folds):
         inside = np.flatnonzero(fold != f)
-        booster = fit_boosters([features[i] for i in inside], [relevance[i] for i in inside], columns, seed + f)
+        boosters.append(fit_boosters([features[i] for i in inside], [relevance[i] for i in inside], columns, seed + f,
+                                     params))
         for i in np.flatnonzero(fold == f):
-            raw[i] = booster.predict(features[i][:, columns]) if len(features[i]) else np.empty(0)
-    return raw
+            raw[i] = boosters[-1].predict(features[i][:, columns]) if len(features[i]) else np.empty(0)
+    return raw, boosters
 
 
 def ranked_outcome(raw: list[np.ndarray], relevance: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -286,16 +295,25 @@ def fit_abstain_shares(raw: list[np.ndarray], right: np.ndarray, target_precisio
 
 
 def fit_out_of_fold(table, features: list[str], target_precision: float, confidence: float, folds: int = FOLDS,
-                    seed: int = 13) -> dict:
-    """The ranking model for one feature set, fitted on every validation alias, with the temperature and
-    abstain fitted on out-of-fold scores."""
+                    seed: int = 13, params: dict | None = None) -> dict:
+    """The ranking model for one feature set: the mean of its fold boosters, with the temperature and
+    abstain fitted on their out-of-fold scores.
+
+    The fold boosters themselves rank at lookup time, not one model refitted on every alias: a
+    refitted model's scores are spread differently from the out-of-fold ones, so an abstain setting
+    fitted on the latter would not carry over to it.
+    """
     rows, matrices, relevance, entities = table
+    distinct = len(set(entities))
+    if distinct < 2:
+        raise UserError(f"the reranker is fitted in entity folds, but the validation split holds {distinct} "
+                        "entity; rebuild the split with more entities (python scripts/prepare_data.py)")
     columns = [FEATURES.index(name) for name in features]
-    raw = out_of_fold(matrices, relevance, entities, columns, min(folds, len(set(entities))), seed)
+    raw, boosters = out_of_fold(matrices, relevance, entities, columns, min(folds, distinct), seed, params)
     _, right, gold_rank = ranked_outcome(raw, relevance)
     temperature, abstain = fit_abstain_shares(raw, right, target_precision, confidence)
-    return {"boosters": [fit_boosters(matrices, relevance, columns, seed)], "temperature": temperature,
-            "abstain": abstain, "val": outcome_metrics(rows, right, gold_rank)}
+    return {"boosters": boosters, "temperature": temperature, "abstain": abstain,
+            "val": outcome_metrics(rows, right, gold_rank)}
 
 
 def score_table(fitted: dict, table, features: list[str]) -> dict:
@@ -311,7 +329,7 @@ def score_table(fitted: dict, table, features: list[str]) -> dict:
 
 def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: str, target_precision: float,
                  confidence: float, features: list[str] | None = None, folds: int = FOLDS, seed: int = 13) -> dict:
-    """Fit the reranker on validation in entity folds, its temperature and abstain out of fold; save it.
+    """Fit the reranker's fold models on validation, its temperature and abstain out of fold; save it.
 
     Returns the sidecar: out-of-fold validation figures, the abstain setting, and what was checked.
     """

@@ -1,0 +1,113 @@
+"""How the reranker is fitted: which model ranks at lookup time, and how many trees it has.
+
+The abstain setting is fitted on the out-of-fold scores of the reranker's fold models. This asks
+whether it carries over to test better when those same fold models rank at lookup time (their
+mean score, the default) than when one model refitted on every validation alias does, and what
+the number of trees (at a learning rate that keeps their product) costs in quality and in
+prediction time. Each variant is fitted with several fold seeds, since one fit of a few hundred
+validation aliases is noisy; reported per variant: the mean and range over seeds of the
+out-of-fold val top-1, test top-1, the abstain setting's val and test coverage and its test
+precision, and the time to score one alias's candidates.
+
+Reads   data/processed/, the trained model (default: the teacher) with its indexes and calibration
+Writes  benchmarks/results/reranker_fit_<model>.json
+
+Example:
+    python benchmarks/reranker_fit.py --model student --seeds 13 21
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from harness import save_results
+
+from alias_label.data.split import load_split
+from alias_label.search.calibration import CONFIDENCE
+from alias_label.search.features import FEATURES
+from alias_label.search.rerank import (
+    BOOSTER_PARAMS,
+    FirstStage,
+    fit_boosters,
+    fit_out_of_fold,
+    score_table,
+    training_table,
+)
+from alias_label.search.retriever import check_split, load_dense
+
+TREES = {"100 trees at 0.15": (100, 0.15), "300 trees at 0.05": (300, 0.05)}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="teacher", help="teacher, student or a model folder (default: teacher)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 21, 34, 55],
+                        help="fold seeds each variant is fitted with (default: 13 21 34 55)")
+    parser.add_argument("--target-precision", type=float, default=0.95, help="abstain target (default: 0.95)")
+    parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
+    return parser.parse_args(argv)
+
+
+def refitted_on_all(fitted: dict, table, seed: int, params: dict) -> dict:
+    """The same fit, but one model refitted on every validation alias ranks instead of the fold models."""
+    _, matrices, relevance, _ = table
+    return {**fitted, "boosters": [fit_boosters(matrices, relevance, list(range(len(FEATURES))), seed, params)]}
+
+
+def predict_ms(boosters: list, matrices: list[np.ndarray], repeats: int = 3) -> float:
+    """Mean time to score one alias's candidates with every booster, as a lookup does."""
+    sample = [m for m in matrices if len(m)][:50]
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for matrix in sample:
+            np.mean([booster.predict(matrix) for booster in boosters], axis=0)
+    return (time.perf_counter() - start) * 1000 / (repeats * len(sample))
+
+
+def one_fit(tables: dict, lookup_model: str, seed: int, target_precision: float, params: dict) -> dict:
+    fitted = fit_out_of_fold(tables["val"], FEATURES, target_precision, CONFIDENCE, seed=seed, params=params)
+    if lookup_model == "refitted on all":
+        fitted = refitted_on_all(fitted, tables["val"], seed, params)
+    test = score_table(fitted, tables["test"], FEATURES)
+    return {"val_top1": fitted["val"]["top1"], "test_top1": test["top1"],
+            "val_coverage": fitted["abstain"]["val"]["coverage"], "test_coverage": test["abstain"]["coverage"],
+            "test_precision": test["abstain"]["precision"],
+            "predict_ms": predict_ms(fitted["boosters"], tables["test"][1])}
+
+
+def summary(fits: list[dict]) -> dict:
+    out = {}
+    for key in fits[0]:
+        values = [fit[key] for fit in fits if fit[key] is not None]
+        out[key] = {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
+    return out
+
+
+def main(args) -> dict:
+    split = load_split()
+    dense = load_dense(args.model, "cpu")
+    check_split(dense, split.fingerprint)
+    stage = FirstStage.build(dense.searcher, dense.candidates, dense.calibration["fusion"])
+    tables = {part: training_table(stage, split, part) for part in ("val", "test")}
+    variants = {}
+    for trees, (n_estimators, learning_rate) in TREES.items():
+        params = {**BOOSTER_PARAMS, "n_estimators": n_estimators, "learning_rate": learning_rate}
+        for lookup_model in ("fold models", "refitted on all"):
+            name = f"{trees}, {lookup_model}"
+            fits = [one_fit(tables, lookup_model, seed, args.target_precision, params) for seed in args.seeds]
+            variants[name] = {"fits": fits, "summary": summary(fits)}
+            means = {key: value["mean"] for key, value in variants[name]["summary"].items()}
+            print(f"{name}: val top-1 {means['val_top1']:.2%}, test top-1 {means['test_top1']:.2%}, coverage "
+                  f"val {means['val_coverage']:.2%} test {means['test_coverage']:.2%} at test precision "
+                  f"{means['test_precision']:.2%}, predict {means['predict_ms']:.2f} ms")
+    figures = {"model": args.model, "seeds": args.seeds, "default_booster_params": BOOSTER_PARAMS,
+               "variants": variants}
+    save_results(f"reranker_fit_{Path(str(args.model)).name}", figures, args.results_dir)
+    return figures
+
+
+if __name__ == "__main__":
+    main(parse_args())
