@@ -13,11 +13,14 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from alias_label.data.split import load_split
 from alias_label.index.cache import cache_paths
 from alias_label.index.dense import IndexSpec, build_index, save_index
 from alias_label.io import write_json
 from alias_label.models.encode import encode
 from alias_label.paths import REPO_ROOT
+from alias_label.search.rerank import FirstStage, training_table
+from alias_label.search.retriever import check_split, load_dense
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 # Index types by name: (kind, quantisation) of alias_label.index.dense.IndexSpec.
@@ -140,3 +143,13 @@ def measure_index(name: str, vectors: np.ndarray, queries: np.ndarray,
            "recall_at_10": recall}
     del index
     return row, found
+
+
+def reranker_tables(model: str) -> tuple:
+    """What a reranker is fitted and scored on, computed once: the split, the model's dense retriever,
+    its first stage, and the val and test aliases' candidates and features (``training_table``)."""
+    split = load_split()
+    dense = load_dense(model, "cpu")
+    check_split(dense, split.fingerprint)
+    stage = FirstStage.build(dense.searcher, dense.candidates, dense.calibration["fusion"])
+    return split, dense, stage, {part: training_table(stage, split, part) for part in ("val", "test")}

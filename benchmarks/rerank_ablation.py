@@ -20,13 +20,12 @@ import argparse
 import time
 from pathlib import Path
 
-from harness import percentiles, save_results
+from harness import percentiles, reranker_tables, save_results
 
-from alias_label.data.split import load_split
 from alias_label.search.calibration import CONFIDENCE
 from alias_label.search.features import FEATURES, GROUPS
-from alias_label.search.rerank import FirstStage, fit_out_of_fold, score_table, training_table
-from alias_label.search.retriever import as_hybrid, as_rerank, check_split, load_dense
+from alias_label.search.rerank import fit_out_of_fold, score_table
+from alias_label.search.retriever import as_hybrid, as_rerank
 from alias_label.search.scoring import score_split
 
 
@@ -56,11 +55,7 @@ def single_lookup_p50(retriever, aliases: list[str]) -> float:
 
 
 def main(args) -> dict:
-    split = load_split()
-    dense = load_dense(args.model, "cpu")
-    check_split(dense, split.fingerprint)
-    stage = FirstStage.build(dense.searcher, dense.candidates, dense.calibration["fusion"])
-    tables = {part: training_table(stage, split, part) for part in ("val", "test")}
+    split, dense, stage, tables = reranker_tables(args.model)
     rows = {}
     for name, features in variants().items():
         fitted = fit_out_of_fold(tables["val"], features, args.target_precision, CONFIDENCE)

@@ -23,20 +23,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness import save_results
+from harness import reranker_tables, save_results
 
-from alias_label.data.split import load_split
 from alias_label.search.calibration import CONFIDENCE
 from alias_label.search.features import FEATURES
 from alias_label.search.rerank import (
     BOOSTER_PARAMS,
-    FirstStage,
     fit_boosters,
     fit_out_of_fold,
     score_table,
-    training_table,
 )
-from alias_label.search.retriever import check_split, load_dense
 
 TREES = {"100 trees at 0.15": (100, 0.15), "300 trees at 0.05": (300, 0.05)}
 
@@ -87,11 +83,7 @@ def summary(fits: list[dict]) -> dict:
 
 
 def main(args) -> dict:
-    split = load_split()
-    dense = load_dense(args.model, "cpu")
-    check_split(dense, split.fingerprint)
-    stage = FirstStage.build(dense.searcher, dense.candidates, dense.calibration["fusion"])
-    tables = {part: training_table(stage, split, part) for part in ("val", "test")}
+    _, _, _, tables = reranker_tables(args.model)
     variants = {}
     for trees, (n_estimators, learning_rate) in TREES.items():
         params = {**BOOSTER_PARAMS, "n_estimators": n_estimators, "learning_rate": learning_rate}

@@ -21,8 +21,11 @@ from alias_label.search.rerank import (
     FirstStage,
     RerankSearcher,
     entity_folds,
+    fit_out_of_fold,
     fit_reranker,
     load_reranker,
+    out_of_fold,
+    training_table,
 )
 from alias_label.search.searchers import Searcher
 
@@ -107,6 +110,25 @@ def test_the_sidecar_names_what_it_saw_and_stale_ones_are_refused(reranked):
             load_reranker(model_dir, split.fingerprint, "python fix.py")
     finally:
         (model_dir / "moved.json").rename(model_dir / RERANKER_FILE)
+
+
+def test_the_fold_models_that_fit_the_abstain_rank_at_lookup(reranked):
+    split, _, first_stage, sidecar, searcher = reranked
+    assert len(searcher.boosters) == sidecar["folds"] == 3
+    _, matrices, relevance, entities = training_table(first_stage, split, "val")
+    columns = list(range(len(FEATURES)))
+    raw, boosters = out_of_fold(matrices, relevance, entities, columns, 3, seed=13)
+    fold = entity_folds(entities, 3, seed=13)
+    for i in range(0, len(matrices), 7):  # each alias scored by the one fold model that did not see it
+        assert np.allclose(raw[i], boosters[fold[i]].predict(matrices[i]))
+        mean = np.mean([booster.predict(matrices[i]) for booster in boosters], axis=0)
+        assert np.allclose(searcher.raw_scores(matrices[i]), mean)
+
+
+def test_one_entity_cannot_be_cut_into_folds():
+    table = ([np.zeros(2)], [np.zeros((2, len(FEATURES)))], [np.array([1, 0])], np.array(["only"]))
+    with pytest.raises(UserError, match="holds 1 entity"):
+        fit_out_of_fold(table, FEATURES, 0.95, 0.9)
 
 
 def test_folds_never_split_an_entity():

@@ -42,24 +42,22 @@ def union(results: dict[str, tuple[np.ndarray, np.ndarray]]) -> CandidateSet:
     n = len(next(iter(results.values()))[1])
     per_query = []
     for i in range(n):
-        seen: dict[int, None] = {}
-        for _, ids in results.values():
-            seen.update(dict.fromkeys(int(row) for row in ids[i] if row >= 0))
-        per_query.append(list(seen))
+        ids = np.concatenate([channel_ids[i] for _, channel_ids in results.values()])
+        proposed = np.flatnonzero(ids >= 0)
+        _, first = np.unique(ids[proposed], return_index=True)
+        per_query.append(ids[proposed[np.sort(first)]])
     width = max((len(rows) for rows in per_query), default=0)
     rows = np.full((n, width), -1, dtype=np.int64)
+    scores = {name: np.full((n, width), np.nan, dtype=np.float32) for name in results}
+    ranks = {name: np.zeros((n, width), dtype=np.int32) for name in results}
     for i, found in enumerate(per_query):
         rows[i, :len(found)] = found
-    scores, ranks = {}, {}
-    for name, (channel_scores, ids) in results.items():
-        scores[name] = np.full((n, width), np.nan, dtype=np.float32)
-        ranks[name] = np.zeros((n, width), dtype=np.int32)
-        for i in range(n):
-            position = {int(row): j for j, row in enumerate(rows[i]) if row >= 0}
-            for rank, (score, row) in enumerate(zip(channel_scores[i], ids[i], strict=True), start=1):
-                if row >= 0 and int(row) in position:
-                    scores[name][i, position[int(row)]] = score
-                    ranks[name][i, position[int(row)]] = rank
+        by_row = np.argsort(found)
+        for name, (channel_scores, ids) in results.items():
+            ranked = np.flatnonzero(ids[i] >= 0)
+            position = by_row[np.searchsorted(found[by_row], ids[i, ranked])]
+            scores[name][i, position] = channel_scores[i, ranked]
+            ranks[name][i, position] = ranked + 1
     return CandidateSet(rows, scores, ranks)
 
 

@@ -131,19 +131,22 @@ def pair_features(alias: str, rows: np.ndarray, cosines: dict[str, np.ndarray], 
         out[:, COLUMN[name]] = process.cdist([folded], [table.folded[r] for r in rows], scorer=scorer)[0] / 100
         out[:, COLUMN[f"{name}_translit"]] = process.cdist([translit], [table.transliterated[r] for r in rows],
                                                            scorer=scorer)[0] / 100
-    for j, row in enumerate(rows):
-        sites = table.sites[row]
-        # IDF-weighted overlap, both ways: the shared words' weight over the alias's and over the label's.
-        shared = table.weight(alias_words & table.word_sets[row])
-        out[j, COLUMN["idf_overlap_alias"]] = shared / alias_weight if alias_weight else 0.0
-        out[j, COLUMN["idf_overlap_label"]] = shared / table.idf_totals[row] if table.idf_totals[row] else 0.0
-        out[j, COLUMN["is_initialism"]] = key in table.initialisms[row]
-        out[j, COLUMN["initials_aligned"]] = aligned_initials(alias, table.words[row]) if acronym_shape else 0.0
-        out[j, COLUMN["same_script"]] = script == table.scripts[row]
-        out[j, COLUMN["length_ratio"]] = len(folded) / max(len(table.folded[row]), 1)
-        out[j, COLUMN["alias_is_this_label"]] = folded == table.folded[row]
-        out[j, COLUMN["site_is_alias"]] = key in sites
-        out[j, COLUMN["site_ratio"]] = max((fuzz.ratio(key, site) / 100 for site in sites), default=np.nan)
+    # One list per column, over the candidates, then one assignment each: cheaper than per-cell writes.
+    shared = np.array([table.weight(alias_words & table.word_sets[row]) for row in rows], dtype=np.float64)
+    label_weight = np.array([table.idf_totals[row] for row in rows], dtype=np.float64)
+    # IDF-weighted overlap, both ways: the shared words' weight over the alias's and over the label's.
+    out[:, COLUMN["idf_overlap_alias"]] = shared / alias_weight if alias_weight else 0.0
+    out[:, COLUMN["idf_overlap_label"]] = np.divide(shared, label_weight, out=np.zeros_like(shared),
+                                                    where=label_weight > 0)
+    out[:, COLUMN["is_initialism"]] = [key in table.initialisms[row] for row in rows]
+    out[:, COLUMN["initials_aligned"]] = ([aligned_initials(alias, table.words[row]) for row in rows]
+                                          if acronym_shape else 0.0)
+    out[:, COLUMN["same_script"]] = [script == table.scripts[row] for row in rows]
+    out[:, COLUMN["length_ratio"]] = [len(folded) / max(len(table.folded[row]), 1) for row in rows]
+    out[:, COLUMN["alias_is_this_label"]] = [folded == table.folded[row] for row in rows]
+    out[:, COLUMN["site_is_alias"]] = [key in table.sites[row] for row in rows]
+    out[:, COLUMN["site_ratio"]] = [max((fuzz.ratio(key, site) / 100 for site in table.sites[row]), default=np.nan)
+                                    for row in rows]
     out[:, COLUMN["alias_is_a_label"]] = folded in table.folded_labels
     out[:, COLUMN["alias_length"]] = len(alias)
     out[:, COLUMN["alias_words"]] = len(alias_words)
