@@ -42,7 +42,7 @@ from alias_label.search.searchers import lexical_searcher
 log = logging.getLogger(__name__)
 
 RERANKER_FILE = "reranker.json"  # the sidecar: features, fingerprints, calibration; checked on load
-BOOSTERS_FILE = "reranker_boosters.json"  # the ranking model, as a list of LightGBM model strings
+BOOSTERS_FILE = "reranker_boosters.json"  # the fold models that rank, as a list of LightGBM model strings
 CANDIDATES_PER_CHANNEL = 50
 FOLDS = 5
 BOOSTER_PARAMS = {"objective": "lambdarank", "n_estimators": 100, "learning_rate": 0.15, "num_leaves": 15,
