@@ -18,11 +18,12 @@ from __future__ import annotations
 import html
 import json
 import re
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from alias_label.data.text import fold
 
 VERSION = "0.2"
 DEFAULT_LIMIT = 5
@@ -150,12 +151,6 @@ def manifest(info: ServiceInfo, base_url: str) -> dict:
     }
 
 
-def fold(text: str) -> str:
-    """Case- and accent-free text, so that "unam" suggests "Universidad Nacional Autónoma de México"."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-
-
 class Entities:
     """The candidate tables by id, for the preview card and suggest.
 
@@ -199,7 +194,8 @@ class Entities:
                 f"<body style=\"font-family:sans-serif;margin:.5em\">\n{body}\n</body></html>")
 
     def suggest(self, prefix: str, limit: int, types: list[dict]) -> dict:
-        """Labels that start with the prefix (shortest first), then labels that contain it."""
+        """Labels that start with the prefix (shortest first), then labels that contain it, both
+        compared case- and accent-free, so that "unam" suggests "Universidad Nacional Autónoma de México"."""
         key = fold(prefix.strip())
         if not key:
             return {"result": []}
