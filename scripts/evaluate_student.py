@@ -40,10 +40,10 @@ from alias_label.index.tables import Candidates
 from alias_label.io import atomic_path, save_run_args, setup_logging, write_json
 from alias_label.metrics import classes_of, recall_at_k, retrieval_metrics
 from alias_label.models.load import load_model, pick_device
-from alias_label.models.quantize import INT8_SCHEMES, default_activation_bits, int8_by_default
+from alias_label.models.quantize import default_activation_bits, int8_by_default
 from alias_label.paths import paths
 from alias_label.search.abstain import abstain_quality, precision_interval
-from alias_label.search.retriever import Retriever, as_hybrid, as_rerank, check_split, load_dense
+from alias_label.search.retriever import Retriever, add_int8_scheme_arg, as_hybrid, as_rerank, check_split, load_dense
 from alias_label.search.scoring import correct_classes, is_right, score_split
 from alias_label.search.searchers import dense_searcher, keys_of, lexical_searcher
 
@@ -78,10 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--int8", nargs="+", default=None, choices=["teacher", "student", "none"],
                         help="run these models' Linear layers in int8 (CPU only), their hybrids too; none: all in "
                              "float32 (default: the student on a CPU, as the lookup script and notebooks run it)")
-    parser.add_argument("--int8-scheme", default="per-channel", choices=INT8_SCHEMES,
-                        help="how --int8 quantises: a weight scale per output channel (default, as the lookup "
-                             "script), one per matrix (per-tensor), or per channel with each layer's feed-forward "
-                             "output left in float32")
+    add_int8_scheme_arg(parser)
     args = parser.parse_args(argv)
     if args.int8 is None:
         models, device = {HYBRID_OF.get(name, name) for name in args.systems}, pick_device(args.device)

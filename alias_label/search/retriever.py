@@ -43,6 +43,11 @@ def add_retriever_args(parser) -> None:
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                         help="run the model's Linear layers in int8 (CPU only), or not (--no-int8); by default the "
                              "student runs int8 on a CPU and the teacher float32 (docs/speed.md)")
+    add_int8_scheme_arg(parser)
+
+
+def add_int8_scheme_arg(parser) -> None:
+    """The ``--int8-scheme`` flag, shared by every script that can run a model in int8."""
     parser.add_argument("--int8-scheme", default="per-channel", choices=INT8_SCHEMES,
                         help="how int8 quantises: a weight scale per output channel (default), one per matrix "
                              "(per-tensor, torch's default), or per channel with each layer's feed-forward output "
