@@ -102,3 +102,33 @@ def test_early_stopping_stops_and_restores_the_best_epoch(home):
     assert epoch == 3 and control.should_training_stop  # 0.6 and 0.55 did not beat 0.7: two stale epochs
     callback.on_train_end(None, state, control, model=model)
     assert torch.equal(model.weight, weights[1])  # the weights of the 0.7 epoch are back
+
+
+def test_the_students_two_datasets_are_bucketed_each_on_its_own(tiny_model, tmp_path):
+    """Queries and documents train as two datasets; each batch holds rows of one, of similar length."""
+    from argparse import Namespace
+
+    from sentence_transformers.sentence_transformer.losses import MSELoss
+
+    from alias_label.models.load import load_model
+    from alias_label.train.trainer import make_trainer
+
+    model = load_model(tiny_model, "cpu")
+    rng = np.random.default_rng(0)
+    queries = [" ".join(["q"] * int(n)) for n in rng.integers(1, 30, 96)]
+    documents = [" ".join(["d"] * int(n)) for n in rng.integers(1, 30, 64)]
+    vector = [0.0] * model.get_embedding_dimension()
+    dataset = {"queries": Dataset.from_dict({"text": queries, "label": [vector] * len(queries)}),
+               "documents": Dataset.from_dict({"text": documents, "label": [vector] * len(documents)})}
+    args = Namespace(epochs=1, batch_size=16, lr=1e-4, seed=0, warmup_ratio=0.0, save_steps=100,
+                     stop_after_steps=None)
+    trainer = make_trainer(model, dataset, {"queries": MSELoss(model), "documents": MSELoss(model)}, args,
+                           tmp_path / "student", "cpu", [])
+    batches = list(trainer.get_train_dataloader().batch_sampler)
+    texts = queries + documents  # the trainer concatenates the datasets in this order
+    assert sorted(i for batch in batches for i in batch) == list(range(len(texts)))
+    assert all(len({i < len(queries) for i in batch}) == 1 for batch in batches)
+    lengths = np.array([len(text.split()) for text in texts])
+    spread = np.mean([np.ptp(lengths[batch]) for batch in batches])
+    shuffled = [rng.permutation(len(queries))[i:i + 16] for i in range(0, len(queries), 16)]
+    assert spread < 0.5 * np.mean([np.ptp(lengths[batch]) for batch in shuffled])

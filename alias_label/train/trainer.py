@@ -267,10 +267,11 @@ def text_lengths(texts: list[str], tokenizer=None, max_length: int | None = None
 
 
 def batch_sampler(dataset, unique: bool, model=None):
-    """The length-bucketing sampler, counting tokens with the model's tokenizer when there is one."""
-    # A dict of datasets (multi-task) keeps the library's sampler: length buckets would mix tasks.
-    if isinstance(dataset, dict):
-        return "batch_sampler"
+    """The length-bucketing sampler, counting tokens with the model's tokenizer when there is one.
+
+    With a dict of datasets (the student's queries and documents) the trainer builds one sampler
+    per dataset, so each is bucketed on its own and no batch mixes them.
+    """
     sampler = UniqueLengthBucketBatchSampler if unique else LengthBucketBatchSampler
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:
