@@ -222,3 +222,15 @@ def test_generated_scale_encodes_real_strings_and_measures_each_type(tiny_model,
     assert [row["type"] for row in saved["rows"]] == ["flat", "ivf-int8"] and saved["rows"][0]["recall_at_10"] == 1.0
     assert 0 < saved["rows"][1]["recall_at_10"] <= 1 and figures["rows"][1]["memory_vs_flat"] < 0.5
     assert not list((tmp_path / "work").iterdir())  # the vectors are removed unless kept
+
+
+def test_student_training_times_both_samplers(in_pipeline_home, tiny_model, tmp_path):
+    import student_training
+
+    figures = student_training.main(student_training.parse_args(
+        ["--steps", "2", "--warmup-steps", "1", "--rounds", "1", "--texts", "96", "--batch-size", "16",
+         "--model", str(tiny_model), "--results-dir", str(tmp_path)]))
+    ours, library = figures["samplers"]["length buckets"], figures["samplers"]["library"]
+    assert 1 <= ours["padding_ratio"] < library["padding_ratio"]
+    assert figures["speedup"] == pytest.approx(library["seconds_per_step"] / ours["seconds_per_step"])
+    assert read_json(tmp_path / "student_training.json")["texts"] == {"queries": 96, "documents": 96}

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alias_label.search.acronym import AcronymIndex, acronym_key, initialisms, looks_like_acronym
+from alias_label.search.acronym import (
+    PREFIX_SCORE,
+    AcronymIndex,
+    acronym_key,
+    initialisms,
+    looks_like_acronym,
+    prefix_initialisms,
+)
 from alias_label.search.candidates import candidates, union
 from alias_label.search.lexical import TfidfIndex
 from alias_label.search.searchers import Searcher, TransliteratedQueries
@@ -16,10 +23,30 @@ from alias_label.search.searchers import Searcher, TransliteratedQueries
     ("Massachusetts Institute of Technology", {"mit", "miot", "mioft"}),
     ("Московский государственный университет", {"мгу", "mgu"}),
     ("Universität Wien", {"uw"}),
+    ("Fürst-Johann-Moritz Gymnasium", {"fg", "fjmg"}),
     ("Harvard", set()),
 ])
 def test_initialisms_in_the_variants_people_write(label, expected):
     assert initialisms(label) == expected
+
+
+@pytest.mark.parametrize(("label", "expected"), [
+    ("Benue State University Makurdi", {"bsu"}),
+    ("Bank of America Corporation", {"boa", "bofa"}),
+    ("Fürst-Johann-Moritz Gymnasium", {"fjm"}),
+    ("Universidad de Guadalajara", set()),  # one word would be left
+    ("Massachusetts Institute of Technology", set()),  # "MI": two letters match almost anything
+])
+def test_prefix_initialisms_leave_out_the_last_word(label, expected):
+    assert prefix_initialisms(label) == expected
+
+
+def test_prefix_initialisms_come_after_full_ones_with_a_lower_score():
+    labels = ["Overseas Family School Singapore", "Ohio Fire Service", "Benue State University Makurdi",
+              "Ball State University"]
+    scores, ids = AcronymIndex(labels).search(["OFS", "BSU", "OFSS"], 3)
+    assert ids.tolist() == [[1, 0, -1], [3, 2, -1], [0, -1, -1]]
+    assert scores.tolist() == [[1.0, PREFIX_SCORE, 0.0], [1.0, PREFIX_SCORE, 0.0], [1.0, 0.0, 0.0]]
 
 
 @pytest.mark.parametrize(("query", "expected"), [
