@@ -59,12 +59,6 @@ def _keys(variants: set[str]) -> set[str]:
     return {key for key in keys if MIN_LETTERS <= len(key) <= MAX_LETTERS}
 
 
-def initialisms(label: str) -> set[str]:
-    """The initialisms of a label as people write them, each as its ``acronym_key``: the variants
-    of ``_variants`` from its words, from its hyphenated words split, and from its transliteration."""
-    return _keys(set().union(*(_variants(words) for words in _word_lists(label))))
-
-
 def _without_last_word(words: list[str]) -> list[str]:
     """The words before the last content word, connectors at the end dropped too; none unless at
     least two content words stay."""
@@ -77,12 +71,25 @@ def _without_last_word(words: list[str]) -> list[str]:
     return kept if sum(w.casefold() not in CONNECTORS for w in kept) >= 2 else []
 
 
+def label_initialisms(label: str) -> tuple[set[str], set[str]]:
+    """A label's ``initialisms`` and ``prefix_initialisms``, from one reading of its words."""
+    word_lists = _word_lists(label)
+    full = _keys(set().union(*(_variants(words) for words in word_lists)))
+    prefix = _keys(set().union(*(_variants(_without_last_word(words)) for words in word_lists)))
+    return full, {key for key in prefix if len(key) >= PREFIX_MIN_LETTERS} - full
+
+
+def initialisms(label: str) -> set[str]:
+    """The initialisms of a label as people write them, each as its ``acronym_key``: the variants
+    of ``_variants`` from its words, from its hyphenated words split, and from its transliteration."""
+    return label_initialisms(label)[0]
+
+
 def prefix_initialisms(label: str) -> set[str]:
     """The initialisms of a name without its last word, of three letters or more, less its own
     ``initialisms``: "Benue State University Makurdi" gives "bsu"; two-letter ones would match
     almost anything."""
-    keys = _keys(set().union(*(_variants(_without_last_word(words)) for words in _word_lists(label))))
-    return {key for key in keys if len(key) >= PREFIX_MIN_LETTERS} - initialisms(label)
+    return label_initialisms(label)[1]
 
 
 def looks_like_acronym(query: str) -> bool:
@@ -104,13 +111,13 @@ def _rows_of(label_keys: list[set[str]]) -> dict[str, list[int]]:
 class AcronymIndex:
     """Initialism -> label rows; ``search`` has the shape of a FAISS search over label rows."""
 
-    def __init__(self, labels, label_initialisms: list[set[str]] | None = None):
-        """``label_initialisms``: each label's ``initialisms``, when the caller has computed them already."""
+    def __init__(self, labels, keys: list[tuple[set[str], set[str]]] | None = None):
+        """``keys``: each label's ``label_initialisms``, when the caller has computed them already."""
         labels = list(labels)
-        if label_initialisms is None:
-            label_initialisms = [initialisms(label) for label in labels]
-        self.rows_of = _rows_of(label_initialisms)
-        self.prefix_rows_of = _rows_of([prefix_initialisms(label) for label in labels])
+        if keys is None:
+            keys = [label_initialisms(label) for label in labels]
+        self.rows_of = _rows_of([full for full, _ in keys])
+        self.prefix_rows_of = _rows_of([prefix for _, prefix in keys])
         self.ntotal = len(labels)
 
     def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,8 +131,8 @@ class AcronymIndex:
                 continue
             keys = list(dict.fromkeys([acronym_key(query), acronym_key(transliterate(query) or query)]))
             full = dict.fromkeys(row for key in keys for row in self.rows_of.get(key, []))
-            prefix = [row for key in keys for row in self.prefix_rows_of.get(key, []) if row not in full]
-            rows = list(dict.fromkeys([*full, *prefix]))[:k]
+            prefix = dict.fromkeys(row for key in keys for row in self.prefix_rows_of.get(key, []) if row not in full)
+            rows = [*full, *prefix][:k]
             ids[i, :len(rows)] = rows
             scores[i, :len(rows)] = [1.0 if row in full else PREFIX_SCORE for row in rows]
         return scores, ids

@@ -27,7 +27,7 @@ import numpy as np
 
 from alias_label.data.kinds import dominant_script
 from alias_label.data.text import fold, tokens, transliterate
-from alias_label.search.acronym import acronym_key, initialisms, looks_like_acronym
+from alias_label.search.acronym import acronym_key, label_initialisms, looks_like_acronym
 
 CHANNELS = ("dense", "tfidf", "tfidf_query_translit", "acronym")
 GROUPS = {
@@ -81,6 +81,7 @@ class LabelTable:
     word_sets: list[set[str]]
     scripts: list[str]
     initialisms: list[set[str]]
+    prefix_initialisms: list[set[str]]  # not a feature: kept for the acronym channel's index
     sites: list[set[str]]
     idf: dict[str, float]
     idf_totals: list[float]  # each label's summed word IDF, the denominator of its overlap
@@ -95,12 +96,13 @@ class LabelTable:
         word_sets = [{fold(word) for word in label_words} for label_words in words]
         document_frequency = Counter(word for word_set in word_sets for word in word_set)
         idf = {word: math.log(len(labels) / count) + 1.0 for word, count in document_frequency.items()}
-        label_initialisms = [initialisms(label) for label in labels]
+        keys = [label_initialisms(label) for label in labels]
+        full = [label_keys for label_keys, _ in keys]
         return cls(folded, [fold(transliterate(label) or label) for label in labels], words, word_sets,
-                   [dominant_script(label) for label in labels], label_initialisms,
+                   [dominant_script(label) for label in labels], full, [prefix for _, prefix in keys],
                    [{site_name(site) for site in sites} - {""} for sites in websites], idf,
                    [sum(idf[word] for word in word_set) for word_set in word_sets],
-                   Counter(key for keys in label_initialisms for key in keys), set(folded))
+                   Counter(key for label_keys in full for key in label_keys), set(folded))
 
     def weight(self, words) -> float:
         """The summed IDF of ``words``; a word no label has weighs 1."""

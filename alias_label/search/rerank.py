@@ -94,9 +94,9 @@ class FirstStage:
         labels = candidates.labels
         vectors, keys = label_vectors(dense.label_index)
         table = LabelTable.build(labels["label"], labels["websites"])
-        return cls(dense.model, dense.label_index, lexical or lexical_searcher(candidates),
-                   AcronymIndex(labels["label"], table.initialisms), table, vectors, keys,
-                   {"weight": fusion["weight"], "exponent": fusion["exponent"]}, k)
+        acronyms = AcronymIndex(labels["label"], list(zip(table.initialisms, table.prefix_initialisms, strict=True)))
+        return cls(dense.model, dense.label_index, lexical or lexical_searcher(candidates), acronyms, table, vectors,
+                   keys, {"weight": fusion["weight"], "exponent": fusion["exponent"]}, k)
 
     @property
     def tfidf(self):
