@@ -26,10 +26,9 @@ import numpy as np
 from harness import save_results
 
 from alias_label.data.split import load_split
-from alias_label.index.tables import label_keys
 from alias_label.models.load import bundled_model_path, embedding_dim, load_model
-from alias_label.train.augment import AUGMENTATIONS, augmentation_candidates
-from alias_label.train.distill import reduce_layers
+from alias_label.train.augment import AUGMENTATIONS
+from alias_label.train.distill import generated_texts, imitated_texts, reduce_layers
 from alias_label.train.trainer import make_trainer, text_lengths
 
 SAMPLERS = ("library", "length buckets")
@@ -53,10 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def student_texts(limit: int | None) -> dict[str, list[str]]:
     """The student's two datasets: queries (train and generated aliases) and documents (labels and keys)."""
     split = load_split()
-    queries = (split.train["alias"].drop_duplicates().tolist()
-               + augmentation_candidates(split, list(AUGMENTATIONS))["alias"].drop_duplicates().tolist())
-    documents = split.labels["label"].tolist() + label_keys(split)["text"].tolist()
-    return {"queries": queries[:limit], "documents": documents[:limit]}
+    _, texts = imitated_texts(split, generated_texts(split, list(AUGMENTATIONS)))
+    return {name: column[:limit] for name, column in texts.items()}
 
 
 def datasets(texts: dict[str, list[str]], dim: int):

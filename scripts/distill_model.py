@@ -38,7 +38,7 @@ from alias_label.data.split import load_split
 from alias_label.errors import UserError, run_main
 from alias_label.index.bundle import fix_command, require_trained, write_indexes
 from alias_label.index.dense import add_index_args, build_index
-from alias_label.index.tables import build_label_index, encode_candidates, label_keys
+from alias_label.index.tables import build_label_index, encode_candidates
 from alias_label.io import save_run_args, setup_logging, sha256_of, timed, write_json
 from alias_label.metrics import classes_of
 from alias_label.models.encode import encode
@@ -47,10 +47,12 @@ from alias_label.paths import paths
 from alias_label.search.calibration import add_calibration_args, calibrate, check_target
 from alias_label.search.scoring import score_split
 from alias_label.search.searchers import Searcher
-from alias_label.train.augment import AUGMENTATIONS, augmentation_candidates
+from alias_label.train.augment import AUGMENTATIONS
 from alias_label.train.distill import (
     distillation_pairs,
     generated_embeddings,
+    generated_texts,
+    imitated_texts,
     reduce_layers,
     teacher_embeddings,
     with_projection,
@@ -165,7 +167,7 @@ def generated_queries(args, split, teacher) -> tuple[list[str], np.ndarray]:
     """The --augment aliases and the teacher's embeddings of them (none without --augment)."""
     if not args.augment:
         return [], np.empty((0, embedding_dim(teacher)), dtype=np.float32)
-    texts = augmentation_candidates(split, args.augment)["alias"].drop_duplicates().tolist()
+    texts = generated_texts(split, args.augment)
     log.info("augmentation: %d generated aliases (%s)", len(texts), ", ".join(args.augment))
     return texts, generated_embeddings(teacher, args.teacher, split, texts, args.cache_dir, args.refresh_cache)[0]
 
@@ -184,13 +186,13 @@ def training_dataset(args, split, embeddings, generated: tuple[list[str], np.nda
                                   "score": pairs["score"].astype(np.float32).tolist()})
     # embedding-mse: every train alias and generated alias (as queries) and every label and label key
     # (as documents) with its teacher vector; more texts to imitate is what moved agreement in the sweep.
-    alias_rows = np.flatnonzero(split.aliases["alias"].isin(set(split.train["alias"])))
-    generated_texts, generated_embs = generated
+    texts, generated_embs = generated
+    alias_rows, imitated = imitated_texts(split, texts)
     return {
-        "queries": Dataset.from_dict({"text": split.aliases["alias"].iloc[alias_rows].tolist() + generated_texts,
+        "queries": Dataset.from_dict({"text": imitated["queries"],
                                       "label": np.vstack([embeddings["aliases"][alias_rows],
                                                           generated_embs]).tolist()}),
-        "documents": Dataset.from_dict({"text": split.labels["label"].tolist() + label_keys(split)["text"].tolist(),
+        "documents": Dataset.from_dict({"text": imitated["documents"],
                                         "label": np.vstack([embeddings["labels"], embeddings["label_keys"]]).tolist()}),
     }
 

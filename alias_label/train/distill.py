@@ -17,11 +17,12 @@ import torch
 from alias_label.data.split import Split
 from alias_label.errors import UserError
 from alias_label.index.cache import cache_meta, cache_paths, load_embeddings, save_embeddings, write_cache
-from alias_label.index.tables import encode_candidates
+from alias_label.index.tables import encode_candidates, label_keys
 from alias_label.io import sha256_of
 from alias_label.models.encode import encode
 from alias_label.models.load import embedding_dim
 from alias_label.paths import paths
+from alias_label.train.augment import augmentation_candidates
 from alias_label.train.mining import forbidden_rows, mine_hard_negatives
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,20 @@ def generated_embeddings(teacher, teacher_dir: Path, split: Split, texts: list[s
     embeddings = encode(teacher, texts, kind="query")
     save_embeddings(target, embeddings, expected)
     return embeddings, "miss"
+
+
+def generated_texts(split: Split, kinds: list[str]) -> list[str]:
+    """The distinct aliases ``kinds`` of augmentation generate from train-side labels."""
+    return augmentation_candidates(split, kinds)["alias"].drop_duplicates().tolist()
+
+
+def imitated_texts(split: Split, generated: list[str]) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """What the embedding-MSE student imitates: the rows of ``split.aliases`` that are train
+    aliases, and its two datasets' texts, the queries (those aliases, then ``generated``) and the
+    documents (every label, then every label key), in the order of the teacher's vectors."""
+    alias_rows = np.flatnonzero(split.aliases["alias"].isin(set(split.train["alias"])))
+    return alias_rows, {"queries": split.aliases["alias"].iloc[alias_rows].tolist() + list(generated),
+                        "documents": split.labels["label"].tolist() + label_keys(split)["text"].tolist()}
 
 
 def distillation_pairs(split: Split, embeddings: dict[str, np.ndarray], k: int, device: str = "cpu") -> pd.DataFrame:
