@@ -147,9 +147,13 @@ def measure_index(name: str, vectors: np.ndarray, queries: np.ndarray,
 
 def reranker_tables(model: str) -> tuple:
     """What a reranker is fitted and scored on, computed once: the split, the model's dense retriever,
-    its first stage, and the val and test aliases' candidates and features (``training_table``)."""
+    its first stage, and the val and test aliases' candidates and features (``training_table``).
+
+    The model runs in float32, as ``calibrate`` runs it to fit the saved reranker, so a refit here
+    with the default features and seed reproduces that one.
+    """
     split = load_split()
-    dense = load_dense(model, "cpu")
+    dense = load_dense(model, "cpu", int8=False)
     check_split(dense, split.fingerprint)
     stage = FirstStage.build(dense.searcher, dense.candidates, dense.calibration["fusion"])
     return split, dense, stage, {part: training_table(stage, split, part) for part in ("val", "test")}

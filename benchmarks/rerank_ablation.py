@@ -5,7 +5,9 @@ aliases; then the reranker is refitted on validation (entity folds, out-of-fold 
 abstain, as ``calibrate`` fits it) with all features and with each group left out, and scored on
 test. Reported per variant: out-of-fold val top-1, test top-1 and MRR, and the test precision and
 coverage of the abstain setting fitted on validation; plus the single-lookup p50 of the full
-reranked search, and the hybrid's figures on the same aliases for comparison.
+reranked search, and the hybrid's figures on the same aliases for comparison. The features come
+from the model in float32, as ``calibrate`` computes them; the lookups run it as users do (the
+student in int8).
 
 Reads   data/processed/, the trained model (default: the teacher) with its indexes and calibration
 Writes  benchmarks/results/rerank_ablation_<model>.json
@@ -25,7 +27,7 @@ from harness import percentiles, reranker_tables, save_results
 from alias_label.search.calibration import CONFIDENCE
 from alias_label.search.features import FEATURES, GROUPS
 from alias_label.search.rerank import fit_out_of_fold, score_table
-from alias_label.search.retriever import as_hybrid, as_rerank
+from alias_label.search.retriever import as_hybrid, as_rerank, load_dense
 from alias_label.search.scoring import score_split
 
 
@@ -55,7 +57,7 @@ def single_lookup_p50(retriever, aliases: list[str]) -> float:
 
 
 def main(args) -> dict:
-    split, dense, stage, tables = reranker_tables(args.model)
+    split, _, stage, tables = reranker_tables(args.model)
     rows = {}
     for name, features in variants().items():
         fitted = fit_out_of_fold(tables["val"], features, args.target_precision, CONFIDENCE)
@@ -64,6 +66,8 @@ def main(args) -> dict:
         print(f"{name}: val top-1 {fitted['val']['top1']:.2%}, test top-1 {test['top1']:.2%}, test precision "
               f"{test['abstain']['precision'] or 0:.2%} at coverage {test['abstain']['coverage']:.2%}")
     aliases = split.test["alias"].tolist()[:args.latency_queries]
+    # Lookups run the model as users do (the student in int8), the refits above on float32 features.
+    dense = load_dense(args.model, "cpu")
     hybrid = as_hybrid(dense)
     figures = {"model": args.model, "candidates_per_channel": stage.k, "variants": rows,
                "hybrid": {part: score_split(hybrid, split, part)[0] for part in ("val", "test")},
