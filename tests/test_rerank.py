@@ -25,6 +25,7 @@ from alias_label.search.rerank import (
     fit_reranker,
     load_reranker,
     out_of_fold,
+    top_shares,
     training_table,
 )
 from alias_label.search.searchers import Searcher
@@ -123,6 +124,17 @@ def test_the_fold_models_that_fit_the_abstain_rank_at_lookup(reranked):
         assert np.allclose(raw[i], boosters[fold[i]].predict(matrices[i]))
         mean = np.mean([booster.predict(matrices[i]) for booster in boosters], axis=0)
         assert np.allclose(searcher.raw_scores(matrices[i]), mean)
+
+
+def test_the_abstain_setting_is_fitted_on_the_shares_a_lookup_returns(reranked):
+    split, _, first_stage, sidecar, searcher = reranked
+    aliases = split.test["alias"].tolist()
+    scores, _ = searcher.labels_for(aliases, 2)
+    _, matrices, _, _ = training_table(first_stage, split, "test")
+    raw = [searcher.raw_scores(matrix) for matrix in matrices]
+    assert np.array_equal(top_shares(raw, sidecar["temperature"]), scores)
+    # A share within float32's rounding of 1 is 1 at lookup, so it must be 1 where the setting is fitted.
+    assert top_shares([np.array([0.0, -5.0])], 0.25)[0, 0] == 1.0
 
 
 def test_one_entity_cannot_be_cut_into_folds():

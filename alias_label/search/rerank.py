@@ -276,8 +276,10 @@ def outcome_metrics(rows: list[np.ndarray], right: np.ndarray, gold_rank: np.nda
 
 
 def top_shares(raw: list[np.ndarray], temperature: float) -> np.ndarray:
-    """Each query's two highest shares, 0 where it has no such candidate."""
-    top = np.zeros((len(raw), 2))
+    """Each query's two highest shares, 0 where it has no such candidate, in float32 as a lookup
+    returns them: an abstain setting fitted on float64 shares would not hold at lookup, where every
+    share within float32's rounding of 1 is 1."""
+    top = np.zeros((len(raw), 2), dtype=np.float32)
     for i, scores in enumerate(raw):
         if len(scores):
             best = np.sort(shares(scores, temperature))[::-1][:2]
