@@ -137,6 +137,26 @@ def test_the_abstain_setting_is_fitted_on_the_shares_a_lookup_returns(reranked):
     assert top_shares([np.array([0.0, -5.0])], 0.25)[0, 0] == 1.0
 
 
+CYRILLIC = dict(zip("abdefghiklmnoprstuvz", "абдефгхиклмнопрстувз", strict=True))
+
+
+def test_a_batch_gets_the_candidates_of_each_alias_alone_and_the_transliterated_channel_reads_cyrillic(reranked):
+    split, _, first_stage, _, _ = reranked
+    label = next(label for label in split.labels["label"] if set(label.casefold()) <= set(CYRILLIC) | {" "})
+    cyrillic = "".join(CYRILLIC.get(ch, ch) for ch in label.casefold())
+    aliases = [split.test["alias"].iloc[0], cyrillic, split.test["alias"].iloc[1]]
+    rows, features = first_stage.candidates(aliases)
+    for alias, batch_rows, batch_features in zip(aliases, rows, features, strict=True):
+        alone_rows, alone_features = first_stage.candidates([alias])
+        np.testing.assert_array_equal(batch_rows, alone_rows[0])
+        # The model encodes a batch with padding, so its scores may differ in the last bit.
+        np.testing.assert_allclose(batch_features, alone_features[0], rtol=1e-5)
+    at = np.flatnonzero(rows[1] == split.label_rows(np.array([label]))[0])
+    columns = {name: FEATURES.index(name) for name in ("rank_tfidf", "rank_tfidf_query_translit")}
+    assert features[1][at[0], columns["rank_tfidf_query_translit"]] == 1
+    assert np.isnan(features[1][at[0], columns["rank_tfidf"]]) or features[1][at[0], columns["rank_tfidf"]] > 1
+
+
 def test_one_entity_cannot_be_cut_into_folds():
     table = ([np.zeros(2)], [np.zeros((2, len(FEATURES)))], [np.array([1, 0])], np.array(["only"]))
     with pytest.raises(UserError, match="holds 1 entity"):

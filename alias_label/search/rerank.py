@@ -125,19 +125,19 @@ class FirstStage:
     def candidates(self, aliases: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per alias, its candidate label rows and their feature matrix."""
         embeddings = encode(self.model, aliases, kind="query")
-        # Each alias and its transliteration are vectorised in one call and searched once, for the channels
-        # and the features; an alias that transliterates to itself (plain ASCII) reuses its own.
+        # The aliases and their transliterations are vectorised in one call and searched in one, for the
+        # channels and the features; an alias that transliterates to itself (plain ASCII) reuses its own.
         translits = [transliterate(alias) for alias in aliases]
         changed = [i for i, (alias, translit) in enumerate(zip(aliases, translits, strict=True))
                    if translit not in (None, alias)]
         vectors = self.tfidf.vectors(aliases + [translits[i] for i in changed])
         plain = vectors[:len(aliases)]
         translit_row = dict(zip(changed, range(len(aliases), len(aliases) + len(changed)), strict=True))
-        tfidf = self.lexical.label_index.search(plain, self.k)
-        tfidf_translit = tuple(a.copy() for a in tfidf)
+        found = self.lexical.label_index.search(vectors, self.k)
+        tfidf = tuple(a[:len(aliases)] for a in found)
+        tfidf_translit = tuple(a[:len(aliases)].copy() for a in found)
         if changed:
-            scores, ids = self.lexical.label_index.search(vectors[len(aliases):], self.k)
-            tfidf_translit[0][changed], tfidf_translit[1][changed] = scores, ids
+            tfidf_translit[0][changed], tfidf_translit[1][changed] = found[0][len(aliases):], found[1][len(aliases):]
         results = {"dense": self.label_index.search(embeddings, self.k), "tfidf": tfidf,
                    "tfidf_query_translit": tfidf_translit, "acronym": self.acronym.search(aliases, self.k)}
         merged = union(results)
