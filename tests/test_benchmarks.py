@@ -182,6 +182,34 @@ def test_reranker_fit_compares_fold_models_with_one_refit(in_pipeline_home, tmp_
     assert read_json(tmp_path / "reranker_fit_teacher.json")["seeds"] == [1, 2]
 
 
+def test_the_ceiling_is_the_most_kept_at_the_target_precision():
+    import abstain_confidence
+
+    right = np.array([1, 1, 0, 1, 1, 0, 0, 0, 0, 0], dtype=bool)
+    confidence = np.linspace(1, 0, 10)
+    assert abstain_confidence.ceiling(confidence, right, 0.75) == 0.5  # 4 right of the first 5
+    assert abstain_confidence.ceiling(confidence, right, 1.0) == 0.2
+    assert abstain_confidence.ceiling(confidence[::-1], right, 0.9) == 0.0
+
+
+def test_abstain_confidence_fits_both_methods_out_of_fold(in_pipeline_home, tmp_path):
+    import abstain_confidence
+
+    figures = abstain_confidence.main(abstain_confidence.parse_args(["--seeds", "3", "--results-dir",
+                                                                     str(tmp_path)]))
+    methods = figures["fits"]["3"]
+    assert set(methods) == {"share and margin", "classifier"}
+    n_test = len(load_split().test)
+    for method in methods.values():
+        assert method["test"]["n"] == n_test
+        for key in ("val_coverage", "val_ceiling", "test_ceiling"):
+            assert 0 <= method[key] <= 1
+    # The classifier's setting keeps its most probable answers, so a met target lies under the ceiling.
+    classifier = methods["classifier"]
+    assert not classifier["met_target"] or classifier["val_coverage"] <= classifier["val_ceiling"]
+    assert read_json(tmp_path / "abstain_confidence_teacher.json")["seeds"] == [3]
+
+
 def test_cross_encoder_cost_times_the_candidates(in_pipeline_home, tmp_path):
     import cross_encoder_cost
 

@@ -315,15 +315,19 @@ def fit_out_of_fold(table, features: list[str], target_precision: float, confide
     _, right, gold_rank = ranked_outcome(raw, relevance)
     temperature, abstain = fit_abstain_shares(raw, right, target_precision, confidence)
     return {"boosters": boosters, "temperature": temperature, "abstain": abstain,
-            "val": outcome_metrics(rows, right, gold_rank)}
+            "val": outcome_metrics(rows, right, gold_rank), "out_of_fold_raw": raw, "right": right}
+
+
+def mean_raw(boosters: list, matrices: list[np.ndarray], columns: list[int]) -> list[np.ndarray]:
+    """Each alias's candidate scores from the mean of the boosters, as a lookup ranks them."""
+    return [np.mean([b.predict(m[:, columns]) for b in boosters], axis=0) if len(m) else np.empty(0)
+            for m in matrices]
 
 
 def score_table(fitted: dict, table, features: list[str]) -> dict:
     """The fitted model's ranking of a table's aliases: metrics and the abstain setting's quality."""
     rows, matrices, relevance, _ = table
-    columns = [FEATURES.index(name) for name in features]
-    raw = [np.mean([b.predict(m[:, columns]) for b in fitted["boosters"]], axis=0) if len(m) else np.empty(0)
-           for m in matrices]
+    raw = mean_raw(fitted["boosters"], matrices, [FEATURES.index(name) for name in features])
     _, right, gold_rank = ranked_outcome(raw, relevance)
     return {**outcome_metrics(rows, right, gold_rank),
             "abstain": abstain_quality(top_shares(raw, fitted["temperature"]), right, fitted["abstain"])}
