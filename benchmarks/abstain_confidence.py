@@ -33,6 +33,7 @@ from alias_label.search.calibration import CONFIDENCE
 from alias_label.search.features import FEATURES
 from alias_label.search.rerank import (
     FOLDS,
+    booster_params,
     entity_folds,
     fit_out_of_fold,
     mean_raw,
@@ -100,9 +101,9 @@ def as_scores(probability: np.ndarray) -> np.ndarray:
     return np.c_[probability, np.zeros_like(probability)].astype(np.float32)
 
 
-def one_seed(tables: dict, seed: int, target_precision: float) -> dict:
+def one_seed(tables: dict, seed: int, target_precision: float, params: dict) -> dict:
     val, test = tables["val"], tables["test"]
-    fitted = fit_out_of_fold(val, FEATURES, target_precision, CONFIDENCE, seed=seed)
+    fitted = fit_out_of_fold(val, FEATURES, target_precision, CONFIDENCE, seed=seed, params=params)
     raw_test = mean_raw(fitted["boosters"], test[1], list(range(len(FEATURES))))
     right_val, right_test = fitted["right"], ranked_outcome(raw_test, test[2])[1]
     temperature = fitted["temperature"]
@@ -126,14 +127,16 @@ def one_seed(tables: dict, seed: int, target_precision: float) -> dict:
 
 
 def main(args) -> dict:
-    _, _, _, tables = reranker_tables(args.model)
-    fits = {seed: one_seed(tables, seed, args.target_precision) for seed in args.seeds}
+    _, dense, _, tables = reranker_tables(args.model)
+    params = booster_params(dense.name)
+    fits = {seed: one_seed(tables, seed, args.target_precision, params) for seed in args.seeds}
     for seed, methods in fits.items():
         for name, m in methods.items():
             print(f"seed {seed}, {name}: val coverage {m['val_coverage']:.2%} (ceiling {m['val_ceiling']:.2%}), "
                   f"test coverage {m['test']['coverage']:.2%} at precision {m['test']['precision'] or 0:.2%} "
                   f"(ceiling {m['test_ceiling']:.2%})")
     figures = {"model": args.model, "seeds": args.seeds, "target_precision": args.target_precision,
+               "booster_params": params,
                "classifier_params": CLASSIFIER_PARAMS, "fits": {str(seed): methods for seed, methods in fits.items()}}
     save_results(f"abstain_confidence_{Path(str(args.model)).name}", figures, args.results_dir)
     return figures

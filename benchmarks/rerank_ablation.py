@@ -26,7 +26,7 @@ from harness import percentiles, reranker_tables, save_results
 
 from alias_label.search.calibration import CONFIDENCE
 from alias_label.search.features import FEATURES, GROUPS
-from alias_label.search.rerank import fit_out_of_fold, score_table
+from alias_label.search.rerank import booster_params, fit_out_of_fold, score_table
 from alias_label.search.retriever import as_hybrid, as_rerank, load_dense
 from alias_label.search.scoring import score_split
 
@@ -57,10 +57,12 @@ def single_lookup_p50(retriever, aliases: list[str]) -> float:
 
 
 def main(args) -> dict:
-    split, _, stage, tables = reranker_tables(args.model)
+    split, reranked, stage, tables = reranker_tables(args.model)
+    role = reranked.name
     rows = {}
     for name, features in variants().items():
-        fitted = fit_out_of_fold(tables["val"], features, args.target_precision, CONFIDENCE)
+        fitted = fit_out_of_fold(tables["val"], features, args.target_precision, CONFIDENCE,
+                                 params=booster_params(role))
         test = score_table(fitted, tables["test"], features)
         rows[name] = {"val": fitted["val"], "test": test, "abstain": fitted["abstain"]}
         print(f"{name}: val top-1 {fitted['val']['top1']:.2%}, test top-1 {test['top1']:.2%}, test precision "

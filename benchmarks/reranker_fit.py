@@ -29,6 +29,7 @@ from alias_label.search.calibration import CONFIDENCE
 from alias_label.search.features import FEATURES
 from alias_label.search.rerank import (
     BOOSTER_PARAMS,
+    booster_params,
     fit_boosters,
     fit_out_of_fold,
     score_table,
@@ -83,7 +84,7 @@ def summary(fits: list[dict]) -> dict:
 
 
 def main(args) -> dict:
-    _, _, _, tables = reranker_tables(args.model)
+    _, dense, _, tables = reranker_tables(args.model)
     variants = {}
     for trees, (n_estimators, learning_rate) in TREES.items():
         params = {**BOOSTER_PARAMS, "n_estimators": n_estimators, "learning_rate": learning_rate}
@@ -95,7 +96,7 @@ def main(args) -> dict:
             print(f"{name}: val top-1 {means['val_top1']:.2%}, test top-1 {means['test_top1']:.2%}, coverage "
                   f"val {means['val_coverage']:.2%} test {means['test_coverage']:.2%} at test precision "
                   f"{means['test_precision']:.2%}, predict {means['predict_ms']:.2f} ms")
-    figures = {"model": args.model, "seeds": args.seeds, "default_booster_params": BOOSTER_PARAMS,
+    figures = {"model": args.model, "seeds": args.seeds, "default_booster_params": booster_params(dense.name),
                "variants": variants}
     save_results(f"reranker_fit_{Path(str(args.model)).name}", figures, args.results_dir)
     return figures

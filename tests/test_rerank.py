@@ -20,6 +20,7 @@ from alias_label.search.rerank import (
     RERANKER_FILE,
     FirstStage,
     RerankSearcher,
+    booster_params,
     entity_folds,
     fit_out_of_fold,
     fit_reranker,
@@ -96,6 +97,13 @@ def test_the_sidecar_names_what_it_saw_and_stale_ones_are_refused(reranked):
     assert sidecar["features"] == FEATURES and sidecar["folds"] == 3 and sidecar["lightgbm"]
     assert read_json(model_dir / RERANKER_FILE) == sidecar
     assert sidecar["val_out_of_fold"]["n"] == len(split.val)
+    # The teacher's reranker has more trees than the student's, whose lookups are the fast path.
+    assert sidecar["booster_params"] == booster_params("teacher")
+    assert booster_params("teacher")["n_estimators"] > booster_params("student")["n_estimators"]
+    _, boosters = load_reranker(model_dir, split.fingerprint, "python fix.py")
+    # LightGBM stops adding trees once no split gains on data this small, so each has at most 300.
+    assert all(booster_params("student")["n_estimators"] < b.num_trees() <= booster_params("teacher")["n_estimators"]
+               for b in boosters)
     with pytest.raises(UserError, match="does not match its data.*python fix.py"):
         load_reranker(model_dir, "another split", "python fix.py")
     boosters = (model_dir / BOOSTERS_FILE).read_text()
@@ -118,7 +126,7 @@ def test_the_fold_models_that_fit_the_abstain_rank_at_lookup(reranked):
     assert len(searcher.boosters) == sidecar["folds"] == 3
     _, matrices, relevance, entities = training_table(first_stage, split, "val")
     columns = list(range(len(FEATURES)))
-    raw, boosters = out_of_fold(matrices, relevance, entities, columns, 3, seed=13)
+    raw, boosters = out_of_fold(matrices, relevance, entities, columns, 3, seed=13, params=booster_params("teacher"))
     fold = entity_folds(entities, 3, seed=13)
     for i in range(0, len(matrices), 7):  # each alias scored by the one fold model that did not see it
         assert np.allclose(raw[i], boosters[fold[i]].predict(matrices[i]))
