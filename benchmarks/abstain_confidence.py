@@ -26,7 +26,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from harness import reranker_tables, save_results
+from harness import add_reranker_args, reranker_tables, save_results
 
 from alias_label.search.abstain import abstain_quality, fit_abstain
 from alias_label.search.calibration import CONFIDENCE
@@ -49,11 +49,7 @@ CLASSIFIER_PARAMS = {"objective": "binary", "n_estimators": 150, "learning_rate"
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="teacher", help="teacher, student or a model folder (default: teacher)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 21, 34, 55],
-                        help="fold seeds of the reranker and the classifier (default: 13 21 34 55)")
-    parser.add_argument("--target-precision", type=float, default=0.95, help="abstain target (default: 0.95)")
-    parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
+    add_reranker_args(parser, seeds=True)
     return parser.parse_args(argv)
 
 

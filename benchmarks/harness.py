@@ -145,6 +145,17 @@ def measure_index(name: str, vectors: np.ndarray, queries: np.ndarray,
     return row, found
 
 
+def add_reranker_args(parser, seeds: bool = False) -> None:
+    """The flags every reranker benchmark shares: the model, the abstain target, where results go,
+    and with ``seeds`` the fold seeds each fit runs with."""
+    parser.add_argument("--model", default="teacher", help="teacher, student or a model folder (default: teacher)")
+    if seeds:
+        parser.add_argument("--seeds", type=int, nargs="+", default=[13, 21, 34, 55],
+                            help="fold seeds each fit runs with (default: 13 21 34 55)")
+    parser.add_argument("--target-precision", type=float, default=0.95, help="abstain target (default: 0.95)")
+    parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
+
+
 def reranker_tables(model: str) -> tuple:
     """What a reranker is fitted and scored on, computed once: the split, the model's dense retriever,
     its first stage, and the val and test aliases' candidates and features (``training_table``).

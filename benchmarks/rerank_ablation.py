@@ -22,7 +22,7 @@ import argparse
 import time
 from pathlib import Path
 
-from harness import percentiles, reranker_tables, save_results
+from harness import add_reranker_args, percentiles, reranker_tables, save_results
 
 from alias_label.search.calibration import CONFIDENCE
 from alias_label.search.features import FEATURES, GROUPS
@@ -33,10 +33,8 @@ from alias_label.search.scoring import score_split
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="teacher", help="teacher, student or a model folder (default: teacher)")
-    parser.add_argument("--target-precision", type=float, default=0.95, help="abstain target (default: 0.95)")
+    add_reranker_args(parser)
     parser.add_argument("--latency-queries", type=int, default=100, help="single lookups timed (default: 100)")
-    parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
     return parser.parse_args(argv)
 
 

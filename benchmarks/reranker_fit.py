@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness import reranker_tables, save_results
+from harness import add_reranker_args, reranker_tables, save_results
 
 from alias_label.search.calibration import CONFIDENCE
 from alias_label.search.features import FEATURES
@@ -40,11 +40,7 @@ TREES = {"100 trees at 0.15": (100, 0.15), "300 trees at 0.05": (300, 0.05)}
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="teacher", help="teacher, student or a model folder (default: teacher)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 21, 34, 55],
-                        help="fold seeds each variant is fitted with (default: 13 21 34 55)")
-    parser.add_argument("--target-precision", type=float, default=0.95, help="abstain target (default: 0.95)")
-    parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
+    add_reranker_args(parser, seeds=True)
     return parser.parse_args(argv)
 
 
