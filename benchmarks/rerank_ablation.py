@@ -55,8 +55,8 @@ def single_lookup_p50(retriever, aliases: list[str]) -> float:
 
 
 def main(args) -> dict:
-    split, reranked, stage, tables = reranker_tables(args.model)
-    role = reranked.name
+    split, float32_dense, stage, tables = reranker_tables(args.model)
+    role = float32_dense.name
     rows = {}
     for name, features in variants().items():
         fitted = fit_out_of_fold(tables["val"], features, args.target_precision, CONFIDENCE,

@@ -194,7 +194,7 @@ class RerankSearcher:
         self.columns = [FEATURES.index(name) for name in self.features]
 
     def raw_scores(self, features: np.ndarray) -> np.ndarray:
-        return np.mean([booster.predict(features[:, self.columns]) for booster in self.boosters], axis=0)
+        return mean_raw(self.boosters, [features], self.columns)[0]
 
     def labels_for(self, aliases, k: int = 10):
         aliases = list(aliases)
