@@ -210,14 +210,38 @@ def test_abstain_confidence_fits_both_methods_out_of_fold(in_pipeline_home, tmp_
     assert read_json(tmp_path / "abstain_confidence_teacher.json")["seeds"] == [3]
 
 
-def test_cross_encoder_cost_times_the_candidates(in_pipeline_home, tmp_path):
-    import cross_encoder_cost
+def test_cross_encoder_mines_hard_negatives_by_fused_score():
+    import cross_encoder
 
-    figures = cross_encoder_cost.main(cross_encoder_cost.parse_args(["--queries", "2", "--results-dir",
-                                                                     str(tmp_path)]))
-    assert figures["queries"] == 2 and figures["mean_candidates"] >= 1
-    assert figures["cross_encoder_vs_lookup_p50"] == pytest.approx(
-        figures["cross_encoder"]["p50_ms"] / figures["reranked_lookup"]["p50_ms"])
+    from alias_label.search.features import COLUMN
+
+    matrix = np.zeros((4, len(cross_encoder.FEATURES)))
+    matrix[:, COLUMN["fused"]] = [0.9, 0.2, 0.7, 0.5]
+    table = ([np.array([10, 11, 12, 13])], [matrix], [np.array([1, 0, 0, 0])], np.array(["q1"]))
+    labels = np.array([f"label {i}" for i in range(14)])
+    pairs = cross_encoder.mined_pairs(table, ["alias"], ["gold"], labels, negatives=2)
+    # The gold label first, then the two wrong candidates of highest fused score; the gold candidate
+    # (row 10) is never a negative.
+    assert pairs["passage"] == ["gold", "label 12", "label 13"] and pairs["label"] == [1.0, 0.0, 0.0]
+    assert list(cross_encoder.head(matrix, 2)) == [0, 2]
+
+
+def test_cross_encoder_scores_the_head_and_refits_with_it(in_pipeline_home, tmp_path):
+    import cross_encoder
+
+    figures = cross_encoder.main(cross_encoder.parse_args(
+        ["--train-aliases", "16", "--negatives", "2", "--cross-top", "3", "--latency-queries", "2",
+         "--results-dir", str(tmp_path)]))
+    assert figures["train_aliases"] == 16 and figures["train_pairs"] <= 16 * 3
+    assert set(figures["variants"]) == {"reranker", "reranker with the cross-encoder", "cross-encoder alone"}
+    n_test = len(load_split().test)
+    for row in figures["variants"].values():
+        assert row["test"]["n"] == n_test and 0 <= row["test"]["top1"] <= row["test"]["candidate_recall"] <= 1
+        assert 0 <= row["test"]["abstain"]["coverage"] <= 1
+    latency = figures["latency"]
+    assert latency["cross_encoder_vs_lookup_p50"] == pytest.approx(
+        latency["cross_encoder"]["p50_ms"] / latency["reranked_lookup"]["p50_ms"])
+    assert read_json(tmp_path / "cross_encoder_teacher.json")["cross_top"] == 3
 
 
 def test_serve_load_checks_every_answer_and_reports_the_ratio(in_pipeline_home, tmp_path):

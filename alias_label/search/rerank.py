@@ -306,9 +306,10 @@ def fit_abstain_shares(raw: list[np.ndarray], right: np.ndarray, target_precisio
 
 
 def fit_out_of_fold(table, features: list[str], target_precision: float, confidence: float, folds: int = FOLDS,
-                    seed: int = 13, params: dict | None = None) -> dict:
+                    seed: int = 13, params: dict | None = None, columns_of: list[str] = FEATURES) -> dict:
     """The ranking model for one feature set: the mean of its fold boosters, with the temperature and
-    abstain fitted on their out-of-fold scores.
+    abstain fitted on their out-of-fold scores. ``columns_of`` names the table's feature columns, for a
+    table that carries more than ``FEATURES``.
 
     The fold boosters themselves rank at lookup time, not one model refitted on every alias: a
     refitted model's scores are spread differently from the out-of-fold ones, so an abstain setting
@@ -319,7 +320,7 @@ def fit_out_of_fold(table, features: list[str], target_precision: float, confide
     if distinct < 2:
         raise UserError(f"the reranker is fitted in entity folds, but the validation split holds {distinct} "
                         "entity; rebuild the split with more entities (python scripts/prepare_data.py)")
-    columns = [FEATURES.index(name) for name in features]
+    columns = [columns_of.index(name) for name in features]
     raw, boosters = out_of_fold(matrices, relevance, entities, columns, min(folds, distinct), seed, params)
     _, right, gold_rank = ranked_outcome(raw, relevance)
     temperature, abstain = fit_abstain_shares(raw, right, target_precision, confidence)
@@ -333,10 +334,10 @@ def mean_raw(boosters: list, matrices: list[np.ndarray], columns: list[int]) -> 
             for m in matrices]
 
 
-def score_table(fitted: dict, table, features: list[str]) -> dict:
+def score_table(fitted: dict, table, features: list[str], columns_of: list[str] = FEATURES) -> dict:
     """The fitted model's ranking of a table's aliases: metrics and the abstain setting's quality."""
     rows, matrices, relevance, _ = table
-    raw = mean_raw(fitted["boosters"], matrices, [FEATURES.index(name) for name in features])
+    raw = mean_raw(fitted["boosters"], matrices, [columns_of.index(name) for name in features])
     _, right, gold_rank = ranked_outcome(raw, relevance)
     return {**outcome_metrics(rows, right, gold_rank),
             "abstain": abstain_quality(top_shares(raw, fitted["temperature"]), right, fitted["abstain"])}
