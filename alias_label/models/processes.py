@@ -27,7 +27,8 @@ class Processes:
         """This process's place among those ``accelerate launch`` started (or 0 of 1), for a block.
 
         Processes meant for ``device`` "cpu" talk over gloo, else over NCCL. The process group is
-        closed on the way out: a process that exits with it open can abort in its teardown.
+        closed on the way out, by all processes at once after a block that ends normally: a process
+        that exits with it open, or closes it while others still use it, can abort in its teardown.
         """
         from accelerate import PartialState
 
@@ -35,6 +36,10 @@ class Processes:
         own = f"cuda:{state.local_process_index}" if device == "cuda" and state.num_processes > 1 else device
         try:
             yield cls(state.process_index, state.num_processes, own)
+            # The processes close the group together: one that closes it while another still works
+            # over it (the main process calibrating, say) can abort in gloo's teardown.
+            if state.num_processes > 1:
+                state.wait_for_everyone()
         finally:
             state.destroy_process_group()
 
