@@ -12,6 +12,7 @@ export TOKENIZERS_PARALLELISM = false
 # epochs buy.
 DATA_ARGS ?=
 TEACHER_ARGS ?=
+CROSS_ARGS ?=
 STUDENT_ARGS ?= --epochs 1
 EVAL_ARGS ?=
 # The index benchmark's default grid is the part of it the README's table was measured with;
@@ -20,7 +21,7 @@ BENCH_INDEX_ARGS ?= --sizes real 100000 1000000 --dims 384
 SERVE_ARGS ?=
 LOOKUPS ?= "UdeG" "MIT" "Batman Üniversitesi"
 
-.PHONY: setup pipeline data teacher student evaluate lookups serve bench test lint clean-artifacts
+.PHONY: setup pipeline data teacher cross student evaluate lookups serve bench test lint clean-artifacts
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,10 @@ data: setup
 
 teacher: setup
 	$(BIN)/python scripts/train_alias_label.py $(DATA_ARGS) $(TEACHER_ARGS)
+
+# The teacher's cross-encoder, and its reranker refitted with its scores.
+cross: setup
+	$(BIN)/python scripts/train_cross_encoder.py $(CROSS_ARGS)
 
 student: setup
 	$(BIN)/python scripts/distill_model.py $(STUDENT_ARGS)
@@ -55,6 +60,7 @@ pipeline: setup
 	$(BIN)/python scripts/gpu_check.py
 	$(BIN)/python scripts/prepare_data.py $(DATA_ARGS)
 	$(BIN)/python scripts/train_alias_label.py $(DATA_ARGS) $(TEACHER_ARGS)
+	$(BIN)/python scripts/train_cross_encoder.py $(CROSS_ARGS)
 	$(BIN)/python scripts/distill_model.py $(STUDENT_ARGS)
 	$(BIN)/python scripts/evaluate_student.py $(EVAL_ARGS)
 	$(MAKE) --no-print-directory lookups

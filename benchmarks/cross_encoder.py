@@ -5,10 +5,11 @@ This trains sentence-transformers' ``CrossEncoder`` from the bundled all-MiniLM-
 aliases, each against its gold label and the hard negatives the model's first stage ranks highest
 (by the hybrid's fused score), with binary cross-entropy. It then scores each validation and test
 alias's top candidates by fused score (``--cross-top``; on this CPU every candidate would cost
-several times more) and refits the reranker as ``calibrate`` fits it (entity folds on validation, out-of-fold
-temperature and abstain), with and without the cross-encoder's score and its gap to the query's
-best as two more features; the cross-encoder ranking the candidates alone is reported too. Last, it
-times scoring one lookup's candidates with the cross-encoder against the whole reranked lookup.
+several times more) and refits the reranker as ``calibrate`` fits it (entity folds on validation,
+out-of-fold temperature and abstain), with and without the cross-encoder's score and its gap to
+the query's best as two more features; the cross-encoder ranking the candidates alone is reported
+too. Last, it times scoring one lookup's candidates with the cross-encoder against the whole
+reranked lookup.
 
 Reads   data/processed/, the trained model (default: the teacher) with its indexes and calibration
 Writes  benchmarks/results/cross_encoder_<model>.json
@@ -27,7 +28,6 @@ from pathlib import Path
 import numpy as np
 from harness import add_reranker_args, percentiles, reranker_tables, save_results
 
-from alias_label.metrics import classes_of
 from alias_label.models.load import bundled_model_path
 from alias_label.search.abstain import abstain_quality
 from alias_label.search.calibration import CONFIDENCE
@@ -37,6 +37,7 @@ from alias_label.search.rerank import (
     fit_abstain_shares,
     fit_out_of_fold,
     outcome_metrics,
+    pairs_table,
     ranked_outcome,
     score_table,
     top_shares,
@@ -72,10 +73,7 @@ def train_sample(stage, split, size: int, seed: int):
     if size and size < len(train):
         chosen = np.sort(np.random.default_rng(seed).choice(len(train), size, replace=False))
         train = train.iloc[chosen]
-    rows, matrices = stage.candidates(train["alias"].tolist())
-    gold = split.label_classes[split.label_rows(train["label"])]
-    relevance = [(classes_of(r, split.label_classes) == g).astype(int) for r, g in zip(rows, gold, strict=True)]
-    return train, (rows, matrices, relevance, train["qid"].to_numpy())
+    return train, pairs_table(stage, split, train)
 
 
 def mined_pairs(table, aliases: list[str], gold: list[str], labels: np.ndarray, negatives: int) -> dict:

@@ -155,7 +155,8 @@ def build_all(args: argparse.Namespace, processes: Processes) -> dict:
         return {}
     record_indexes(model_dir, written)
     dense = load_dense(model_dir, device, int8=False)
-    calibrate(model_dir, role, split, dense.searcher, args.target_precision, args.rerank_candidates)
+    calibrate(model_dir, role, split, dense.searcher, args.target_precision, args.rerank_candidates,
+              args.cross_encoder)
     return written
 
 

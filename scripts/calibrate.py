@@ -8,7 +8,8 @@ Reads   data/processed/ (the val split), the model folder (models/trained/alias_
 Writes  <model folder>/calibration.json: the fusion weight (best val top-1 of weight * dense +
         (1 - weight) * TF-IDF ** exponent) and, for dense, hybrid and reranked search, the score
         threshold and runner-up margin with the highest val coverage at the target precision;
-        <model folder>/reranker.json and reranker_boosters.json: the reranker (docs/rerank.md).
+        <model folder>/reranker.json and reranker_boosters.json: the reranker (docs/rerank.md), with
+        the cross-encoder's scores among its features when the folder has one (train_cross_encoder.py).
 
 Example:
     python scripts/calibrate.py --model teacher --target-precision 0.95
@@ -52,7 +53,7 @@ def main(args: argparse.Namespace) -> dict:
     dense = load_dense(args.model, args.device, int8=False)
     check_split(dense, split.fingerprint)
     return calibrate(dense.model_dir, dense.name, split, dense.searcher, args.target_precision,
-                     args.rerank_candidates)
+                     args.rerank_candidates, args.cross_encoder)
 
 
 if __name__ == "__main__":

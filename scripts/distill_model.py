@@ -258,7 +258,8 @@ def index_and_validate(student, split, embeddings: dict, args) -> dict:
     index_embeddings = embeddings if args.index_vectors == "teacher" else encode_candidates(student, split)
     write_indexes(index_embeddings, split, args.output, "student", args.index_dir, args)
     dense = Searcher("student", build_label_index(index_embeddings, split, args.label_keys), None, student)
-    calibrate(args.output, "student", split, dense, args.target_precision, args.rerank_candidates)
+    calibrate(args.output, "student", split, dense, args.target_precision, args.rerank_candidates,
+              args.cross_encoder)
     metrics, _, ranked = score_split(dense, split, "val")
     metrics["agreement"] = agreement(split, ranked[:, 0], teacher_top1(split, embeddings, "val", args.label_keys))
     return metrics

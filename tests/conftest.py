@@ -50,13 +50,16 @@ def swot_slice(tmp_path_factory) -> Path:
 # Three rounds of 4 epochs, the default round structure: each later one trains on negatives mined by the one before.
 TEACHER_SMOKE = ["--limit", "40", "--epochs", "4", "--batch-size", "16", "--lr", "3e-3", "--max-seq-length", "32"]
 STUDENT_SMOKE = ["--epochs", "3", "--batch-size", "16", "--lr", "1e-3", "--student-layers", "1"]
+CROSS_SMOKE = ["--train-aliases", "80", "--batch-size", "16", "--lr", "1e-3", "--device", "cpu"]
 
 
 @pytest.fixture(scope="session")
 def pipeline_home(tmp_path_factory, tiny_model, swot_slice) -> Path:
-    """One artifact root holding a finished smoke teacher and student, shared by read-only tests."""
+    """One artifact root holding a finished smoke teacher, its cross-encoder and the student, as
+    `make pipeline` builds them, shared by read-only tests."""
     import distill_model
     import train_alias_label
+    import train_cross_encoder
 
     home = tmp_path_factory.mktemp("pipeline_home")
     with pytest.MonkeyPatch.context() as patch:
@@ -64,6 +67,7 @@ def pipeline_home(tmp_path_factory, tiny_model, swot_slice) -> Path:
         patch.setenv("HF_HUB_OFFLINE", "1")
         train_alias_label.main(train_alias_label.parse_args(
             ["--data", str(swot_slice), "--base-model", str(tiny_model), *TEACHER_SMOKE]))
+        train_cross_encoder.main(train_cross_encoder.parse_args(["--base", str(tiny_model), *CROSS_SMOKE]))
         distill_model.main(distill_model.parse_args(STUDENT_SMOKE))
     return home
 

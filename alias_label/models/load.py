@@ -27,6 +27,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
 # Records our scripts write into a model folder; they describe the model but are not part of it.
 RECORD_FILES = {"training_config.json", "metrics.json", "calibration.json", "indexes.json", "reranker.json",
                 "reranker_boosters.json"}
+# A model of its own that the reranker reads beside the bi-encoder, kept in its folder and fingerprinted apart.
+CROSS_ENCODER_DIR = "cross_encoder"
 
 
 def bundled_model_path() -> Path:
@@ -112,7 +114,7 @@ def model_fingerprint(source: str | Path) -> str:
     if not path.is_dir():
         return f"hub:{source}"
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
-                   and p.name not in RECORD_FILES)
+                   and p.name not in RECORD_FILES and p.relative_to(path).parts[0] != CROSS_ENCODER_DIR)
     signature = tuple((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     return _hash_files(str(path.resolve()), signature)
 

@@ -20,6 +20,7 @@ from alias_label.index.tables import Candidates
 from alias_label.io import read_json, write_json
 from alias_label.models.load import model_fingerprint
 from alias_label.search.abstain import fit_abstain
+from alias_label.search.cross import has_cross_encoder, load_cross_encoder
 from alias_label.search.hybrid import FUSION_DEPTH, fit_fusion_weight, fuse
 from alias_label.search.rerank import CANDIDATES_PER_CHANNEL, FirstStage, fit_reranker
 from alias_label.search.scoring import is_right
@@ -31,9 +32,15 @@ CALIBRATION_FILE = "calibration.json"
 CONFIDENCE = 0.9  # one-sided confidence of the lower bound on validation precision that must clear the target
 
 
-def add_calibration_args(parser: argparse.ArgumentParser) -> None:
+def add_calibration_args(parser: argparse.ArgumentParser, cross_encoder_flag: bool = True) -> None:
+    """The flags of ``calibrate``; ``cross_encoder_flag`` False for a script that always fits with one."""
     parser.add_argument("--target-precision", type=float, default=0.95,
                         help="precision the abstain threshold must reach on validation (default: 0.95)")
+    if cross_encoder_flag:
+        parser.add_argument("--cross-encoder", action=argparse.BooleanOptionalAction, default=True,
+                            help="fit the reranker with the model folder's cross-encoder scores when it has one "
+                                 "(python scripts/train_cross_encoder.py), or without them (--no-cross-encoder) "
+                                 "(default: with)")
     parser.add_argument("--rerank-candidates", type=int, default=CANDIDATES_PER_CHANNEL,
                         help="candidates each first-stage channel proposes to the reranker; more raise the ceiling "
                              f"and the cost of a lookup (docs/rerank.md) (default: {CANDIDATES_PER_CHANNEL})")
@@ -71,10 +78,11 @@ def load_calibration(model_dir: Path, data_fingerprint: str, required: bool = Tr
 
 
 def calibrate(model_dir: Path, role: str, split: Split, dense: Searcher, target_precision: float = 0.95,
-              candidates_per_channel: int = CANDIDATES_PER_CHANNEL) -> dict:
+              candidates_per_channel: int = CANDIDATES_PER_CHANNEL, cross_encoder: bool = True) -> dict:
     """Fit the fusion weight, the reranker and every mode's abstain setting on validation; save them with the model.
 
-    ``dense`` is the float32 model's searcher (its label index and model).
+    ``dense`` is the float32 model's searcher (its label index and model). The reranker reads the
+    model folder's cross-encoder too when it has one, unless ``cross_encoder`` is False.
     """
     pairs = split.pairs("val")
     gold = split.label_rows(pairs["label"])
@@ -91,8 +99,10 @@ def calibrate(model_dir: Path, role: str, split: Split, dense: Searcher, target_
                  mode, abstain[mode]["threshold"], abstain[mode]["margin"], abstain[mode]["val"]["precision"],
                  abstain[mode]["val"]["coverage"], "" if abstain[mode]["met_target"] else " (target not met)")
     first_stage = FirstStage.build(dense, candidates, fusion, candidates_per_channel, lexical)
-    reranker = fit_reranker(first_stage, split, model_dir, role,
-                            target_precision, CONFIDENCE)
+    cross = None
+    if cross_encoder and has_cross_encoder(model_dir):
+        cross = load_cross_encoder(model_dir, candidates.labels["label"].to_numpy(), str(dense.model.device))
+    reranker = fit_reranker(first_stage, split, model_dir, role, target_precision, CONFIDENCE, cross=cross)
     abstain["rerank"] = reranker["abstain"]
     calibration = {"role": role, "split": "val", "data_fingerprint": split.fingerprint,
                    "model_fingerprint": model_fingerprint(model_dir), "fusion": fusion, "abstain": abstain}

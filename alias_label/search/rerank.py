@@ -36,6 +36,7 @@ from alias_label.models.load import model_fingerprint
 from alias_label.search.abstain import abstain_quality, fit_abstain
 from alias_label.search.acronym import AcronymIndex
 from alias_label.search.candidates import union
+from alias_label.search.cross import CROSS_FEATURES, CrossScorer
 from alias_label.search.features import FEATURES, GROUPS, LabelTable, pair_features
 from alias_label.search.searchers import lexical_searcher
 
@@ -189,9 +190,10 @@ class RerankSearcher:
     temperature: float
     features: list[str]
     reverse: object  # the hybrid searcher, for aliases_for
+    cross: CrossScorer | None = None  # for a reranker fitted with the cross-encoder's features
 
     def __post_init__(self):
-        self.columns = [FEATURES.index(name) for name in self.features]
+        self.columns = [columns_of(self.cross).index(name) for name in self.features]
 
     def raw_scores(self, features: np.ndarray) -> np.ndarray:
         return mean_raw(self.boosters, [features], self.columns)[0]
@@ -199,6 +201,8 @@ class RerankSearcher:
     def labels_for(self, aliases, k: int = 10):
         aliases = list(aliases)
         rows, features = self.first_stage.candidates(aliases)
+        if self.cross is not None:
+            features = self.cross.extend(aliases, rows, features)
         scores = np.zeros((len(aliases), k), dtype=np.float32)
         ids = np.full((len(aliases), k), -1, dtype=np.int64)
         for i, (candidate_rows, matrix) in enumerate(zip(rows, features, strict=True)):
@@ -214,10 +218,22 @@ class RerankSearcher:
         return self.reverse.aliases_for(labels, k)
 
 
-def training_table(first_stage: FirstStage, split: Split, part: str = "val"):
+def columns_of(cross: CrossScorer | None) -> list[str]:
+    """The feature columns of the tables a reranker reads: the first stage's, and the cross-encoder's when it scores."""
+    return FEATURES + CROSS_FEATURES if cross is not None else FEATURES
+
+
+def training_table(first_stage: FirstStage, split: Split, part: str = "val", cross: CrossScorer | None = None):
     """Features, relevance (1 for the gold label, up to case and accents) and groups of one split's aliases."""
-    pairs = split.pairs(part)
-    rows, features = first_stage.candidates(pairs["alias"].tolist())
+    return pairs_table(first_stage, split, split.pairs(part), cross)
+
+
+def pairs_table(first_stage: FirstStage, split: Split, pairs, cross: CrossScorer | None = None):
+    """``training_table`` for any (alias, label, qid) rows of the split, such as a sample of one part."""
+    aliases = pairs["alias"].tolist()
+    rows, features = first_stage.candidates(aliases)
+    if cross is not None:
+        features = cross.extend(aliases, rows, features)
     gold = split.label_classes[split.label_rows(pairs["label"])]
     relevance = [(classes_of(candidate_rows, split.label_classes) == g).astype(int)
                  for candidate_rows, g in zip(rows, gold, strict=True)]
@@ -344,17 +360,20 @@ def score_table(fitted: dict, table, features: list[str], columns_of: list[str] 
 
 
 def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: str, target_precision: float,
-                 confidence: float, features: list[str] | None = None, folds: int = FOLDS, seed: int = 13) -> dict:
+                 confidence: float, features: list[str] | None = None, folds: int = FOLDS, seed: int = 13,
+                 cross: CrossScorer | None = None) -> dict:
     """Fit the reranker's fold models on validation, its temperature and abstain out of fold; save it.
 
+    With ``cross``, the cross-encoder's features join the first stage's (by default all of them).
     Returns the sidecar: out-of-fold validation figures, the abstain setting, and what was checked.
     """
     import lightgbm
 
-    features = list(features or FEATURES)
+    columns = columns_of(cross)
+    features = list(features or columns)
     params = booster_params(role)
-    fitted = fit_out_of_fold(training_table(first_stage, split, "val"), features, target_precision, confidence,
-                             folds, seed, params)
+    fitted = fit_out_of_fold(training_table(first_stage, split, "val", cross), features, target_precision,
+                             confidence, folds, seed, params, columns)
     boosters, abstain, val = fitted["boosters"], fitted["abstain"], fitted["val"]
     boosters_text = json.dumps([booster.model_to_string() for booster in boosters])
     with atomic_path(Path(model_dir) / BOOSTERS_FILE) as tmp:
@@ -365,11 +384,13 @@ def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: s
                "data_fingerprint": split.fingerprint, "model_fingerprint": model_fingerprint(model_dir),
                "boosters_sha256": hashlib.sha256(boosters_text.encode()).hexdigest(),
                "lightgbm": lightgbm.__version__, "booster_params": params,
+               "cross_encoder": cross.fingerprint if cross is not None else None,
                "temperature": fitted["temperature"],
                "abstain": abstain, "val_out_of_fold": val}
     write_json(Path(model_dir) / RERANKER_FILE, sidecar)
-    log.info("%s reranker: val top1 %.4f out of fold (candidates hold the gold label for %.4f); abstain at "
-             "share >= %.3f, margin >= %.3f -> val precision %.3f, coverage %.3f%s", role, val["top1"],
+    log.info("%s reranker%s: val top1 %.4f out of fold (candidates hold the gold label for %.4f); abstain at "
+             "share >= %.3f, margin >= %.3f -> val precision %.3f, coverage %.3f%s", role,
+             "" if cross is None else " with the cross-encoder", val["top1"],
              val["candidate_recall"], abstain["threshold"], abstain["margin"], abstain["val"]["precision"] or 0.0,
              abstain["val"]["coverage"], "" if abstain["met_target"] else " (target not met)")
     return sidecar
@@ -391,7 +412,7 @@ def load_reranker(model_dir: Path, data_fingerprint: str, fix: str) -> tuple[dic
         if sidecar.get(key) != expected:
             raise UserError(f"{sidecar_file} does not match its {key.split('_')[0]} (stale or damaged). "
                             f"Refit it with: {fix}")
-    unknown = set(sidecar["features"]) - set(FEATURES)
+    unknown = set(sidecar["features"]) - set(FEATURES + CROSS_FEATURES)
     if unknown:
         raise UserError(f"{sidecar_file} uses features this version does not compute ({sorted(unknown)}). "
                         f"Refit it with: {fix}")

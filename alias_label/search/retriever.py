@@ -25,6 +25,7 @@ from alias_label.models.load import load_model, pick_device
 from alias_label.models.quantize import INT8_SCHEMES, int8_by_default, quantize_int8
 from alias_label.search.abstain import confident
 from alias_label.search.calibration import CALIBRATION_FILE, calibration_command, load_calibration
+from alias_label.search.cross import CROSS_FEATURES, load_cross_encoder
 from alias_label.search.rerank import FirstStage, RerankSearcher, load_reranker
 from alias_label.search.searchers import Searcher, hybrid_of
 
@@ -158,7 +159,8 @@ def as_hybrid(dense: Retriever, lexical: Searcher | None = None) -> Retriever:
 
 
 def as_rerank(dense: Retriever, lexical: Searcher | None = None) -> Retriever:
-    """The dense retriever's first stage reranked by its fitted reranker, with the reranked abstain.
+    """The dense retriever's first stage reranked by its fitted reranker, with the reranked abstain;
+    the model's cross-encoder scores too when the reranker was fitted with it.
 
     Label -> alias lookups stay the hybrid's. ``lexical`` reuses a TF-IDF searcher over the same candidates.
     """
@@ -167,8 +169,12 @@ def as_rerank(dense: Retriever, lexical: Searcher | None = None) -> Retriever:
     first_stage = FirstStage.build(dense.searcher, dense.candidates, dense.calibration["fusion"],
                                    sidecar["candidates_per_channel"],
                                    hybrid.searcher.lexical)
+    cross = None
+    if set(sidecar["features"]) & set(CROSS_FEATURES):
+        cross = load_cross_encoder(dense.model_dir, dense.candidates.labels["label"].to_numpy(),
+                                   str(dense.searcher.model.device), sidecar.get("cross_encoder"))
     searcher = RerankSearcher(f"{dense.name}_rerank", first_stage, boosters, sidecar["temperature"],
-                              sidecar["features"], hybrid.searcher)
+                              sidecar["features"], hybrid.searcher, cross)
     return Retriever(searcher.name, searcher, dense.candidates, sidecar["abstain"], dense.calibration, dense.model_dir)
 
 

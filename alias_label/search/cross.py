@@ -1,0 +1,105 @@
+"""A cross-encoder's scores as two more reranker features, and loading one from a model folder.
+
+A bi-encoder compares two embeddings made apart; a cross-encoder reads the alias and a candidate
+label together, so it can weigh which words of one answer which of the other. On a CPU it costs
+a forward pass per pair, so it scores only each alias's ``top`` candidates by the hybrid's fused
+score, the ones a right answer is almost always among; the others get no score, which LightGBM
+reads as missing. The features are its score and its gap to the alias's best.
+
+A model's cross-encoder lives in its folder, ``cross_encoder/``, with the record of how it was
+trained (``training_config.json``: the data and the bi-encoder it mined negatives from). The
+reranker's sidecar names the cross-encoder it was fitted with, and a lookup refuses another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from alias_label.errors import UserError
+from alias_label.index.bundle import model_name
+from alias_label.io import read_json
+from alias_label.models.load import CROSS_ENCODER_DIR, model_fingerprint
+from alias_label.search.features import COLUMN
+
+CROSS_DIR = CROSS_ENCODER_DIR
+CROSS_FEATURES = ["cross_encoder", "cross_encoder_gap"]
+CROSS_TOP = 20
+
+
+def cross_dir(model_dir: Path) -> Path:
+    return Path(model_dir) / CROSS_DIR
+
+
+def has_cross_encoder(model_dir: Path) -> bool:
+    return (cross_dir(model_dir) / "training_config.json").exists()
+
+
+def head(matrix: np.ndarray, top: int) -> np.ndarray:
+    """The positions of an alias's ``top`` candidates by the hybrid's fused score: those the cross-encoder scores."""
+    return np.argsort(-matrix[:, COLUMN["fused"]], kind="stable")[:top]
+
+
+@dataclass
+class CrossScorer:
+    """A trained cross-encoder and how many candidates of each alias it scores."""
+
+    model: object  # a sentence-transformers CrossEncoder
+    labels: np.ndarray  # the label texts, by label row
+    top: int = CROSS_TOP
+    fingerprint: str = ""
+    batch_size: int = 256
+
+    def scores(self, aliases: list[str], rows: list[np.ndarray], matrices: list[np.ndarray]) -> list[np.ndarray]:
+        """Per alias, the cross-encoder's score of each candidate among its ``top``, NaN for the rest."""
+        heads = [head(matrix, self.top) for matrix in matrices]
+        pairs = [(alias, self.labels[r[i]]) for alias, r, h in zip(aliases, rows, heads, strict=True) for i in h]
+        flat = np.asarray(self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False),
+                          dtype=np.float32) if pairs else np.empty(0, np.float32)
+        out = []
+        for r, h, chunk in zip(rows, heads, np.split(flat, np.cumsum([len(h) for h in heads])[:-1]), strict=True):
+            full = np.full(len(r), np.nan, dtype=np.float32)
+            full[h] = chunk
+            out.append(full)
+        return out
+
+    def extend(self, aliases: list[str], rows: list[np.ndarray], matrices: list[np.ndarray]) -> list[np.ndarray]:
+        """The feature matrices with ``CROSS_FEATURES`` as two more columns."""
+        return with_cross_features(matrices, self.scores(aliases, rows, matrices))
+
+
+def with_cross_features(matrices: list[np.ndarray], scores: list[np.ndarray]) -> list[np.ndarray]:
+    """Each matrix with the cross-encoder's score and its gap to the alias's best score appended."""
+    extended = []
+    for matrix, score in zip(matrices, scores, strict=True):
+        best = np.nanmax(score) if np.isfinite(score).any() else 0.0
+        extended.append(np.column_stack([matrix, score, score - best]).astype(np.float32))
+    return extended
+
+
+def cross_command(model_dir: Path) -> str:
+    """The command that trains a model folder's cross-encoder (and refits its reranker with it)."""
+    return f"python scripts/train_cross_encoder.py --model {model_name(model_dir)}"
+
+
+def load_cross_encoder(model_dir: Path, labels: np.ndarray, device: str, expected: str | None = None) -> CrossScorer:
+    """The model folder's cross-encoder over these label texts, checked against the bi-encoder it was
+    trained with and, when ``expected`` is given, against the fingerprint the reranker was fitted with."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    folder, fix = cross_dir(model_dir), cross_command(model_dir)
+    if not has_cross_encoder(model_dir):
+        raise UserError(f"{model_dir} has no cross-encoder ({CROSS_DIR}/), but its reranker was fitted with one. "
+                        f"Train it with: {fix}")
+    record = read_json(folder / "training_config.json")
+    fingerprint = model_fingerprint(folder)
+    if record.get("bi_encoder_fingerprint") != model_fingerprint(model_dir):
+        raise UserError(f"{folder} was trained on the candidates of another model than {model_dir} (stale). "
+                        f"Retrain it with: {fix}")
+    if expected is not None and fingerprint != expected:
+        raise UserError(f"{folder} is not the cross-encoder the reranker of {model_dir} was fitted with (stale or "
+                        f"damaged). Retrain it with: {fix}")
+    model = CrossEncoder(str(folder), device=device, max_length=record.get("max_length"))
+    return CrossScorer(model, np.asarray(labels, dtype=object), int(record.get("top", CROSS_TOP)), fingerprint)

@@ -1,0 +1,131 @@
+"""The cross-encoder: its features, its training pairs, the script that trains it and refits the
+reranker, and a lookup that refuses a cross-encoder the reranker was not fitted with."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from conftest import CROSS_SMOKE
+
+from alias_label import load_retriever
+from alias_label.errors import UserError
+from alias_label.io import read_json
+from alias_label.models.load import model_fingerprint
+from alias_label.search.cross import CROSS_FEATURES, CrossScorer, cross_dir, with_cross_features
+from alias_label.search.features import COLUMN, FEATURES
+from alias_label.search.rerank import RERANKER_FILE
+from alias_label.train.cross_encoder import mined_pairs
+
+
+class LengthModel:
+    """A stand-in cross-encoder whose score is the label's length, so each score names its pair."""
+
+    def __init__(self):
+        self.pairs = []
+
+    def predict(self, pairs, batch_size, show_progress_bar):
+        self.pairs += pairs
+        return np.array([len(label) for _, label in pairs], dtype=np.float32)
+
+
+def fused_matrix(fused: list[float]) -> np.ndarray:
+    matrix = np.zeros((len(fused), len(FEATURES)), dtype=np.float32)
+    matrix[:, COLUMN["fused"]] = fused
+    return matrix
+
+
+def test_only_the_top_candidates_by_fused_score_are_scored_and_the_gap_is_to_the_best():
+    labels = np.array(["a", "bbb", "cc", "dddd", "eeeee"], dtype=object)
+    model = LengthModel()
+    scorer = CrossScorer(model, labels, top=2)
+    rows = [np.array([0, 1, 2, 3]), np.array([4]), np.array([], dtype=np.int64)]
+    matrices = [fused_matrix([0.1, 0.9, 0.5, 0.2]), fused_matrix([0.3]), fused_matrix([])]
+    extended = scorer.extend(["x", "y", "z"], rows, matrices)
+    assert model.pairs == [("x", "bbb"), ("x", "cc"), ("y", "eeeee")]
+    assert [m.shape[1] for m in extended] == [len(FEATURES) + 2] * 3
+    score, gap = extended[0][:, -2], extended[0][:, -1]
+    assert np.isnan(score[[0, 3]]).all() and np.isnan(gap[[0, 3]]).all()
+    assert score[1] == 3 and score[2] == 2 and gap[1] == 0 and gap[2] == -1
+    assert extended[1][0, -2] == 5 and extended[1][0, -1] == 0 and len(extended[2]) == 0
+    assert np.array_equal(extended[0][:, :len(FEATURES)], matrices[0])
+
+
+def test_an_alias_with_no_scored_candidate_gets_missing_values_not_an_error():
+    (matrix,) = with_cross_features([fused_matrix([0.2, 0.1])], [np.full(2, np.nan, dtype=np.float32)])
+    assert np.isnan(matrix[:, -2:]).all()
+
+
+def test_each_alias_trains_against_its_gold_label_and_its_hardest_wrong_candidates():
+    labels = np.array(["Gold", "Near", "Far", "Nearest", "Other gold"], dtype=object)
+    rows = [np.array([0, 1, 2, 3])]
+    relevance = [np.array([1, 0, 0, 0])]
+    table = (rows, [fused_matrix([0.9, 0.5, 0.1, 0.7])], relevance, np.array(["q1"]))
+    pairs = mined_pairs(table, ["alias"], ["Gold"], labels, negatives=2)
+    assert pairs == {"query": ["alias"] * 3, "passage": ["Gold", "Nearest", "Near"], "label": [1.0, 0.0, 0.0]}
+
+
+@pytest.fixture()
+def crossed(home, pipeline_home):
+    for folder in ("data", "models", "faiss"):
+        shutil.copytree(pipeline_home / folder, home / folder)
+    return home / "models/trained/alias_label_teacher"
+
+
+def test_the_pipelines_teacher_reranks_with_its_cross_encoder_and_the_student_without(in_pipeline_home):
+    teacher_dir = in_pipeline_home / "models/trained/alias_label_teacher"
+    record = read_json(cross_dir(teacher_dir) / "training_config.json")
+    sidecar = read_json(teacher_dir / RERANKER_FILE)
+    assert sidecar["features"] == FEATURES + CROSS_FEATURES
+    assert sidecar["cross_encoder"] == model_fingerprint(cross_dir(teacher_dir))
+    assert record["bi_encoder_fingerprint"] == model_fingerprint(teacher_dir)
+    assert record["train_pairs"] > record["train_aliases"] == 80
+    teacher = load_retriever("teacher")
+    assert teacher.searcher.cross is not None and teacher.searcher.cross.top == record["top"]
+    table = teacher.lookup(["UdeG", "Batman Üniversitesi"], k=3)
+    assert len(table) == 6 and table.groupby("query")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+    student = load_retriever("student")
+    assert student.searcher.cross is None
+    assert read_json(in_pipeline_home / f"models/trained/alias_label_student/{RERANKER_FILE}")["features"] == FEATURES
+
+
+def test_a_second_run_reuses_the_cross_encoder_and_refits_the_reranker(crossed, tiny_model, caplog):
+    import train_cross_encoder
+
+    weights = {p.name: p.stat().st_mtime_ns for p in cross_dir(crossed).iterdir()}
+    (crossed / RERANKER_FILE).unlink()
+    with caplog.at_level(logging.INFO):
+        train_cross_encoder.main(train_cross_encoder.parse_args(["--base", str(tiny_model), *CROSS_SMOKE]))
+    assert "reusing" in caplog.text
+    assert {p.name: p.stat().st_mtime_ns for p in cross_dir(crossed).iterdir()} == weights
+    assert read_json(crossed / RERANKER_FILE)["features"] == FEATURES + CROSS_FEATURES
+
+
+def test_a_changed_cross_encoder_is_refused_with_the_command_that_fixes_it(crossed):
+    weights = next(cross_dir(crossed).glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes() + b" ")
+    with pytest.raises(UserError, match="not the cross-encoder the reranker.*python scripts/train_cross_encoder.py"):
+        load_retriever("teacher")
+    shutil.rmtree(cross_dir(crossed))
+    with pytest.raises(UserError, match="has no cross-encoder.*python scripts/train_cross_encoder.py --model teacher"):
+        load_retriever("teacher")
+    # The bi-encoder itself is unchanged by its companion: its indexes and calibration still load.
+    assert load_retriever("teacher", mode="hybrid").lookup(["UdeG"], k=1)["rank"].tolist() == [1]
+
+
+def test_calibrate_without_the_cross_encoder_fits_the_first_stage_features_alone(crossed):
+    import calibrate
+
+    calibrate.main(calibrate.parse_args(["--model", "teacher", "--no-cross-encoder"]))
+    assert read_json(crossed / RERANKER_FILE)["features"] == FEATURES
+    assert load_retriever("teacher").searcher.cross is None
+
+
+def test_bad_flags_are_refused_with_what_to_pass(capsys):
+    import train_cross_encoder
+
+    with pytest.raises(SystemExit):
+        train_cross_encoder.parse_args(["--top", "0"])
+    assert "--top 0 must be at least 1" in capsys.readouterr().err
