@@ -30,7 +30,6 @@ from harness import add_reranker_args, reranker_tables, save_results
 
 from alias_label.search.abstain import abstain_quality, fit_abstain
 from alias_label.search.calibration import CONFIDENCE
-from alias_label.search.features import FEATURES
 from alias_label.search.rerank import (
     FOLDS,
     booster_params,
@@ -56,7 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def top_answer_features(raw: list[np.ndarray], matrices: list[np.ndarray], temperature: float) -> np.ndarray:
     """Per alias: its top share, share margin, top raw score, raw margin and candidate count, then
     the top candidate's features (NaN where the alias has no candidate)."""
-    out = np.full((len(raw), 5 + len(FEATURES)), np.nan, dtype=np.float32)
+    width = max((m.shape[1] for m in matrices), default=0)
+    out = np.full((len(raw), 5 + width), np.nan, dtype=np.float32)
     for i, (scores, matrix) in enumerate(zip(raw, matrices, strict=True)):
         if not len(scores):
             continue
@@ -97,10 +97,10 @@ def as_scores(probability: np.ndarray) -> np.ndarray:
     return np.c_[probability, np.zeros_like(probability)].astype(np.float32)
 
 
-def one_seed(tables: dict, seed: int, target_precision: float, params: dict) -> dict:
+def one_seed(tables: dict, columns: list[str], seed: int, target_precision: float, params: dict) -> dict:
     val, test = tables["val"], tables["test"]
-    fitted = fit_out_of_fold(val, FEATURES, target_precision, CONFIDENCE, seed=seed, params=params)
-    raw_test = mean_raw(fitted["boosters"], test[1], list(range(len(FEATURES))))
+    fitted = fit_out_of_fold(val, columns, target_precision, CONFIDENCE, seed=seed, params=params, columns_of=columns)
+    raw_test = mean_raw(fitted["boosters"], test[1], list(range(len(columns))))
     right_val, right_test = fitted["right"], ranked_outcome(raw_test, test[2])[1]
     temperature = fitted["temperature"]
     share_test = top_shares(raw_test, temperature)
@@ -123,15 +123,16 @@ def one_seed(tables: dict, seed: int, target_precision: float, params: dict) -> 
 
 
 def main(args) -> dict:
-    _, dense, _, tables = reranker_tables(args.model)
+    _, dense, _, tables, columns = reranker_tables(args.model)
     params = booster_params(dense.name)
-    fits = {seed: one_seed(tables, seed, args.target_precision, params) for seed in args.seeds}
+    fits = {seed: one_seed(tables, columns, seed, args.target_precision, params) for seed in args.seeds}
     for seed, methods in fits.items():
         for name, m in methods.items():
             print(f"seed {seed}, {name}: val coverage {m['val_coverage']:.2%} (ceiling {m['val_ceiling']:.2%}), "
                   f"test coverage {m['test']['coverage']:.2%} at precision {m['test']['precision'] or 0:.2%} "
                   f"(ceiling {m['test_ceiling']:.2%})")
-    figures = {"model": args.model, "seeds": args.seeds, "target_precision": args.target_precision,
+    figures = {"model": args.model, "features": columns, "seeds": args.seeds,
+               "target_precision": args.target_precision,
                "booster_params": params,
                "classifier_params": CLASSIFIER_PARAMS, "fits": {str(seed): methods for seed, methods in fits.items()}}
     save_results(f"abstain_confidence_{Path(str(args.model)).name}", figures, args.results_dir)

@@ -19,7 +19,8 @@ from alias_label.index.dense import IndexSpec, build_index, save_index
 from alias_label.io import write_json
 from alias_label.models.encode import encode
 from alias_label.paths import REPO_ROOT
-from alias_label.search.rerank import FirstStage, training_table
+from alias_label.search.cross import has_cross_encoder, load_cross_encoder
+from alias_label.search.rerank import FirstStage, columns_of, training_table
 from alias_label.search.retriever import check_split, load_dense
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -158,13 +159,19 @@ def add_reranker_args(parser, seeds: bool = False) -> None:
 
 def reranker_tables(model: str) -> tuple:
     """What a reranker is fitted and scored on, computed once: the split, the model's dense retriever,
-    its first stage, and the val and test aliases' candidates and features (``training_table``).
+    its first stage, the val and test aliases' candidates and features (``training_table``), and the
+    names of the features' columns.
 
-    The model runs in float32, as ``calibrate`` runs it to fit the saved reranker, so a refit here
-    with the default features and seed reproduces that one.
+    As ``calibrate`` fits the saved reranker: the model runs in float32, and the model folder's
+    cross-encoder, when it has one, adds its columns; so a refit here with every column and the
+    default seed reproduces the saved one.
     """
     split = load_split()
     dense = load_dense(model, "cpu", int8=False)
     check_split(dense, split.fingerprint)
     stage = FirstStage.build(dense.searcher, dense.candidates, dense.calibration["fusion"])
-    return split, dense, stage, {part: training_table(stage, split, part) for part in ("val", "test")}
+    cross = None
+    if has_cross_encoder(dense.model_dir):
+        cross = load_cross_encoder(dense.model_dir, dense.candidates.labels["label"].to_numpy(), "cpu")
+    tables = {part: training_table(stage, split, part, cross) for part in ("val", "test")}
+    return split, dense, stage, tables, columns_of(cross)

@@ -25,7 +25,8 @@ from pathlib import Path
 from harness import add_reranker_args, percentiles, reranker_tables, save_results
 
 from alias_label.search.calibration import CONFIDENCE
-from alias_label.search.features import FEATURES, GROUPS
+from alias_label.search.cross import CROSS_FEATURES
+from alias_label.search.features import GROUPS
 from alias_label.search.rerank import booster_params, fit_out_of_fold, score_table
 from alias_label.search.retriever import as_hybrid, as_rerank, load_dense
 from alias_label.search.scoring import score_split
@@ -38,9 +39,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def variants() -> dict[str, list[str]]:
-    return {"all": FEATURES, **{f"without {group}": [f for f in FEATURES if f not in names]
-                                for group, names in GROUPS.items()}}
+def variants(columns: list[str]) -> dict[str, list[str]]:
+    """Every column, then every column but one group's: the first stage's groups, and the
+    cross-encoder's when the model has one."""
+    groups = {**GROUPS, **({"cross-encoder": CROSS_FEATURES} if CROSS_FEATURES[0] in columns else {})}
+    return {"all": columns, **{f"without {group}": [f for f in columns if f not in names]
+                               for group, names in groups.items()}}
 
 
 def single_lookup_p50(retriever, aliases: list[str]) -> float:
@@ -55,13 +59,13 @@ def single_lookup_p50(retriever, aliases: list[str]) -> float:
 
 
 def main(args) -> dict:
-    split, float32_dense, stage, tables = reranker_tables(args.model)
+    split, float32_dense, stage, tables, columns = reranker_tables(args.model)
     role = float32_dense.name
     rows = {}
-    for name, features in variants().items():
+    for name, features in variants(columns).items():
         fitted = fit_out_of_fold(tables["val"], features, args.target_precision, CONFIDENCE,
-                                 params=booster_params(role))
-        test = score_table(fitted, tables["test"], features)
+                                 params=booster_params(role), columns_of=columns)
+        test = score_table(fitted, tables["test"], features, columns_of=columns)
         rows[name] = {"val": fitted["val"], "test": test, "abstain": fitted["abstain"]}
         print(f"{name}: val top-1 {fitted['val']['top1']:.2%}, test top-1 {test['top1']:.2%}, test precision "
               f"{test['abstain']['precision'] or 0:.2%} at coverage {test['abstain']['coverage']:.2%}")

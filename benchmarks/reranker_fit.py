@@ -26,7 +26,6 @@ import numpy as np
 from harness import add_reranker_args, reranker_tables, save_results
 
 from alias_label.search.calibration import CONFIDENCE
-from alias_label.search.features import FEATURES
 from alias_label.search.rerank import (
     BOOSTER_PARAMS,
     booster_params,
@@ -47,7 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def refitted_on_all(fitted: dict, table, seed: int, params: dict) -> dict:
     """The same fit, but one model refitted on every validation alias ranks instead of the fold models."""
     _, matrices, relevance, _ = table
-    return {**fitted, "boosters": [fit_boosters(matrices, relevance, list(range(len(FEATURES))), seed, params)]}
+    return {**fitted, "boosters": [fit_boosters(matrices, relevance, list(range(matrices[0].shape[1])), seed,
+                                                params)]}
 
 
 def predict_ms(boosters: list, matrices: list[np.ndarray], repeats: int = 3) -> float:
@@ -60,11 +60,13 @@ def predict_ms(boosters: list, matrices: list[np.ndarray], repeats: int = 3) -> 
     return (time.perf_counter() - start) * 1000 / (repeats * len(sample))
 
 
-def one_fit(tables: dict, lookup_model: str, seed: int, target_precision: float, params: dict) -> dict:
-    fitted = fit_out_of_fold(tables["val"], FEATURES, target_precision, CONFIDENCE, seed=seed, params=params)
+def one_fit(tables: dict, columns: list[str], lookup_model: str, seed: int, target_precision: float,
+            params: dict) -> dict:
+    fitted = fit_out_of_fold(tables["val"], columns, target_precision, CONFIDENCE, seed=seed, params=params,
+                             columns_of=columns)
     if lookup_model == "refitted on all":
         fitted = refitted_on_all(fitted, tables["val"], seed, params)
-    test = score_table(fitted, tables["test"], FEATURES)
+    test = score_table(fitted, tables["test"], columns, columns_of=columns)
     return {"val_top1": fitted["val"]["top1"], "test_top1": test["top1"],
             "val_coverage": fitted["abstain"]["val"]["coverage"], "test_coverage": test["abstain"]["coverage"],
             "test_precision": test["abstain"]["precision"],
@@ -80,19 +82,20 @@ def summary(fits: list[dict]) -> dict:
 
 
 def main(args) -> dict:
-    _, dense, _, tables = reranker_tables(args.model)
+    _, dense, _, tables, columns = reranker_tables(args.model)
     variants = {}
     for trees, (n_estimators, learning_rate) in TREES.items():
         params = {**BOOSTER_PARAMS, "n_estimators": n_estimators, "learning_rate": learning_rate}
         for lookup_model in ("fold models", "refitted on all"):
             name = f"{trees}, {lookup_model}"
-            fits = [one_fit(tables, lookup_model, seed, args.target_precision, params) for seed in args.seeds]
+            fits = [one_fit(tables, columns, lookup_model, seed, args.target_precision, params) for seed in args.seeds]
             variants[name] = {"fits": fits, "summary": summary(fits)}
             means = {key: value["mean"] for key, value in variants[name]["summary"].items()}
             print(f"{name}: val top-1 {means['val_top1']:.2%}, test top-1 {means['test_top1']:.2%}, coverage "
                   f"val {means['val_coverage']:.2%} test {means['test_coverage']:.2%} at test precision "
                   f"{means['test_precision']:.2%}, predict {means['predict_ms']:.2f} ms")
-    figures = {"model": args.model, "seeds": args.seeds, "default_booster_params": booster_params(dense.name),
+    figures = {"model": args.model, "features": columns, "seeds": args.seeds,
+               "default_booster_params": booster_params(dense.name),
                "variants": variants}
     save_results(f"reranker_fit_{Path(str(args.model)).name}", figures, args.results_dir)
     return figures

@@ -18,6 +18,7 @@ import serve_load
 import torch
 
 from alias_label.data.split import load_split
+from alias_label.errors import UserError
 from alias_label.io import read_json
 from alias_label.search.retriever import load_dense
 
@@ -162,7 +163,10 @@ def test_rerank_ablation_refits_without_each_group(in_pipeline_home, tmp_path):
 
     figures = rerank_ablation.main(rerank_ablation.parse_args(["--latency-queries", "3", "--results-dir",
                                                                str(tmp_path)]))
-    assert set(figures["variants"]) == {"all", *(f"without {group}" for group in GROUPS)}
+    # The pipeline's teacher has a cross-encoder, so its two features are a group of their own.
+    assert set(figures["variants"]) == {"all", *(f"without {group}" for group in [*GROUPS, "cross-encoder"])}
+    assert figures["variants"]["all"]["val"] == read_json(
+        in_pipeline_home / "models/trained/alias_label_teacher/reranker.json")["val_out_of_fold"]
     for row in figures["variants"].values():
         assert 0 <= row["val"]["top1"] <= row["val"]["candidate_recall"] <= 1
         assert row["test"]["n"] == figures["hybrid"]["test"]["n"]
@@ -210,38 +214,29 @@ def test_abstain_confidence_fits_both_methods_out_of_fold(in_pipeline_home, tmp_
     assert read_json(tmp_path / "abstain_confidence_teacher.json")["seeds"] == [3]
 
 
-def test_cross_encoder_mines_hard_negatives_by_fused_score():
+def test_cross_encoder_refits_with_and_without_the_models_cross_encoder(in_pipeline_home, tmp_path):
     import cross_encoder
 
-    from alias_label.search.features import COLUMN
-
-    matrix = np.zeros((4, len(cross_encoder.FEATURES)))
-    matrix[:, COLUMN["fused"]] = [0.9, 0.2, 0.7, 0.5]
-    table = ([np.array([10, 11, 12, 13])], [matrix], [np.array([1, 0, 0, 0])], np.array(["q1"]))
-    labels = np.array([f"label {i}" for i in range(14)])
-    pairs = cross_encoder.mined_pairs(table, ["alias"], ["gold"], labels, negatives=2)
-    # The gold label first, then the two wrong candidates of highest fused score; the gold candidate
-    # (row 10) is never a negative.
-    assert pairs["passage"] == ["gold", "label 12", "label 13"] and pairs["label"] == [1.0, 0.0, 0.0]
-    assert list(cross_encoder.head(matrix, 2)) == [0, 2]
-
-
-def test_cross_encoder_scores_the_head_and_refits_with_it(in_pipeline_home, tmp_path):
-    import cross_encoder
-
-    figures = cross_encoder.main(cross_encoder.parse_args(
-        ["--train-aliases", "16", "--negatives", "2", "--cross-top", "3", "--latency-queries", "2",
-         "--results-dir", str(tmp_path)]))
-    assert figures["train_aliases"] == 16 and figures["train_pairs"] <= 16 * 3
+    figures = cross_encoder.main(cross_encoder.parse_args(["--latency-queries", "2", "--results-dir", str(tmp_path)]))
     assert set(figures["variants"]) == {"reranker", "reranker with the cross-encoder", "cross-encoder alone"}
     n_test = len(load_split().test)
     for row in figures["variants"].values():
         assert row["test"]["n"] == n_test and 0 <= row["test"]["top1"] <= row["test"]["candidate_recall"] <= 1
         assert 0 <= row["test"]["abstain"]["coverage"] <= 1
+    # The refit with every column is the saved reranker's fit, so its out-of-fold figures are the sidecar's.
+    saved = read_json(in_pipeline_home / "models/trained/alias_label_teacher/reranker.json")
+    assert figures["variants"]["reranker with the cross-encoder"]["val"] == saved["val_out_of_fold"]
     latency = figures["latency"]
-    assert latency["cross_encoder_vs_lookup_p50"] == pytest.approx(
+    assert 0 < latency["cross_encoder"]["p50_ms"] and latency["cross_encoder_share_of_lookup_p50"] == pytest.approx(
         latency["cross_encoder"]["p50_ms"] / latency["reranked_lookup"]["p50_ms"])
-    assert read_json(tmp_path / "cross_encoder_teacher.json")["cross_top"] == 3
+    assert read_json(tmp_path / "cross_encoder_teacher.json")["cross_encoder"]["train_aliases"] == 80
+
+
+def test_cross_encoder_names_the_fix_for_a_model_without_one(in_pipeline_home, tmp_path):
+    import cross_encoder
+
+    with pytest.raises(UserError, match="has no cross-encoder.*train_cross_encoder.py --model student"):
+        cross_encoder.main(cross_encoder.parse_args(["--model", "student", "--results-dir", str(tmp_path)]))
 
 
 def test_serve_load_checks_every_answer_and_reports_the_ratio(in_pipeline_home, tmp_path):

@@ -3,7 +3,8 @@
 For each alias the first stage proposes the union of the dense index's, TF-IDF's (with the
 labels' transliterated keys, and again with the alias transliterated) and the acronym channel's
 top ``k`` labels; the reranker scores each (alias, candidate) pair from the features in
-``alias_label.search.features`` and ranks them.
+``alias_label.search.features`` and ranks them. Where the model folder has a cross-encoder
+(``alias_label.search.cross``), its scores of each alias's first candidates are two more features.
 
 The splits stay honest. The model was trained on the train aliases, so its scores on them are
 overconfident: the reranker is fitted on the validation aliases only, in folds grouped by
