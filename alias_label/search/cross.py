@@ -50,7 +50,7 @@ class CrossScorer:
     labels: np.ndarray  # the label texts, by label row
     top: int = CROSS_TOP
     fingerprint: str = ""
-    batch_size: int = 256
+    batch_size: int = 32  # larger batches run slower per pair on a CPU, their activations out of cache
 
     def scores(self, aliases: list[str], rows: list[np.ndarray], matrices: list[np.ndarray]) -> list[np.ndarray]:
         """Per alias, the cross-encoder's score of each candidate among its ``top``, NaN for the rest."""
