@@ -24,13 +24,12 @@ from alias_label.io import read_json
 from alias_label.models.load import CROSS_ENCODER_DIR, model_fingerprint
 from alias_label.search.features import COLUMN
 
-CROSS_DIR = CROSS_ENCODER_DIR
 CROSS_FEATURES = ["cross_encoder", "cross_encoder_gap"]
 CROSS_TOP = 20
 
 
 def cross_dir(model_dir: Path) -> Path:
-    return Path(model_dir) / CROSS_DIR
+    return Path(model_dir) / CROSS_ENCODER_DIR
 
 
 def has_cross_encoder(model_dir: Path) -> bool:
@@ -91,8 +90,8 @@ def load_cross_encoder(model_dir: Path, labels: np.ndarray, device: str, expecte
 
     folder, fix = cross_dir(model_dir), cross_command(model_dir)
     if not has_cross_encoder(model_dir):
-        raise UserError(f"{model_dir} has no cross-encoder ({CROSS_DIR}/), but its reranker was fitted with one. "
-                        f"Train it with: {fix}")
+        raise UserError(f"{model_dir} has no cross-encoder ({CROSS_ENCODER_DIR}/), but its reranker was fitted with "
+                        f"one. Train it with: {fix}")
     record = read_json(folder / "training_config.json")
     fingerprint = model_fingerprint(folder)
     if record.get("bi_encoder_fingerprint") != model_fingerprint(model_dir):
