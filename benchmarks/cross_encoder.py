@@ -69,8 +69,8 @@ def cross_alone(tables, target_precision: float) -> dict:
             "abstain": abstain}
 
 
-def refit(tables, features: list[str], role: str, target_precision: float) -> dict:
-    columns = FEATURES + CROSS_FEATURES
+def refit(tables, columns: list[str], features: list[str], role: str, target_precision: float) -> dict:
+    """The reranker refitted on ``features``, of the tables' ``columns``, as ``calibrate`` fits it."""
     fitted = fit_out_of_fold(tables["val"], features, target_precision, CONFIDENCE, params=booster_params(role),
                              columns_of=columns)
     return {"val": fitted["val"], "test": score_table(fitted, tables["test"], features, columns_of=columns),
@@ -104,8 +104,9 @@ def main(args) -> dict:
     if columns != FEATURES + CROSS_FEATURES:
         raise UserError(f"{dense.model_dir} has no cross-encoder. Train it with: {cross_command(dense.model_dir)}")
     record = read_json(cross_dir(dense.model_dir) / "training_config.json")
-    variants = {"reranker": refit(tables, FEATURES, dense.name, args.target_precision),
-                "reranker with the cross-encoder": refit(tables, columns, dense.name, args.target_precision),
+    variants = {"reranker": refit(tables, columns, FEATURES, dense.name, args.target_precision),
+                "reranker with the cross-encoder": refit(tables, columns, columns, dense.name,
+                                                         args.target_precision),
                 "cross-encoder alone": cross_alone(tables, args.target_precision)}
     for name, row in variants.items():
         abstain = row["test"]["abstain"]
