@@ -14,6 +14,7 @@ DATA_ARGS ?=
 TEACHER_ARGS ?=
 CROSS_ARGS ?=
 STUDENT_ARGS ?= --epochs 1
+STUDENT_CROSS_ARGS ?=
 EVAL_ARGS ?=
 # The index benchmark's default grid is the part of it the README's table was measured with;
 # add 1024 dimensions with BENCH_INDEX_ARGS="--sizes 100000 1000000 --dims 1024".
@@ -21,7 +22,7 @@ BENCH_INDEX_ARGS ?= --sizes real 100000 1000000 --dims 384
 SERVE_ARGS ?=
 LOOKUPS ?= "UdeG" "MIT" "Batman Üniversitesi"
 
-.PHONY: setup pipeline data teacher cross student evaluate lookups serve bench test lint clean-artifacts
+.PHONY: setup pipeline data teacher cross student student-cross evaluate lookups serve bench test lint clean-artifacts
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +46,10 @@ cross: setup
 student: setup
 	$(BIN)/python scripts/distill_model.py $(STUDENT_ARGS)
 
+# The student's cross-encoder (from the teacher's, half the layers), and its reranker refitted.
+student-cross: setup
+	$(BIN)/python scripts/train_cross_encoder.py --model student $(STUDENT_CROSS_ARGS)
+
 evaluate: setup
 	$(BIN)/python scripts/evaluate_student.py $(EVAL_ARGS)
 
@@ -62,6 +67,7 @@ pipeline: setup
 	$(BIN)/python scripts/train_alias_label.py $(DATA_ARGS) $(TEACHER_ARGS)
 	$(BIN)/python scripts/train_cross_encoder.py $(CROSS_ARGS)
 	$(BIN)/python scripts/distill_model.py $(STUDENT_ARGS)
+	$(BIN)/python scripts/train_cross_encoder.py --model student $(STUDENT_CROSS_ARGS)
 	$(BIN)/python scripts/evaluate_student.py $(EVAL_ARGS)
 	$(MAKE) --no-print-directory lookups
 

@@ -55,7 +55,7 @@ CROSS_SMOKE = ["--train-aliases", "80", "--batch-size", "16", "--lr", "1e-3", "-
 
 @pytest.fixture(scope="session")
 def pipeline_home(tmp_path_factory, tiny_model, swot_slice) -> Path:
-    """One artifact root holding a finished smoke teacher, its cross-encoder and the student, as
+    """One artifact root holding a finished smoke teacher and student, each with its cross-encoder, as
     `make pipeline` builds them, shared by read-only tests."""
     import distill_model
     import train_alias_label
@@ -69,6 +69,7 @@ def pipeline_home(tmp_path_factory, tiny_model, swot_slice) -> Path:
             ["--data", str(swot_slice), "--base-model", str(tiny_model), *TEACHER_SMOKE]))
         train_cross_encoder.main(train_cross_encoder.parse_args(["--base", str(tiny_model), *CROSS_SMOKE]))
         distill_model.main(distill_model.parse_args(STUDENT_SMOKE))
+        train_cross_encoder.main(train_cross_encoder.parse_args(["--model", "student", *CROSS_SMOKE]))
     return home
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import distill_sweep
 import encode_memory
@@ -232,9 +233,12 @@ def test_cross_encoder_refits_with_and_without_the_models_cross_encoder(in_pipel
     assert read_json(tmp_path / "cross_encoder_teacher.json")["cross_encoder"]["train_aliases"] == 80
 
 
-def test_cross_encoder_names_the_fix_for_a_model_without_one(in_pipeline_home, tmp_path):
+def test_cross_encoder_names_the_fix_for_a_model_without_one(home, pipeline_home, tmp_path):
     import cross_encoder
 
+    for folder in ("data", "models", "faiss"):
+        shutil.copytree(pipeline_home / folder, home / folder)
+    shutil.rmtree(home / "models/trained/alias_label_student/cross_encoder")
     with pytest.raises(UserError, match="has no cross-encoder.*train_cross_encoder.py --model student"):
         cross_encoder.main(cross_encoder.parse_args(["--model", "student", "--results-dir", str(tmp_path)]))
 

@@ -14,7 +14,15 @@ from alias_label import load_retriever
 from alias_label.errors import UserError
 from alias_label.io import read_json
 from alias_label.models.load import model_fingerprint
-from alias_label.search.cross import CROSS_FEATURES, CrossScorer, cross_dir, with_cross_features
+from alias_label.search.cross import (
+    CROSS_FEATURES,
+    STUDENT_CROSS_TOP,
+    CrossScorer,
+    PairModel,
+    cross_dir,
+    load_cross_encoder,
+    with_cross_features,
+)
 from alias_label.search.features import COLUMN, FEATURES
 from alias_label.search.rerank import RERANKER_FILE
 from alias_label.train.cross_encoder import mined_pairs
@@ -26,7 +34,7 @@ class LengthModel:
     def __init__(self):
         self.pairs = []
 
-    def predict(self, pairs, batch_size, show_progress_bar):
+    def predict(self, pairs, batch_size):
         self.pairs += pairs
         return np.array([len(label) for _, label in pairs], dtype=np.float32)
 
@@ -74,7 +82,7 @@ def crossed(home, pipeline_home):
     return home / "models/trained/alias_label_teacher"
 
 
-def test_the_pipelines_teacher_reranks_with_its_cross_encoder_and_the_student_without(in_pipeline_home):
+def test_the_pipelines_teacher_reranks_with_its_cross_encoder(in_pipeline_home):
     teacher_dir = in_pipeline_home / "models/trained/alias_label_teacher"
     record = read_json(cross_dir(teacher_dir) / "training_config.json")
     sidecar = read_json(teacher_dir / RERANKER_FILE)
@@ -82,13 +90,50 @@ def test_the_pipelines_teacher_reranks_with_its_cross_encoder_and_the_student_wi
     assert sidecar["cross_encoder"] == model_fingerprint(cross_dir(teacher_dir))
     assert record["bi_encoder_fingerprint"] == model_fingerprint(teacher_dir)
     assert record["train_pairs"] > record["train_aliases"] == 80
+    assert record["layers"] == 2 and record["top"] == 20
     teacher = load_retriever("teacher")
     assert teacher.searcher.cross is not None and teacher.searcher.cross.top == record["top"]
+    assert not quantized(teacher.searcher.cross.model.network)
     table = teacher.lookup(["UdeG", "Batman Üniversitesi"], k=3)
     assert len(table) == 6 and table.groupby("query")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+
+
+def quantized(network) -> bool:
+    import torch
+
+    return any(isinstance(module, torch.ao.nn.quantized.dynamic.Linear) for module in network.modules())
+
+
+def test_the_students_cross_encoder_is_its_teachers_with_half_the_layers_run_int8(in_pipeline_home):
+    teacher_dir = in_pipeline_home / "models/trained/alias_label_teacher"
+    student_dir = in_pipeline_home / "models/trained/alias_label_student"
+    record = read_json(cross_dir(student_dir) / "training_config.json")
+    assert record["base_model"] == str(cross_dir(teacher_dir))
+    assert record["base_model_fingerprint"] == model_fingerprint(cross_dir(teacher_dir))
+    assert record["bi_encoder_fingerprint"] == model_fingerprint(student_dir)
+    assert record["layers"] == 1 and record["top"] == STUDENT_CROSS_TOP
+    assert read_json(cross_dir(student_dir) / "config.json")["num_hidden_layers"] == 1
+    assert read_json(student_dir / RERANKER_FILE)["features"] == FEATURES + CROSS_FEATURES
     student = load_retriever("student")
-    assert student.searcher.cross is None
-    assert read_json(in_pipeline_home / f"models/trained/alias_label_student/{RERANKER_FILE}")["features"] == FEATURES
+    assert student.int8_scheme == "per-channel" and quantized(student.searcher.cross.model.network)
+    assert student.searcher.cross.top == STUDENT_CROSS_TOP
+    assert not quantized(load_retriever("student", int8=False).searcher.cross.model.network)
+    assert student.lookup(["UdeG"], k=3)["rank"].tolist() == [1, 2, 3]
+
+
+def test_the_direct_forward_pass_scores_as_sentence_transformers_predict_does(in_pipeline_home):
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    folder = cross_dir(in_pipeline_home / "models/trained/alias_label_teacher")
+    pairs = [("UdeG", "Universidad de Guadalajara"), ("MIT", "Massachusetts Institute of Technology"),
+             ("a much longer alias of some institution", "x")]
+    reference = CrossEncoder(str(folder), device="cpu", max_length=48).predict(pairs, show_progress_bar=False)
+    scorer = load_cross_encoder(folder.parent, np.array(["x"], dtype=object), "cpu")
+    assert isinstance(scorer.model, PairModel)
+    assert np.allclose(scorer.model.predict(pairs, batch_size=2), reference, atol=1e-5)
+    int8 = load_cross_encoder(folder.parent, np.array(["x"], dtype=object), "cpu", int8_scheme="per-channel")
+    assert np.allclose(int8.model.predict(pairs), reference, atol=0.05)
+    assert len(scorer.model.predict([])) == 0
 
 
 def test_a_second_run_reuses_the_cross_encoder_and_refits_the_reranker(crossed, tiny_model, caplog):
@@ -129,3 +174,14 @@ def test_bad_flags_are_refused_with_what_to_pass(capsys):
     with pytest.raises(SystemExit):
         train_cross_encoder.parse_args(["--top", "0"])
     assert "--top 0 must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_cross_encoder.parse_args(["--layers", "0"])
+    assert "--layers 0 must be at least 1" in capsys.readouterr().err
+
+
+def test_more_layers_than_the_base_has_are_refused(crossed, tiny_model):
+    import train_cross_encoder
+
+    with pytest.raises(UserError, match="--layers 5: the base .* has 2 layers"):
+        train_cross_encoder.main(train_cross_encoder.parse_args(["--base", str(tiny_model), "--layers", "5",
+                                                                 *CROSS_SMOKE]))

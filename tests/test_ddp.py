@@ -26,6 +26,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def failure(result: subprocess.CompletedProcess) -> str:
+    """What a failed launch printed: every process's error lines, which the launcher's own report buries,
+    then the ends of both streams."""
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if line.startswith("[rank") and "Error" in line]
+    return "\n".join(errors[-20:]) + "\n" + result.stdout[-3000:] + result.stderr[-3000:]
+
+
 def test_accelerate_launch_two_cpu_processes(home, tiny_model, swot_slice):
     # --multi_gpu selects the torchrun launcher; with no GPU, the processes train on CPU over gloo.
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -35,7 +43,7 @@ def test_accelerate_launch_two_cpu_processes(home, tiny_model, swot_slice):
                "--base-model", str(tiny_model), *TEACHER_SMOKE, "--rounds", "1", "--epochs", "8"]
     env = {**os.environ, "ALIAS_LABEL_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, failure(result)
 
     record = read_json(home / "models/trained/alias_label_teacher/training_config.json")
     assert record["processes"] == 2
@@ -57,7 +65,7 @@ def launch(script: str, flags: list[str], env: dict, processes: int = 2) -> subp
                         "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
                         "--dynamo_backend", "no"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, failure(result)
     return result
 
 

@@ -6,6 +6,9 @@ a forward pass per pair, so it scores only each alias's ``top`` candidates by th
 score, the ones a right answer is almost always among; the others get no score, which LightGBM
 reads as missing. The features are its score and its gap to the alias's best.
 
+A student's cross-encoder starts from its teacher's with half the layers and scores fewer
+candidates; where the student's encoder runs int8 on a CPU, so does its cross-encoder.
+
 A model's cross-encoder lives in its folder, ``cross_encoder/``, with the record of how it was
 trained (``training_config.json``: the data and the bi-encoder it mined negatives from). The
 reranker's sidecar names the cross-encoder it was fitted with, and a lookup refuses another.
@@ -17,15 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from alias_label.errors import UserError
 from alias_label.index.bundle import model_name
 from alias_label.io import read_json
 from alias_label.models.load import CROSS_ENCODER_DIR, model_fingerprint
+from alias_label.models.quantize import quantize_int8
 from alias_label.search.features import COLUMN
 
 CROSS_FEATURES = ["cross_encoder", "cross_encoder_gap"]
 CROSS_TOP = 20
+STUDENT_CROSS_TOP = 3  # each scored candidate costs the student's fast lookups a forward pass
 
 
 def cross_dir(model_dir: Path) -> Path:
@@ -42,10 +48,36 @@ def head(matrix: np.ndarray, top: int) -> np.ndarray:
 
 
 @dataclass
+class PairModel:
+    """A cross-encoder's network called directly: each pair read together, its one logit's sigmoid.
+
+    This is the forward pass sentence-transformers' ``CrossEncoder.predict`` runs for a model with
+    one output, without its per-call walk over every module (evaluation mode, device), which costs
+    a lookup of a few pairs more than the pairs themselves.
+    """
+
+    network: torch.nn.Module  # a transformers sequence-classification model with one output
+    tokenizer: object
+    max_length: int | None
+    device: str = "cpu"
+
+    def predict(self, pairs: list[tuple[str, str]], batch_size: int = 32) -> np.ndarray:
+        scores = []
+        with torch.inference_mode():
+            for start in range(0, len(pairs), batch_size):
+                batch = pairs[start:start + batch_size]
+                inputs = self.tokenizer([a for a, _ in batch], [b for _, b in batch], padding=True, truncation=True,
+                                        max_length=self.max_length, return_tensors="pt").to(self.device)
+                logits = self.network(**inputs).logits[:, 0].float()
+                scores.append(torch.sigmoid(logits).cpu().numpy())
+        return np.concatenate(scores) if scores else np.empty(0, np.float32)
+
+
+@dataclass
 class CrossScorer:
     """A trained cross-encoder and how many candidates of each alias it scores."""
 
-    model: object  # a sentence-transformers CrossEncoder
+    model: object  # a PairModel: predict(pairs, batch_size) -> one score per pair
     labels: np.ndarray  # the label texts, by label row
     top: int = CROSS_TOP
     fingerprint: str = ""
@@ -55,8 +87,7 @@ class CrossScorer:
         """Per alias, the cross-encoder's score of each candidate among its ``top``, NaN for the rest."""
         heads = [head(matrix, self.top) for matrix in matrices]
         pairs = [(alias, self.labels[r[i]]) for alias, r, h in zip(aliases, rows, heads, strict=True) for i in h]
-        flat = np.asarray(self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False),
-                          dtype=np.float32) if pairs else np.empty(0, np.float32)
+        flat = np.asarray(self.model.predict(pairs, batch_size=self.batch_size), dtype=np.float32)
         out = []
         for r, h, chunk in zip(rows, heads, np.split(flat, np.cumsum([len(h) for h in heads])[:-1]), strict=True):
             full = np.full(len(r), np.nan, dtype=np.float32)
@@ -83,10 +114,12 @@ def cross_command(model_dir: Path) -> str:
     return f"python scripts/train_cross_encoder.py --model {model_name(model_dir)}"
 
 
-def load_cross_encoder(model_dir: Path, labels: np.ndarray, device: str, expected: str | None = None) -> CrossScorer:
+def load_cross_encoder(model_dir: Path, labels: np.ndarray, device: str, expected: str | None = None,
+                       int8_scheme: str | None = None) -> CrossScorer:
     """The model folder's cross-encoder over these label texts, checked against the bi-encoder it was
-    trained with and, when ``expected`` is given, against the fingerprint the reranker was fitted with."""
-    from sentence_transformers.cross_encoder import CrossEncoder
+    trained with and, when ``expected`` is given, against the fingerprint the reranker was fitted with.
+    ``int8_scheme`` runs its Linear layers in int8 (CPU only), as the bi-encoder's lookups run."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder, fix = cross_dir(model_dir), cross_command(model_dir)
     if not has_cross_encoder(model_dir):
@@ -100,5 +133,8 @@ def load_cross_encoder(model_dir: Path, labels: np.ndarray, device: str, expecte
     if expected is not None and fingerprint != expected:
         raise UserError(f"{folder} is not the cross-encoder the reranker of {model_dir} was fitted with (stale or "
                         f"damaged). Retrain it with: {fix}")
-    model = CrossEncoder(str(folder), device=device, max_length=record.get("max_length"))
+    network = AutoModelForSequenceClassification.from_pretrained(str(folder)).to(device).eval()
+    if int8_scheme is not None:
+        network = quantize_int8(network, int8_scheme)
+    model = PairModel(network, AutoTokenizer.from_pretrained(str(folder)), record.get("max_length"), device)
     return CrossScorer(model, np.asarray(labels, dtype=object), int(record.get("top", CROSS_TOP)), fingerprint)

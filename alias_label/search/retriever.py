@@ -65,6 +65,7 @@ class Retriever:
     abstain: dict | None  # calibrated threshold and margin of this mode; None accepts every match
     calibration: dict | None = None
     model_dir: Path | None = None
+    int8_scheme: str | None = None  # how the model's lookups run int8, None for float
 
     @property
     def data_fingerprint(self) -> str:
@@ -138,11 +139,13 @@ def load_dense(model: str | Path, device: str, int8: bool | None = None, int8_sc
     role = require_trained(model_dir).get("role", "teacher")
     label_index, alias_index, candidates = load_bundle_indexes(model_dir, role)
     encoder = load_model(model_dir, device)
-    if int8 if int8 is not None else int8_by_default(role, device):
+    if not (int8 if int8 is not None else int8_by_default(role, device)):
+        int8_scheme = None
+    if int8_scheme is not None:
         encoder = quantize_int8(encoder, int8_scheme)
     calibration = load_calibration(model_dir, candidates.data_fingerprint, required=calibrated)
     return Retriever(role, Searcher(role, label_index, alias_index, encoder), candidates,
-                     calibration["abstain"]["dense"] if calibration else None, calibration, model_dir)
+                     calibration["abstain"]["dense"] if calibration else None, calibration, model_dir, int8_scheme)
 
 
 def as_hybrid(dense: Retriever, lexical: Searcher | None = None) -> Retriever:
@@ -155,12 +158,12 @@ def as_hybrid(dense: Retriever, lexical: Searcher | None = None) -> Retriever:
                         f"Fit it with: {calibration_command(dense.model_dir)}")
     hybrid = hybrid_of(dense.searcher, dense.candidates, dense.calibration, lexical)
     return Retriever(hybrid.name, hybrid, dense.candidates, dense.calibration["abstain"]["hybrid"], dense.calibration,
-                     dense.model_dir)
+                     dense.model_dir, dense.int8_scheme)
 
 
 def as_rerank(dense: Retriever, lexical: Searcher | None = None) -> Retriever:
     """The dense retriever's first stage reranked by its fitted reranker, with the reranked abstain;
-    the model's cross-encoder scores too when the reranker was fitted with it.
+    the model's cross-encoder scores too when the reranker was fitted with it, in int8 where the model runs int8.
 
     Label -> alias lookups stay the hybrid's. ``lexical`` reuses a TF-IDF searcher over the same candidates.
     """
@@ -172,10 +175,11 @@ def as_rerank(dense: Retriever, lexical: Searcher | None = None) -> Retriever:
     cross = None
     if set(sidecar["features"]) & set(CROSS_FEATURES):
         cross = load_cross_encoder(dense.model_dir, dense.candidates.labels["label"].to_numpy(),
-                                   str(dense.searcher.model.device), sidecar.get("cross_encoder"))
+                                   str(dense.searcher.model.device), sidecar.get("cross_encoder"), dense.int8_scheme)
     searcher = RerankSearcher(f"{dense.name}_rerank", first_stage, boosters, sidecar["temperature"],
                               sidecar["features"], hybrid.searcher, cross)
-    return Retriever(searcher.name, searcher, dense.candidates, sidecar["abstain"], dense.calibration, dense.model_dir)
+    return Retriever(searcher.name, searcher, dense.candidates, sidecar["abstain"], dense.calibration, dense.model_dir,
+                     dense.int8_scheme)
 
 
 def check_split(retriever: Retriever, split_fingerprint: str) -> None:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from alias_label.data.split import Split
 from alias_label.search.features import COLUMN
+from alias_label.train.distill import reduce_layers
 
 
 def train_sample(split: Split, size: int, seed: int) -> pd.DataFrame:
@@ -45,8 +46,9 @@ def mined_pairs(table, aliases: list[str], gold: list[str], labels: np.ndarray, 
 
 
 def train_cross_encoder(pairs: dict, base: str, device: str, epochs: float = 1, batch_size: int = 32,
-                        lr: float = 3e-5, max_length: int = 48, seed: int = 13):
-    """A ``CrossEncoder`` with one output, trained from ``base`` on the (query, passage, label) pairs."""
+                        lr: float = 3e-5, max_length: int = 48, seed: int = 13, layers: int | None = None):
+    """A ``CrossEncoder`` with one output, trained from ``base`` on the (query, passage, label) pairs;
+    with ``layers``, from that many of the base's transformer layers, evenly spaced."""
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (
         CrossEncoder,
@@ -56,6 +58,8 @@ def train_cross_encoder(pairs: dict, base: str, device: str, epochs: float = 1, 
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     cross = CrossEncoder(base, num_labels=1, device=device, max_length=max_length)
+    if layers is not None:
+        reduce_layers(cross, layers)
     # Nothing is saved along the way: a run takes minutes on a CPU, and the model is saved whole at the end.
     with tempfile.TemporaryDirectory() as output:
         training_args = CrossEncoderTrainingArguments(

@@ -116,9 +116,10 @@ def reduce_layers(model, keep: int | None, kept: list[int] | None = None) -> lis
     """Drop transformer layers in place; the rest keep the teacher's weights as their start.
 
     ``keep`` evenly spaced layers (None: ``default_student_layers``), or exactly the teacher layers
-    ``kept`` names (0-based).
+    ``kept`` names (0-based). ``model``: a SentenceTransformer or a CrossEncoder, whose first module
+    wraps the transformer (for a cross-encoder, with its classification head around the backbone).
     """
-    backbone = model[0].auto_model
+    backbone = model[0].auto_model.base_model
     encoder_layers = backbone.encoder.layer
     if kept is None:
         keep = default_student_layers(len(encoder_layers)) if keep is None else keep
