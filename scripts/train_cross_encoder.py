@@ -14,7 +14,8 @@ score, with binary cross-entropy. The reranker is then refitted on validation as
 ``calibrate.py`` fits it. A finished cross-encoder whose record matches the flags, the data and the
 model is reused, so a run stopped during the refit resumes there.
 
-Reads   data/processed/, the trained model folder (default: the teacher) with its indexes and calibration
+Reads   data/processed/, the trained model folder (default: the teacher) with its indexes and calibration;
+        for a student, its teacher's cross-encoder
 Writes  <model folder>/cross_encoder/  the cross-encoder + training_config.json (its record)
         <model folder>/calibration.json, reranker.json, reranker_boosters.json  refitted with its scores
 
