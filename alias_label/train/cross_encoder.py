@@ -58,7 +58,7 @@ def train_cross_encoder(pairs: dict, base: str, device: str, epochs: float = 1, 
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     cross = CrossEncoder(base, num_labels=1, device=device, max_length=max_length)
-    if layers is not None:
+    if layers is not None and layers < cross[0].auto_model.config.num_hidden_layers:
         reduce_layers(cross, layers)
     # Nothing is saved along the way: a run takes minutes on a CPU, and the model is saved whole at the end.
     with tempfile.TemporaryDirectory() as output:
