@@ -32,6 +32,7 @@ from alias_label.search.abstain import abstain_quality, fit_abstain
 from alias_label.search.calibration import CONFIDENCE
 from alias_label.search.rerank import (
     FOLDS,
+    REPEATS,
     booster_params,
     entity_folds,
     fit_out_of_fold,
@@ -99,7 +100,8 @@ def as_scores(probability: np.ndarray) -> np.ndarray:
 
 def one_seed(tables: dict, columns: list[str], seed: int, target_precision: float, params: dict) -> dict:
     val, test = tables["val"], tables["test"]
-    fitted = fit_out_of_fold(val, columns, target_precision, CONFIDENCE, seed=seed, params=params, columns_of=columns)
+    fitted = fit_out_of_fold(val, columns, target_precision, CONFIDENCE, seed=seed, params=params, columns_of=columns,
+                             repeats=REPEATS)
     raw_test = mean_raw(fitted["boosters"], test[1], list(range(len(columns))))
     right_val, right_test = fitted["right"], ranked_outcome(raw_test, test[2])[1]
     temperature = fitted["temperature"]
@@ -133,7 +135,7 @@ def main(args) -> dict:
                   f"(ceiling {m['test_ceiling']:.2%})")
     figures = {"model": args.model, "features": columns, "seeds": args.seeds,
                "target_precision": args.target_precision,
-               "booster_params": params,
+               "booster_params": params, "repeats": REPEATS,
                "classifier_params": CLASSIFIER_PARAMS, "fits": {str(seed): methods for seed, methods in fits.items()}}
     save_results(f"abstain_confidence_{Path(str(args.model)).name}", figures, args.results_dir)
     return figures

@@ -32,6 +32,7 @@ from alias_label.search.calibration import CONFIDENCE
 from alias_label.search.cross import CROSS_FEATURES, cross_command, cross_dir
 from alias_label.search.features import FEATURES
 from alias_label.search.rerank import (
+    REPEATS,
     booster_params,
     fit_abstain_shares,
     fit_out_of_fold,
@@ -72,7 +73,7 @@ def cross_alone(tables, target_precision: float) -> dict:
 def refit(tables, columns: list[str], features: list[str], role: str, target_precision: float) -> dict:
     """The reranker refitted on ``features``, of the tables' ``columns``, as ``calibrate`` fits it."""
     fitted = fit_out_of_fold(tables["val"], features, target_precision, CONFIDENCE, params=booster_params(role),
-                             columns_of=columns)
+                             columns_of=columns, repeats=REPEATS)
     return {"val": fitted["val"], "test": score_table(fitted, tables["test"], features, columns_of=columns),
             "abstain": fitted["abstain"]}
 
@@ -116,7 +117,7 @@ def main(args) -> dict:
     print(f"cross-encoder over one lookup's candidates: p50 {cost['cross_encoder']['p50_ms']:.1f} ms of the whole "
           f"reranked lookup's {cost['reranked_lookup']['p50_ms']:.1f} ms")
     figures = {"model": args.model, "cross_encoder": {key: record[key] for key in (
-        "base_model", "train_aliases", "train_pairs", "negatives", "epochs", "top", "train_s", "device")},
+        "base_model", "layers", "train_aliases", "train_pairs", "negatives", "epochs", "top", "train_s", "device")},
         "variants": variants, "latency": cost}
     save_results(f"cross_encoder_{Path(str(args.model)).name}", figures, args.results_dir)
     return figures

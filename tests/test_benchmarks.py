@@ -178,7 +178,7 @@ def test_reranker_fit_compares_fold_models_with_one_refit(in_pipeline_home, tmp_
     import reranker_fit
 
     figures = reranker_fit.main(reranker_fit.parse_args(["--seeds", "1", "2", "--results-dir", str(tmp_path)]))
-    assert set(figures["variants"]) == {f"{trees}, {model}" for trees in reranker_fit.TREES
+    assert set(figures["variants"]) == {f"{scheme}, {model}" for scheme in reranker_fit.SCHEMES
                                         for model in ("fold models", "refitted on all")}
     for variant in figures["variants"].values():
         assert len(variant["fits"]) == 2

@@ -17,6 +17,7 @@ from alias_label.models.load import load_model
 from alias_label.search.features import FEATURES, GROUPS, LabelTable, aligned_initials, pair_features, site_name
 from alias_label.search.rerank import (
     BOOSTERS_FILE,
+    REPEATS,
     RERANKER_FILE,
     FirstStage,
     RerankSearcher,
@@ -95,13 +96,15 @@ def test_the_sidecar_names_what_it_saw_and_stale_ones_are_refused(reranked):
     split, model_dir, _, sidecar, _ = reranked
     assert sidecar["fitted_on"] == "val" and sidecar["data_fingerprint"] == split.fingerprint
     assert sidecar["features"] == FEATURES and sidecar["folds"] == 3 and sidecar["lightgbm"]
+    assert sidecar["repeats"] == REPEATS > 1
     assert read_json(model_dir / RERANKER_FILE) == sidecar
     assert sidecar["val_out_of_fold"]["n"] == len(split.val)
     # The teacher's reranker has more trees than the student's, whose lookups are the fast path.
     assert sidecar["booster_params"] == booster_params("teacher")
     assert booster_params("teacher")["n_estimators"] > booster_params("student")["n_estimators"]
     _, boosters = load_reranker(model_dir, split.fingerprint, "python fix.py")
-    # LightGBM stops adding trees once no split gains on data this small, so each has at most 300.
+    assert len(boosters) == sidecar["folds"] * sidecar["repeats"]
+    # LightGBM stops adding trees once no split gains on data this small, so each has at most the teacher's.
     assert all(booster_params("student")["n_estimators"] < b.num_trees() <= booster_params("teacher")["n_estimators"]
                for b in boosters)
     with pytest.raises(UserError, match="does not match its data.*python fix.py"):
@@ -123,14 +126,18 @@ def test_the_sidecar_names_what_it_saw_and_stale_ones_are_refused(reranked):
 
 def test_the_fold_models_that_fit_the_abstain_rank_at_lookup(reranked):
     split, _, first_stage, sidecar, searcher = reranked
-    assert len(searcher.boosters) == sidecar["folds"] == 3
+    assert len(searcher.boosters) == sidecar["folds"] * sidecar["repeats"] == 3 * REPEATS
     _, matrices, relevance, entities = training_table(first_stage, split, "val")
     columns = list(range(len(FEATURES)))
-    raw, boosters = out_of_fold(matrices, relevance, entities, columns, 3, seed=13, params=booster_params("teacher"))
-    fold = entity_folds(entities, 3, seed=13)
-    for i in range(0, len(matrices), 7):  # each alias scored by the one fold model that did not see it
-        assert np.allclose(raw[i], boosters[fold[i]].predict(matrices[i]))
-        mean = np.mean([booster.predict(matrices[i]) for booster in boosters], axis=0)
+    raw, boosters = out_of_fold(matrices, relevance, entities, columns, 3, seed=13, params=booster_params("teacher"),
+                                repeats=2)
+    assert len(boosters) == 6
+    cuts = [entity_folds(entities, 3, seed=13), entity_folds(entities, 3, seed=16)]
+    assert not np.array_equal(*cuts)  # the second cut puts entities in other folds
+    for i in range(0, len(matrices), 7):  # each alias scored by the fold model of each cut that did not see it
+        unseen = [boosters[3 * cut + fold[i]].predict(matrices[i]) for cut, fold in enumerate(cuts)]
+        assert np.allclose(raw[i], np.mean(unseen, axis=0))
+        mean = np.mean([booster.predict(matrices[i]) for booster in searcher.boosters], axis=0)
         assert np.allclose(searcher.raw_scores(matrices[i]), mean)
 
 

@@ -8,11 +8,12 @@ top ``k`` labels; the reranker scores each (alias, candidate) pair from the feat
 
 The splits stay honest. The model was trained on the train aliases, so its scores on them are
 overconfident: the reranker is fitted on the validation aliases only, in folds grouped by
-entity. Each fold's model scores the aliases it did not see, and those out-of-fold scores alone
-fit how a query's scores become shares (a softmax at the temperature that lets the abstain
-setting keep the most validation aliases) and the abstain setting. At lookup time the fold models
-rank together, by their mean score, so the scores the abstain setting sees are of the models it
-was fitted on. Test aliases touch nothing.
+entity, several times over with different seeds. Each fold's model scores the aliases it did not
+see; those out-of-fold scores, averaged over the cuts, alone fit how a query's scores become
+shares (a softmax at the temperature that lets the abstain setting keep the most validation
+aliases) and the abstain setting. At lookup time the fold models of every cut rank together, by
+their mean score, so the scores the abstain setting sees are of the models it was fitted on. Test
+aliases touch nothing.
 """
 
 from __future__ import annotations
@@ -47,13 +48,16 @@ RERANKER_FILE = "reranker.json"  # the sidecar: features, fingerprints, calibrat
 BOOSTERS_FILE = "reranker_boosters.json"  # the fold models that rank, as a list of LightGBM model strings
 CANDIDATES_PER_CHANNEL = 50
 FOLDS = 5
+# Validation is cut into folds this many times, each cut with its own seed: one cut's out-of-fold
+# scores, and so the abstain setting fitted on them, swing with the seed; their mean over three
+# cuts keeps more validation aliases, and steadily (docs/rerank.md).
+REPEATS = 3
 BOOSTER_PARAMS = {"objective": "lambdarank", "n_estimators": 100, "learning_rate": 0.15, "num_leaves": 15,
                   "min_child_samples": 10, "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8,
                   "lambdarank_truncation_level": 20, "verbose": -1, "n_jobs": 1}
-# The teacher's reranker has 300 trees at a third of the rate: its abstain setting then keeps more
-# validation aliases, steadily across fold seeds. The student's lookups are the fast CPU path, and
-# its setting gained nothing from them, so it keeps 100 (docs/rerank.md).
-TREES_BY_ROLE = {"teacher": {"n_estimators": 300, "learning_rate": 0.05}}
+# A lookup scores the candidates with every booster of every cut; the student's lookups are the fast
+# CPU path, so its boosters have half the trees, which cost it no top-1 (docs/rerank.md).
+TREES_BY_ROLE = {"student": {"n_estimators": 50}}
 
 
 def booster_params(role: str) -> dict:
@@ -262,17 +266,21 @@ def fit_boosters(features: list[np.ndarray], relevance: list[np.ndarray], column
 
 
 def out_of_fold(features, relevance, entities, columns: list[int], folds: int, seed: int,
-                params: dict | None = None) -> tuple[list, list]:
+                params: dict | None = None, repeats: int = 1) -> tuple[list, list]:
     """One booster per entity fold, fitted on the other folds, and each alias's candidate scores from
-    the booster that did not see it."""
-    fold = entity_folds(entities, folds, seed)
-    raw, boosters = [None] * len(features), []
-    for f in range(folds):
-        inside = np.flatnonzero(fold != f)
-        boosters.append(fit_boosters([features[i] for i in inside], [relevance[i] for i in inside], columns, seed + f,
-                                     params))
-        for i in np.flatnonzero(fold == f):
-            raw[i] = boosters[-1].predict(features[i][:, columns]) if len(features[i]) else np.empty(0)
+    the boosters that did not see it: ``repeats`` cuts into folds, each with its own seed, and an
+    alias's score is the mean of its ``repeats`` out-of-fold boosters' scores."""
+    raw, boosters = [np.zeros(len(m)) for m in features], []
+    for repeat in range(repeats):
+        cut_seed = seed + repeat * folds  # the boosters' seeds (cut_seed + fold) stay distinct across cuts
+        fold = entity_folds(entities, folds, cut_seed)
+        for f in range(folds):
+            inside = np.flatnonzero(fold != f)
+            boosters.append(fit_boosters([features[i] for i in inside], [relevance[i] for i in inside], columns,
+                                         cut_seed + f, params))
+            for i in np.flatnonzero(fold == f):
+                if len(features[i]):
+                    raw[i] += boosters[-1].predict(features[i][:, columns]) / repeats
     return raw, boosters
 
 
@@ -323,10 +331,12 @@ def fit_abstain_shares(raw: list[np.ndarray], right: np.ndarray, target_precisio
 
 
 def fit_out_of_fold(table, features: list[str], target_precision: float, confidence: float, folds: int = FOLDS,
-                    seed: int = 13, params: dict | None = None, columns_of: list[str] = FEATURES) -> dict:
+                    seed: int = 13, params: dict | None = None, columns_of: list[str] = FEATURES,
+                    repeats: int = 1) -> dict:
     """The ranking model for one feature set: the mean of its fold boosters, with the temperature and
     abstain fitted on their out-of-fold scores. ``columns_of`` names the table's feature columns, for a
-    table that carries more than ``FEATURES``.
+    table that carries more than ``FEATURES``; ``repeats``: how many times validation is cut into
+    folds (``out_of_fold``).
 
     The fold boosters themselves rank at lookup time, not one model refitted on every alias: a
     refitted model's scores are spread differently from the out-of-fold ones, so an abstain setting
@@ -338,7 +348,8 @@ def fit_out_of_fold(table, features: list[str], target_precision: float, confide
         raise UserError(f"the reranker is fitted in entity folds, but the validation split holds {distinct} "
                         "entity; rebuild the split with more entities (python scripts/prepare_data.py)")
     columns = [columns_of.index(name) for name in features]
-    raw, boosters = out_of_fold(matrices, relevance, entities, columns, min(folds, distinct), seed, params)
+    raw, boosters = out_of_fold(matrices, relevance, entities, columns, min(folds, distinct), seed, params,
+                                 repeats)
     _, right, gold_rank = ranked_outcome(raw, relevance)
     temperature, abstain = fit_abstain_shares(raw, right, target_precision, confidence)
     return {"boosters": boosters, "temperature": temperature, "abstain": abstain,
@@ -362,7 +373,7 @@ def score_table(fitted: dict, table, features: list[str], columns_of: list[str] 
 
 def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: str, target_precision: float,
                  confidence: float, features: list[str] | None = None, folds: int = FOLDS, seed: int = 13,
-                 cross: CrossScorer | None = None) -> dict:
+                 cross: CrossScorer | None = None, repeats: int = REPEATS) -> dict:
     """Fit the reranker's fold models on validation, its temperature and abstain out of fold; save it.
 
     With ``cross``, the cross-encoder's features join the first stage's (by default all of them).
@@ -374,14 +385,14 @@ def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: s
     features = list(features or columns)
     params = booster_params(role)
     fitted = fit_out_of_fold(training_table(first_stage, split, "val", cross), features, target_precision,
-                             confidence, folds, seed, params, columns)
+                             confidence, folds, seed, params, columns, repeats)
     boosters, abstain, val = fitted["boosters"], fitted["abstain"], fitted["val"]
     boosters_text = json.dumps([booster.model_to_string() for booster in boosters])
     with atomic_path(Path(model_dir) / BOOSTERS_FILE) as tmp:
         tmp.write_text(boosters_text, encoding="utf-8")
     sidecar = {"role": role, "features": features, "feature_groups": {g: [f for f in names if f in features]
                                                                       for g, names in GROUPS.items()},
-               "fitted_on": "val", "folds": folds, "candidates_per_channel": first_stage.k,
+               "fitted_on": "val", "folds": folds, "repeats": repeats, "candidates_per_channel": first_stage.k,
                "data_fingerprint": split.fingerprint, "model_fingerprint": model_fingerprint(model_dir),
                "boosters_sha256": hashlib.sha256(boosters_text.encode()).hexdigest(),
                "lightgbm": lightgbm.__version__, "booster_params": params,
