@@ -23,6 +23,7 @@ from alias_label.search.rerank import (
     RerankSearcher,
     booster_params,
     entity_folds,
+    fit_abstain_shares,
     fit_out_of_fold,
     fit_reranker,
     load_reranker,
@@ -170,6 +171,15 @@ def test_a_batch_gets_the_candidates_of_each_alias_alone_and_the_transliterated_
     columns = {name: FEATURES.index(name) for name in ("rank_tfidf", "rank_tfidf_query_translit")}
     assert features[1][at[0], columns["rank_tfidf_query_translit"]] == 1
     assert np.isnan(features[1][at[0], columns["rank_tfidf"]]) or features[1][at[0], columns["rank_tfidf"]] > 1
+
+
+def test_of_temperatures_that_keep_as_many_aliases_the_highest_is_chosen():
+    # Right answers stand far out, wrong ones barely: every temperature keeps exactly the right ones.
+    right = np.arange(60) % 3 != 0
+    raw = [np.array([12.0, 0.0, -1.0]) if ok else np.array([0.1, 0.0, -1.0]) for ok in right]
+    temperature, abstain = fit_abstain_shares(raw, right, 0.95, 0.9)
+    assert temperature == 2.0 and abstain["met_target"]
+    assert abstain["val"]["coverage"] == right.mean() and abstain["threshold"] < 1.0
 
 
 def test_one_entity_cannot_be_cut_into_folds():

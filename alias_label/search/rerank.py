@@ -323,10 +323,15 @@ def top_shares(raw: list[np.ndarray], temperature: float) -> np.ndarray:
 
 def fit_abstain_shares(raw: list[np.ndarray], right: np.ndarray, target_precision: float,
                        confidence: float) -> tuple[float, dict]:
-    """The temperature, and its abstain setting, under which the setting keeps the most aliases."""
+    """The temperature, and its abstain setting, under which the setting keeps the most aliases.
+
+    Of temperatures whose settings keep as many, the highest: at a low one the top shares crowd
+    against 1, and a threshold there (0.9999) tells a user less than the same choice made where the
+    shares are spread out.
+    """
     fits = {t: fit_abstain(top_shares(raw, t), right, target_precision, confidence=confidence) for t in TEMPERATURES}
     temperature = max(fits, key=lambda t: (fits[t]["met_target"], fits[t]["val"]["coverage"] if fits[t]["met_target"]
-                                           else fits[t]["val"]["precision"] or 0.0))
+                                           else fits[t]["val"]["precision"] or 0.0, t))
     return temperature, fits[temperature]
 
 
