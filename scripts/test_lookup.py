@@ -74,13 +74,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def shown(score: float) -> str:
+    """A score to 3 decimals, or to as many as tell it from 1 (up to 6): an abstain setting can ask for
+    a share of 1, and a best score of 0.99998 printed as 1.000 would look confident when it is not."""
+    for digits in range(3, 7):
+        text = f"{score:.{digits}f}"
+        if score >= 1 or float(text) < 1:
+            break
+    return text
+
+
 def print_matches(matches: pd.DataFrame, column: str) -> None:
     for query, rows in matches.groupby("query", sort=False):
         print(f"\n{query!r}")
         if not rows["confident"].iloc[0]:
-            print(f"  no confident match (best score {rows['score'].iloc[0]:.3f})")
+            print(f"  no confident match (best score {shown(rows['score'].iloc[0])})")
         for row in rows.itertuples():
-            print(f"  {row.rank:>2}. {row.score:.3f}  {getattr(row, column)}  [{row.qid}]")
+            print(f"  {row.rank:>2}. {shown(row.score)}  {getattr(row, column)}  [{row.qid}]")
 
 
 def read_queries(args) -> list[str]:

@@ -138,12 +138,18 @@ def test_lookup_forward_reverse_and_min_score(in_pipeline_home, capsys):
     assert list(matches.columns) == ["query", "rank", "qid", "label", "score", "confident"]
     assert matches["score"].is_monotonic_decreasing
     printed = capsys.readouterr().out
-    assert f"1. {matches['score'].iloc[0]:.3f}  {label}" in printed
+    assert f"1. {lookup_cli.shown(matches['score'].iloc[0])}  {label}" in printed
     reverse = lookup_cli.main(lookup_cli.parse_args(["--reverse", "--model", "student", label, "-k", "2"]))
     assert "alias" in reverse.columns and len(reverse) == 2
     unsure = lookup_cli.main(lookup_cli.parse_args([alias, "--min-score", "1.01"]))
     assert not unsure["confident"].any()
     assert "no confident match" in capsys.readouterr().out
+
+
+def test_a_printed_score_below_1_never_reads_as_1():
+    assert lookup_cli.shown(0.5) == "0.500" and lookup_cli.shown(1.0) == "1.000"
+    assert lookup_cli.shown(0.99998) == "0.99998" and lookup_cli.shown(0.9996) == "0.9996"
+    assert lookup_cli.shown(0.99949) == "0.999"
 
 
 def test_int8_student_runs_int8_linears_and_ranks_like_float32(in_pipeline_home):
