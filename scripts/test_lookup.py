@@ -45,6 +45,7 @@ from alias_label.io import atomic_path, setup_logging, spreadsheet_safe
 from alias_label.models.load import pick_device
 from alias_label.models.processes import Processes
 from alias_label.paths import paths
+from alias_label.search.abstain import rounded
 from alias_label.search.retriever import add_retriever_args, load_retriever
 
 NAME = "test_lookup"
@@ -75,13 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def shown(score: float) -> str:
-    """A score to 3 decimals, or to as many as tell it from 1 (up to 6): an abstain setting can ask for
-    a share of 1, and a best score of 0.99998 printed as 1.000 would look confident when it is not."""
-    for digits in range(3, 7):
-        text = f"{score:.{digits}f}"
-        if score >= 1 or float(text) < 1:
-            break
-    return text
+    """A score to 3 decimals, or with the digits that tell it from 1 (``rounded``)."""
+    value = rounded(score, 3)
+    return f"{value:.3f}" if value == round(score, 3) else str(value)
 
 
 def print_matches(matches: pd.DataFrame, column: str) -> None:

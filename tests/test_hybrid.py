@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alias_label.search.abstain import abstain_quality, confident, fit_abstain, margins
+from alias_label.search.abstain import abstain_quality, confident, fit_abstain, margins, rounded
 from alias_label.search.hybrid import fit_fusion_weight, fuse
 
 
@@ -90,3 +90,10 @@ def test_fit_abstain_says_when_the_target_is_out_of_reach():
     correct = np.array([True, False] * 10)
     fitted = fit_abstain(scores, correct, target_precision=0.95)
     assert not fitted["met_target"] and fitted["val"]["precision"] == 0.5
+
+
+def test_a_rounded_score_below_1_stays_below_1():
+    assert rounded(0.123456, 4) == 0.1235 and rounded(1.0, 4) == 1.0
+    assert rounded(0.9999737, 4) == 0.99997 < 1  # not 1.0, which would look confident
+    assert rounded(99.9974, 2, top=100.0) == 99.997
+    assert rounded(0.99999999999, 4) == 1.0  # beyond six more digits it gives up

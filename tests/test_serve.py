@@ -23,6 +23,7 @@ from referencing.jsonschema import DRAFT7
 
 from alias_label import load_retriever
 from alias_label.errors import UserError, run_main
+from alias_label.search.abstain import rounded
 from alias_label.serve.app import create_app
 from alias_label.serve.local import local_service
 from alias_label.serve.protocol import MAX_QUERY_CHARS, Entities, ServiceInfo, answer, parse_batch
@@ -288,7 +289,7 @@ def test_the_reconciler_package_reconciles_a_column_as_the_lookup_does(server, r
     table = pd.concat([retriever.lookup(chunk, k=5) for chunk in chunks], ignore_index=True)
     assert result["input_value"].tolist() == table["query"].tolist()
     assert result["id"].tolist() == table["qid"].tolist() and result["name"].tolist() == table["label"].tolist()
-    assert result["score"].tolist() == [round(100 * s, 2) for s in table["score"]]
+    assert result["score"].tolist() == [rounded(100 * s, 2, top=100.0) for s in table["score"]]
     assert result["match"].tolist() == (table["confident"] & (table["rank"] == 1)).tolist()
     assert all(types == INFO.types for types in result["type"])
 

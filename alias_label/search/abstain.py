@@ -21,6 +21,17 @@ def confident(scores: np.ndarray, abstain: dict | None) -> np.ndarray:
     return (scores[:, 0] >= abstain["threshold"]) & (margins(scores) >= abstain["margin"])
 
 
+def rounded(score: float, digits: int, top: float = 1.0) -> float:
+    """``score`` rounded to ``digits`` decimals, or to as many more (up to 6) as keep a score below
+    ``top`` below it. A fitted setting can ask for a share within a hair of 1: a share of 0.99997
+    shown as 1 beside "not confident" would read as a contradiction."""
+    for places in range(digits, digits + 7):
+        value = round(score, places)
+        if score >= top or value < top:
+            break
+    return value
+
+
 def abstain_quality(scores: np.ndarray, correct: np.ndarray, abstain: dict) -> dict:
     """Precision of the matches kept and the fraction kept (coverage)."""
     kept = confident(scores, abstain)

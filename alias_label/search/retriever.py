@@ -23,7 +23,7 @@ from alias_label.index.bundle import fix_command, load_bundle_indexes, model_fol
 from alias_label.index.tables import Candidates
 from alias_label.models.load import load_model, pick_device
 from alias_label.models.quantize import INT8_SCHEMES, int8_by_default, quantize_int8
-from alias_label.search.abstain import confident
+from alias_label.search.abstain import confident, rounded
 from alias_label.search.calibration import CALIBRATION_FILE, calibration_command, load_calibration
 from alias_label.search.cross import CROSS_FEATURES, load_cross_encoder
 from alias_label.search.rerank import FirstStage, RerankSearcher, load_reranker
@@ -106,7 +106,7 @@ class Retriever:
             for rank, (score, row) in enumerate(zip(row_scores[row_ids >= 0], row_ids[row_ids >= 0], strict=True),
                                                 start=1):
                 rows.append({"query": query, "rank": rank, "qid": "|".join(qids[row]), column: texts[row],
-                             "score": round(float(score), 4), "confident": bool(sure)})
+                             "score": rounded(float(score), 4), "confident": bool(sure)})
         return pd.DataFrame(rows, columns=["query", "rank", "qid", column, "score", "confident"])
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from alias_label.data.text import fold
+from alias_label.search.abstain import rounded
 
 VERSION = "0.2"
 DEFAULT_LIMIT = 5
@@ -113,7 +114,8 @@ def candidates_of(matches: pd.DataFrame, column: str) -> dict[str, list[dict]]:
     """
     grouped = {}
     for text, rows in matches.groupby("query", sort=False):
-        grouped[text] = [{"id": row.qid, "name": getattr(row, column), "score": round(100 * float(row.score), 2),
+        grouped[text] = [{"id": row.qid, "name": getattr(row, column),
+                          "score": rounded(100 * float(row.score), 2, top=100.0),
                           **({"match": bool(row.confident and row.rank == 1)} if column == "label" else {})}
                          for row in rows.itertuples()]
     return grouped
