@@ -100,8 +100,7 @@ def as_scores(probability: np.ndarray) -> np.ndarray:
 
 def one_seed(tables: dict, columns: list[str], seed: int, target_precision: float, params: dict) -> dict:
     val, test = tables["val"], tables["test"]
-    fitted = fit_out_of_fold(val, columns, target_precision, CONFIDENCE, seed=seed, params=params, columns_of=columns,
-                             repeats=REPEATS)
+    fitted = fit_out_of_fold(val, columns, target_precision, CONFIDENCE, seed=seed, params=params, columns_of=columns)
     raw_test = mean_raw(fitted["boosters"], test[1], list(range(len(columns))))
     right_val, right_test = fitted["right"], ranked_outcome(raw_test, test[2])[1]
     temperature = fitted["temperature"]

@@ -32,7 +32,6 @@ from alias_label.search.calibration import CONFIDENCE
 from alias_label.search.cross import CROSS_FEATURES, cross_command, cross_dir
 from alias_label.search.features import FEATURES
 from alias_label.search.rerank import (
-    REPEATS,
     booster_params,
     fit_abstain_shares,
     fit_out_of_fold,
@@ -73,7 +72,7 @@ def cross_alone(tables, target_precision: float) -> dict:
 def refit(tables, columns: list[str], features: list[str], role: str, target_precision: float) -> dict:
     """The reranker refitted on ``features``, of the tables' ``columns``, as ``calibrate`` fits it."""
     fitted = fit_out_of_fold(tables["val"], features, target_precision, CONFIDENCE, params=booster_params(role),
-                             columns_of=columns, repeats=REPEATS)
+                             columns_of=columns)
     return {"val": fitted["val"], "test": score_table(fitted, tables["test"], features, columns_of=columns),
             "abstain": fitted["abstain"]}
 

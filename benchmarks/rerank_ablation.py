@@ -27,7 +27,7 @@ from harness import add_reranker_args, percentiles, reranker_tables, save_result
 from alias_label.search.calibration import CONFIDENCE
 from alias_label.search.cross import CROSS_FEATURES
 from alias_label.search.features import GROUPS
-from alias_label.search.rerank import REPEATS, booster_params, fit_out_of_fold, score_table
+from alias_label.search.rerank import booster_params, fit_out_of_fold, score_table
 from alias_label.search.retriever import as_hybrid, as_rerank, load_dense
 from alias_label.search.scoring import score_split
 
@@ -64,7 +64,7 @@ def main(args) -> dict:
     rows = {}
     for name, features in variants(columns).items():
         fitted = fit_out_of_fold(tables["val"], features, args.target_precision, CONFIDENCE,
-                                 params=booster_params(role), columns_of=columns, repeats=REPEATS)
+                                 params=booster_params(role), columns_of=columns)
         test = score_table(fitted, tables["test"], features, columns_of=columns)
         rows[name] = {"val": fitted["val"], "test": test, "abstain": fitted["abstain"]}
         print(f"{name}: val top-1 {fitted['val']['top1']:.2%}, test top-1 {test['top1']:.2%}, test precision "

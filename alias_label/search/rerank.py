@@ -56,7 +56,8 @@ BOOSTER_PARAMS = {"objective": "lambdarank", "n_estimators": 100, "learning_rate
                   "min_child_samples": 10, "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8,
                   "lambdarank_truncation_level": 20, "verbose": -1, "n_jobs": 1}
 # A lookup scores the candidates with every booster of every cut; the student's lookups are the fast
-# CPU path, so its boosters have half the trees, which cost it no top-1 (docs/rerank.md).
+# CPU path, so its boosters have half the trees, which keep as much top-1 and more of its abstain
+# setting's coverage (docs/rerank.md).
 TREES_BY_ROLE = {"student": {"n_estimators": 50}}
 
 
@@ -337,7 +338,7 @@ def fit_abstain_shares(raw: list[np.ndarray], right: np.ndarray, target_precisio
 
 def fit_out_of_fold(table, features: list[str], target_precision: float, confidence: float, folds: int = FOLDS,
                     seed: int = 13, params: dict | None = None, columns_of: list[str] = FEATURES,
-                    repeats: int = 1) -> dict:
+                    repeats: int = REPEATS) -> dict:
     """The ranking model for one feature set: the mean of its fold boosters, with the temperature and
     abstain fitted on their out-of-fold scores. ``columns_of`` names the table's feature columns, for a
     table that carries more than ``FEATURES``; ``repeats``: how many times validation is cut into
