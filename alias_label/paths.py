@@ -66,3 +66,15 @@ class Paths:
 def paths() -> Paths:
     """Artifact folders, read at call time so ``ALIAS_LABEL_HOME`` set by a test applies."""
     return Paths(Path(os.environ.get("ALIAS_LABEL_HOME", REPO_ROOT)).resolve())
+
+
+def under_home(path: str | Path) -> str:
+    """``path`` relative to the artifact root when it lies under it, else as given: a record that names
+    an artifact of one run (a student's cross-encoder base is its teacher's) then reads the same on
+    any machine."""
+    if not Path(path).is_absolute():
+        return str(path)  # a model name or a path already relative
+    try:
+        return str(Path(path).resolve().relative_to(paths().root))
+    except ValueError:
+        return str(path)

@@ -27,6 +27,7 @@ from harness import add_reranker_args, percentiles, reranker_tables, save_result
 
 from alias_label.errors import UserError, run_main
 from alias_label.io import read_json
+from alias_label.paths import under_home
 from alias_label.search.abstain import abstain_quality
 from alias_label.search.calibration import CONFIDENCE
 from alias_label.search.cross import CROSS_FEATURES, cross_command, cross_dir
@@ -116,8 +117,9 @@ def main(args) -> dict:
     print(f"cross-encoder over one lookup's candidates: p50 {cost['cross_encoder']['p50_ms']:.1f} ms of the whole "
           f"reranked lookup's {cost['reranked_lookup']['p50_ms']:.1f} ms")
     figures = {"model": args.model, "cross_encoder": {key: record[key] for key in (
-        "base_model", "layers", "train_aliases", "train_pairs", "negatives", "epochs", "top", "train_s", "device")},
+        "layers", "train_aliases", "train_pairs", "negatives", "epochs", "top", "train_s", "device")},
         "variants": variants, "latency": cost}
+    figures["cross_encoder"]["base_model"] = under_home(record["base_model"])
     save_results(f"cross_encoder_{Path(str(args.model)).name}", figures, args.results_dir)
     return figures
 

@@ -233,6 +233,16 @@ def test_cross_encoder_refits_with_and_without_the_models_cross_encoder(in_pipel
     assert read_json(tmp_path / "cross_encoder_teacher.json")["cross_encoder"]["train_aliases"] == 80
 
 
+def test_cross_encoder_names_a_students_base_by_its_place_under_the_artifact_root(in_pipeline_home, tmp_path):
+    import cross_encoder
+
+    cross_encoder.main(cross_encoder.parse_args(["--model", "student", "--latency-queries", "2",
+                                                 "--results-dir", str(tmp_path)]))
+    # The student's cross-encoder starts from its teacher's: the record names it as it lies in any run.
+    record = read_json(tmp_path / "cross_encoder_student.json")["cross_encoder"]
+    assert record["base_model"] == "models/trained/alias_label_teacher/cross_encoder"
+
+
 def test_cross_encoder_names_the_fix_for_a_model_without_one(home, pipeline_home, tmp_path):
     import cross_encoder
 

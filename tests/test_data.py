@@ -13,6 +13,7 @@ from alias_label.data.swot import build_swot_table
 from alias_label.data.table import clean_table, load_table
 from alias_label.data.text import match_key
 from alias_label.errors import UserError, run_main
+from alias_label.paths import under_home
 
 ROWS = [
     {"qid": "q1", "label": "Universidad de Guadalajara", "alias": "UdeG"},
@@ -28,6 +29,14 @@ def data_args(path, **overrides) -> argparse.Namespace:
                   test_frac=0.2, limit=None, processed_dir=None, max_alias_entities=5, encoding="utf-8", heldout_cap=5)
     values.update(overrides)
     return argparse.Namespace(**values)
+
+
+def test_under_home_names_an_artifact_by_its_place_under_the_artifact_root(home):
+    assert under_home(home / "models/trained/alias_label_teacher/cross_encoder") == \
+        "models/trained/alias_label_teacher/cross_encoder"
+    assert under_home("all-MiniLM-L6-v2") == "all-MiniLM-L6-v2"
+    elsewhere = home.parent / "elsewhere" / "model"
+    assert under_home(elsewhere) == str(elsewhere)
 
 
 def test_missing_file_names_path_and_fix(tmp_path):
