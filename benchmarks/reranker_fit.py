@@ -39,7 +39,9 @@ from alias_label.search.rerank import (
 
 # name: (trees, learning rate, cuts into folds)
 SCHEMES = {"100 trees at 0.15, 1 cut": (100, 0.15, 1), "300 trees at 0.05, 1 cut": (300, 0.05, 1),
-           "50 trees at 0.15, 3 cuts": (50, 0.15, 3), "100 trees at 0.15, 3 cuts": (100, 0.15, 3)}
+           "30 trees at 0.15, 3 cuts": (30, 0.15, 3), "50 trees at 0.15, 3 cuts": (50, 0.15, 3),
+           "100 trees at 0.15, 3 cuts": (100, 0.15, 3), "50 trees at 0.15, 5 cuts": (50, 0.15, 5),
+           "100 trees at 0.15, 5 cuts": (100, 0.15, 5)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
