@@ -1,17 +1,25 @@
-"""Whether a classifier of the top answer's correctness abstains better than its share and margin.
+"""Whether another confidence abstains better than the top answer's share and margin, and how far
+each confidence reads as the probability that the answer is right.
 
 The reranked abstain keeps a top answer when its share of the query's reranker scores clears a
-threshold and beats the runner-up's by a margin (docs/rerank.md). A second model, fitted to say
-whether the top answer is right from the top candidate's features, its share, margin and raw
-scores, might order the answers better. It stays out of fold like the reranker: the reranker's
-out-of-fold validation scores feed a LightGBM classifier fitted in entity folds of its own, whose
-out-of-fold probabilities fit the threshold (with the same lower confidence bound); the fold
-classifiers' mean scores test.
+threshold and beats the runner-up's by a margin (docs/rerank.md). Two alternatives:
+
+- a classifier, fitted to say whether the top answer is right from the top candidate's features,
+  its share, margin and raw scores. It stays out of fold like the reranker: the reranker's
+  out-of-fold validation scores feed a LightGBM classifier fitted in entity folds of its own, whose
+  out-of-fold probabilities fit the threshold (with the same lower confidence bound); the fold
+  classifiers' mean scores test;
+- calibrated probabilities: the softmax over a query's candidates and one more, "none of them",
+  with the temperature and that candidate's score fitted by likelihood on the out-of-fold
+  validation scores (temperature scaling, Guo et al. 2017), so that a candidate's share estimates
+  the probability that it is the gold label, and the rest that the gold label is not among them.
+  Its top probability and margin fit the setting as the shares do.
 
 Reported per fold seed and per method: the validation coverage of the fitted setting, its test
-coverage and precision, and on each split the ceiling, the largest share of aliases whose best
+coverage and precision, on each split the ceiling, the largest share of aliases whose best
 answers by that method's score are still right at the target precision (what a perfect choice
-of threshold would keep there).
+of threshold would keep there), and the expected calibration error of the top answer's score
+against its being right (10 equal-width bins; 0 when a score of 0.8 is right 80% of the time).
 
 Reads   data/processed/, the trained model (default: the teacher) with its indexes and calibration
 Writes  benchmarks/results/abstain_confidence_<model>.json
@@ -85,6 +93,59 @@ def classifier_out_of_fold(features: np.ndarray, right: np.ndarray, entities: np
     return probability, models
 
 
+def padded(raw: list[np.ndarray]) -> np.ndarray:
+    """Each query's candidate scores as one row, -inf past its candidates."""
+    out = np.full((len(raw), max((len(r) for r in raw), default=0)), -np.inf)
+    for i, scores in enumerate(raw):
+        out[i, :len(scores)] = scores
+    return out
+
+
+def with_none(scores: np.ndarray, temperature: float, none_score: float) -> np.ndarray:
+    """Softmax at ``temperature`` over each row's candidates and a last column, "none of them",
+    scored ``none_score``."""
+    from scipy.special import softmax
+
+    return softmax(np.c_[scores, np.full(len(scores), none_score)] / temperature, axis=1)
+
+
+def fit_probability(raw: list[np.ndarray], relevance: list[np.ndarray]) -> tuple[float, float]:
+    """The temperature and "none of them" score of highest likelihood: each query's probability of
+    its gold label, or of "none of them" where the gold label is not among its candidates."""
+    from scipy.optimize import minimize
+
+    scores = padded(raw)
+    gold = np.zeros(scores.shape, dtype=bool)
+    for i, rel in enumerate(relevance):
+        gold[i, :len(rel)] = rel > 0
+    found = gold.any(axis=1)
+
+    def loss(params: np.ndarray) -> float:
+        probability = with_none(scores, np.exp(params[0]), params[1])
+        mass = np.where(found, (probability[:, :-1] * gold).sum(axis=1), probability[:, -1])
+        return float(-np.mean(np.log(np.maximum(mass, 1e-12))))
+
+    start = np.array([0.0, float(np.median([r.max() for r in raw if len(r)]))])
+    best = minimize(loss, start, method="Nelder-Mead").x
+    return float(np.exp(best[0])), float(best[1])
+
+
+def top_probabilities(raw: list[np.ndarray], temperature: float, none_score: float) -> np.ndarray:
+    """Each query's two highest candidate probabilities (0 where it has no such candidate)."""
+    probability = np.sort(with_none(padded(raw), temperature, none_score)[:, :-1], axis=1)[:, ::-1]
+    top = np.zeros((len(raw), 2), dtype=np.float32)
+    top[:, :min(2, probability.shape[1])] = probability[:, :2]
+    return top
+
+
+def calibration_error(confidence: np.ndarray, right: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: the mean gap, weighted by bin size, between a bin's mean
+    confidence and how often its answers are right."""
+    which = np.minimum((np.asarray(confidence, dtype=np.float64) * bins).astype(int), bins - 1)
+    return float(sum(np.mean(which == b) * abs(confidence[which == b].mean() - right[which == b].mean())
+                     for b in np.unique(which)))
+
+
 def ceiling(confidence: np.ndarray, right: np.ndarray, target_precision: float) -> float:
     """The largest share of aliases whose most confident answers are right at the target precision."""
     order = np.argsort(-confidence, kind="stable")
@@ -105,11 +166,14 @@ def one_seed(tables: dict, columns: list[str], seed: int, target_precision: floa
     right_val, right_test = fitted["right"], ranked_outcome(raw_test, test[2])[1]
     temperature = fitted["temperature"]
     share_test = top_shares(raw_test, temperature)
+    share_val = top_shares(fitted["out_of_fold_raw"], temperature)
     methods = {"share and margin": {
         "val_coverage": fitted["abstain"]["val"]["coverage"], "met_target": fitted["abstain"]["met_target"],
         "test": abstain_quality(share_test, right_test, fitted["abstain"]),
-        "val_ceiling": ceiling(top_shares(fitted["out_of_fold_raw"], temperature)[:, 0], right_val, target_precision),
-        "test_ceiling": ceiling(share_test[:, 0], right_test, target_precision)}}
+        "val_ceiling": ceiling(share_val[:, 0], right_val, target_precision),
+        "test_ceiling": ceiling(share_test[:, 0], right_test, target_precision),
+        "val_calibration_error": calibration_error(share_val[:, 0], right_val),
+        "test_calibration_error": calibration_error(share_test[:, 0], right_test)}}
     probability, models = classifier_out_of_fold(top_answer_features(fitted["out_of_fold_raw"], val[1], temperature),
                                                  right_val, val[3], seed + 100)
     test_probability = np.mean([m.predict_proba(top_answer_features(raw_test, test[1], temperature))[:, 1]
@@ -119,8 +183,28 @@ def one_seed(tables: dict, columns: list[str], seed: int, target_precision: floa
         "val_coverage": setting["val"]["coverage"], "met_target": setting["met_target"],
         "test": abstain_quality(as_scores(test_probability), right_test, setting),
         "val_ceiling": ceiling(probability, right_val, target_precision),
-        "test_ceiling": ceiling(test_probability, right_test, target_precision)}
+        "test_ceiling": ceiling(test_probability, right_test, target_precision),
+        "val_calibration_error": calibration_error(probability, right_val),
+        "test_calibration_error": calibration_error(test_probability, right_test)}
+    methods["calibrated probability"] = calibrated_method(fitted["out_of_fold_raw"], val[2], right_val, raw_test,
+                                                          right_test, target_precision)
     return methods
+
+
+def calibrated_method(raw_val: list[np.ndarray], relevance_val: list[np.ndarray], right_val: np.ndarray,
+                      raw_test: list[np.ndarray], right_test: np.ndarray, target_precision: float) -> dict:
+    """The abstain setting on calibrated top probabilities and margins, fitted on validation."""
+    temperature, none_score = fit_probability(raw_val, relevance_val)
+    top_val = top_probabilities(raw_val, temperature, none_score)
+    top_test = top_probabilities(raw_test, temperature, none_score)
+    setting = fit_abstain(top_val, right_val, target_precision, confidence=CONFIDENCE)
+    return {"temperature": temperature, "none_score": none_score,
+            "val_coverage": setting["val"]["coverage"], "met_target": setting["met_target"],
+            "test": abstain_quality(top_test, right_test, setting),
+            "val_ceiling": ceiling(top_val[:, 0], right_val, target_precision),
+            "test_ceiling": ceiling(top_test[:, 0], right_test, target_precision),
+            "val_calibration_error": calibration_error(top_val[:, 0], right_val),
+            "test_calibration_error": calibration_error(top_test[:, 0], right_test)}
 
 
 def main(args) -> dict:
@@ -131,7 +215,8 @@ def main(args) -> dict:
         for name, m in methods.items():
             print(f"seed {seed}, {name}: val coverage {m['val_coverage']:.2%} (ceiling {m['val_ceiling']:.2%}), "
                   f"test coverage {m['test']['coverage']:.2%} at precision {m['test']['precision'] or 0:.2%} "
-                  f"(ceiling {m['test_ceiling']:.2%})")
+                  f"(ceiling {m['test_ceiling']:.2%}), calibration error val {m['val_calibration_error']:.3f} "
+                  f"test {m['test_calibration_error']:.3f}")
     figures = {"model": args.model, "features": columns, "seeds": args.seeds,
                "target_precision": args.target_precision,
                "booster_params": params, "repeats": REPEATS,

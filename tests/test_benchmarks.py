@@ -197,18 +197,48 @@ def test_the_ceiling_is_the_most_kept_at_the_target_precision():
     assert abstain_confidence.ceiling(confidence[::-1], right, 0.9) == 0.0
 
 
-def test_abstain_confidence_fits_both_methods_out_of_fold(in_pipeline_home, tmp_path):
+def test_the_likelihood_recovers_the_temperature_and_none_score_the_gold_labels_were_drawn_with():
+    import abstain_confidence
+
+    rng = np.random.default_rng(0)
+    raw = [rng.normal(size=20) for _ in range(4000)]
+    temperature, none_score = 0.5, 1.0
+    relevance = []
+    for scores in raw:
+        gold = rng.choice(21, p=abstain_confidence.with_none(scores[None], temperature, none_score)[0])
+        relevance.append((np.arange(20) == gold).astype(int))  # gold 20: "none of them", not a candidate
+    fitted = abstain_confidence.fit_probability(raw, relevance)
+    assert fitted == pytest.approx((temperature, none_score), rel=0.1)
+    top = abstain_confidence.top_probabilities(raw[:3], *fitted)
+    expected = np.sort(abstain_confidence.with_none(np.array(raw[:3]), *fitted)[:, :-1], axis=1)[:, ::-1][:, :2]
+    np.testing.assert_allclose(top, expected, rtol=1e-6)
+
+
+def test_the_calibration_error_is_the_gap_between_confidence_and_how_often_it_is_right():
+    import abstain_confidence
+
+    right = np.array([1] * 9 + [0], dtype=bool)
+    assert abstain_confidence.calibration_error(np.full(10, 0.9), right) == pytest.approx(0.0)
+    assert abstain_confidence.calibration_error(np.full(10, 0.99), right) == pytest.approx(0.09)
+    # Two bins, each weighed by its size: 0.95 right half the time, 0.15 never right.
+    confidence = np.array([0.95, 0.95, 0.15, 0.15])
+    assert abstain_confidence.calibration_error(confidence, np.array([1, 0, 0, 0], dtype=bool)) == pytest.approx(
+        0.5 * 0.45 + 0.5 * 0.15)
+
+
+def test_abstain_confidence_fits_every_method_out_of_fold(in_pipeline_home, tmp_path):
     import abstain_confidence
 
     figures = abstain_confidence.main(abstain_confidence.parse_args(["--seeds", "3", "--results-dir",
                                                                      str(tmp_path)]))
     methods = figures["fits"]["3"]
-    assert set(methods) == {"share and margin", "classifier"}
+    assert set(methods) == {"share and margin", "classifier", "calibrated probability"}
     n_test = len(load_split().test)
     for method in methods.values():
         assert method["test"]["n"] == n_test
-        for key in ("val_coverage", "val_ceiling", "test_ceiling"):
+        for key in ("val_coverage", "val_ceiling", "test_ceiling", "val_calibration_error", "test_calibration_error"):
             assert 0 <= method[key] <= 1
+    assert methods["calibrated probability"]["temperature"] > 0
     # The classifier's setting keeps its most probable answers, so a met target lies under the ceiling.
     classifier = methods["classifier"]
     assert not classifier["met_target"] or classifier["val_coverage"] <= classifier["val_ceiling"]
