@@ -13,7 +13,7 @@ threshold and beats the runner-up's by a margin (docs/rerank.md). Two alternativ
   with the temperature and that candidate's score fitted by likelihood on the out-of-fold
   validation scores (temperature scaling, Guo et al. 2017), so that a candidate's share estimates
   the probability that it is the gold label, and the rest that the gold label is not among them.
-  Its top probability and margin fit the setting as the shares do.
+  The top probability and its margin fit the setting as the shares do.
 
 Reported per fold seed and per method: the validation coverage of the fitted setting, its test
 coverage and precision, on each split the ceiling, the largest share of aliases whose best
