@@ -130,6 +130,17 @@ def test_tfidf_index_ranks_by_character_overlap():
     assert np.all(np.diff(scores, axis=1) <= 0)
 
 
+def test_tfidf_cosines_are_the_sparse_products_values_exactly():
+    labels = ["University of Guadalajara", "Massachusetts Institute", "Universidad de Guadalajara", "МГУ"]
+    index = TfidfIndex(labels)
+    queries = index.vectors(["Guadalajara University", "massachusets", "", "МГУ", "Universidad Guadalajara"])
+    # Bit for bit what the product of the queries and the whole matrix gives, an empty query all 0.
+    assert np.array_equal(index.all_cosines(queries), (queries @ index.term_by_text).toarray())
+    assert not index.all_cosines(queries)[2].any()
+    scores, ids = index.search(queries, 2)
+    assert ids[3, 0] == 3 and scores[3, 0] == pytest.approx(1.0, abs=1e-6)
+
+
 def test_lookup_forward_reverse_and_min_score(in_pipeline_home, capsys):
     split = load_split()
     alias, label = split.train["alias"].iloc[0], split.train["label"].iloc[0]
