@@ -159,33 +159,34 @@ def as_scores(probability: np.ndarray) -> np.ndarray:
     return np.c_[probability, np.zeros_like(probability)].astype(np.float32)
 
 
+def judged(setting: dict, val: np.ndarray, right_val: np.ndarray, test: np.ndarray, right_test: np.ndarray,
+           target_precision: float) -> dict:
+    """A confidence's abstain setting, fitted on validation, and its scores judged on both splits.
+    ``val`` and ``test``: each alias's top score and runner-up's (``fit_abstain``'s input)."""
+    return {"val_coverage": setting["val"]["coverage"], "met_target": setting["met_target"],
+            "test": abstain_quality(test, right_test, setting),
+            "val_ceiling": ceiling(val[:, 0], right_val, target_precision),
+            "test_ceiling": ceiling(test[:, 0], right_test, target_precision),
+            "val_calibration_error": calibration_error(val[:, 0], right_val),
+            "test_calibration_error": calibration_error(test[:, 0], right_test)}
+
+
 def one_seed(tables: dict, columns: list[str], seed: int, target_precision: float, params: dict) -> dict:
     val, test = tables["val"], tables["test"]
     fitted = fit_out_of_fold(val, columns, target_precision, CONFIDENCE, seed=seed, params=params, columns_of=columns)
     raw_test = mean_raw(fitted["boosters"], test[1], list(range(len(columns))))
     right_val, right_test = fitted["right"], ranked_outcome(raw_test, test[2])[1]
     temperature = fitted["temperature"]
-    share_test = top_shares(raw_test, temperature)
-    share_val = top_shares(fitted["out_of_fold_raw"], temperature)
-    methods = {"share and margin": {
-        "val_coverage": fitted["abstain"]["val"]["coverage"], "met_target": fitted["abstain"]["met_target"],
-        "test": abstain_quality(share_test, right_test, fitted["abstain"]),
-        "val_ceiling": ceiling(share_val[:, 0], right_val, target_precision),
-        "test_ceiling": ceiling(share_test[:, 0], right_test, target_precision),
-        "val_calibration_error": calibration_error(share_val[:, 0], right_val),
-        "test_calibration_error": calibration_error(share_test[:, 0], right_test)}}
+    methods = {"share and margin": judged(fitted["abstain"], top_shares(fitted["out_of_fold_raw"], temperature),
+                                          right_val, top_shares(raw_test, temperature), right_test,
+                                          target_precision)}
     probability, models = classifier_out_of_fold(top_answer_features(fitted["out_of_fold_raw"], val[1], temperature),
                                                  right_val, val[3], seed + 100)
     test_probability = np.mean([m.predict_proba(top_answer_features(raw_test, test[1], temperature))[:, 1]
                                 for m in models], axis=0)
     setting = fit_abstain(as_scores(probability), right_val, target_precision, confidence=CONFIDENCE)
-    methods["classifier"] = {
-        "val_coverage": setting["val"]["coverage"], "met_target": setting["met_target"],
-        "test": abstain_quality(as_scores(test_probability), right_test, setting),
-        "val_ceiling": ceiling(probability, right_val, target_precision),
-        "test_ceiling": ceiling(test_probability, right_test, target_precision),
-        "val_calibration_error": calibration_error(probability, right_val),
-        "test_calibration_error": calibration_error(test_probability, right_test)}
+    methods["classifier"] = judged(setting, as_scores(probability), right_val, as_scores(test_probability), right_test,
+                                   target_precision)
     methods["calibrated probability"] = calibrated_method(fitted["out_of_fold_raw"], val[2], right_val, raw_test,
                                                           right_test, target_precision)
     return methods
@@ -199,12 +200,7 @@ def calibrated_method(raw_val: list[np.ndarray], relevance_val: list[np.ndarray]
     top_test = top_probabilities(raw_test, temperature, none_score)
     setting = fit_abstain(top_val, right_val, target_precision, confidence=CONFIDENCE)
     return {"temperature": temperature, "none_score": none_score,
-            "val_coverage": setting["val"]["coverage"], "met_target": setting["met_target"],
-            "test": abstain_quality(top_test, right_test, setting),
-            "val_ceiling": ceiling(top_val[:, 0], right_val, target_precision),
-            "test_ceiling": ceiling(top_test[:, 0], right_test, target_precision),
-            "val_calibration_error": calibration_error(top_val[:, 0], right_val),
-            "test_calibration_error": calibration_error(top_test[:, 0], right_test)}
+            **judged(setting, top_val, right_val, top_test, right_test, target_precision)}
 
 
 def main(args) -> dict:
