@@ -149,7 +149,8 @@ def accuracy(retriever, split, split_name: str, kinds: np.ndarray) -> tuple[dict
     if setting:
         # The threshold and margin were fitted on validation; here they meet unseen queries.
         metrics["abstain"] = {"threshold": setting["threshold"], "margin": setting["margin"],
-                              "target_precision": setting["target_precision"],
+                              "target_precision": setting["target_precision"], "met_target": setting["met_target"],
+                              "val_coverage": setting["val"]["coverage"],
                               **abstain_quality(scores, is_right(split, ranked[:, 0], gold), setting)}
         kept = metrics["abstain"]["kept"]
         metrics["abstain"]["precision_interval95"] = precision_interval(

@@ -325,3 +325,41 @@ def test_student_training_times_both_samplers(in_pipeline_home, tiny_model, tmp_
     assert 1 <= ours["padding_ratio"] < library["padding_ratio"]
     assert figures["speedup"] == pytest.approx(library["seconds_per_step"] / ours["seconds_per_step"])
     assert read_json(tmp_path / "student_training.json")["texts"] == {"queries": 96, "documents": 96}
+
+
+def synthetic_outcomes(rng, n: int) -> tuple[list, np.ndarray]:
+    """Queries whose top answer is right nearly always when it stands far out, half the time otherwise."""
+    gaps = rng.uniform(0, 6, n)
+    raw = [np.array([gap, 0.0, -1.0, -2.0]) for gap in gaps]
+    right = rng.random(n) < np.where(gaps > 3, 0.995, 0.5)
+    return raw, right
+
+
+def test_a_stricter_bound_keeps_fewer_validation_aliases_and_reports_test_precision_with_its_interval():
+    import abstain_bound
+
+    rng = np.random.default_rng(0)
+    (raw_val, right_val), (raw_test, right_test) = synthetic_outcomes(rng, 1000), synthetic_outcomes(rng, 1000)
+    loose, strict = abstain_bound.bound_fits(raw_val, right_val, raw_test, right_test, [0.5, 0.99], 0.95)
+    assert loose["met_target"] and strict["met_target"]
+    assert strict["val_coverage"] <= loose["val_coverage"] and strict["val_precision"] >= 0.95
+    for fit in (loose, strict):
+        low, high = fit["test_interval"]
+        assert low <= fit["test_precision"] <= high and fit["test_precision"] > 0.9
+    # Half the aliases stand far out; a setting that meets the target keeps about them, no more.
+    assert 0.3 < strict["test_coverage"] <= 0.55
+
+
+def test_abstain_bound_fits_each_confidence_on_the_same_out_of_fold_scores(in_pipeline_home, tmp_path):
+    import abstain_bound
+
+    figures = abstain_bound.main(abstain_bound.parse_args(["--seeds", "3", "5", "--confidences", "0.5", "0.99",
+                                                           "--tag", "draw2", "--results-dir", str(tmp_path)]))
+    saved = read_json(tmp_path / "abstain_bound_teacher_draw2.json")
+    assert saved["summary"] == figures["summary"] and [seed["seed"] for seed in saved["seeds"]] == [3, 5]
+    assert saved["split"]["pairs"]["test"] == len(load_split().test)
+    for seed in saved["seeds"]:
+        assert [fit["confidence"] for fit in seed["fits"]] == [0.5, 0.99]
+    for row in saved["summary"].values():
+        assert 0 <= row["met_on_val"] <= 2 and 0 <= row["held_on_test"] <= 2
+        assert 0 <= row["val_coverage"]["min"] <= row["val_coverage"]["mean"] <= row["val_coverage"]["max"] <= 1

@@ -26,7 +26,8 @@ ROWS = [
 
 def data_args(path, **overrides) -> argparse.Namespace:
     values = dict(data=path, qid_col="qid", label_col="label", alias_col="alias", split_seed=13, val_frac=0.2,
-                  test_frac=0.2, limit=None, processed_dir=None, max_alias_entities=5, encoding="utf-8", heldout_cap=5)
+                  test_frac=0.2, limit=None, processed_dir=None, max_alias_entities=5, encoding="utf-8", heldout_cap=5,
+                  test_first=False)
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -169,6 +170,24 @@ def test_split_is_entity_level_deterministic_and_leak_free(swot_slice):
     assert not held_out & set(first.train["alias"].str.casefold())
     # Every label stays a candidate, alias-less entities included.
     assert set(first.labels["label"]) == set(table["label"])
+
+
+def test_test_first_keeps_the_test_entities_whatever_the_validation_share(swot_slice):
+    table, _ = load_table(swot_slice)
+
+    def entities(split, name):
+        return set(split.pairs(name)["qid"])
+
+    small, large = (make_split(table, seed=7, val_frac=frac, test_frac=0.1, test_first=True) for frac in (0.1, 0.3))
+    assert entities(small, "test") == entities(large, "test")
+    assert entities(small, "val") < entities(large, "val") and small.fingerprint != large.fingerprint
+    # Validation first, the default: test moves along as validation grows.
+    default_small, default_large = (make_split(table, seed=7, val_frac=frac, test_frac=0.1) for frac in (0.1, 0.3))
+    assert entities(default_small, "test") != entities(default_large, "test")
+    # The same fractions drawn in the other order are another split, under another fingerprint.
+    assert entities(default_small, "test") == entities(small, "val") and entities(default_small, "val") == \
+        entities(small, "test")
+    assert default_small.fingerprint != small.fingerprint and small.meta["test_first"]
 
 
 def test_shared_label_string_is_one_candidate_with_all_qids():

@@ -61,9 +61,26 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
     assert report["abstain"] == report["systems"]["rerank"]["abstain"]
     for name in ("teacher", "student", "hybrid", "student_hybrid", "rerank", "student_rerank"):
         abstain = report["systems"][name]["abstain"]
-        assert {"threshold", "margin", "precision", "coverage", "target_precision"} <= set(abstain)
+        assert {"threshold", "margin", "precision", "coverage", "target_precision", "met_target"} <= set(abstain)
         assert 0 <= abstain["coverage"] <= 1 and abstain["kept"] == round(abstain["coverage"] * abstain["n"])
+        assert 0 < abstain["val_coverage"] <= 1
     assert "abstain" not in report["systems"]["tfidf"] and "abstain" not in report["systems"]["tfidf_translit"]
+
+
+def test_the_abstain_table_says_which_settings_missed_the_target_on_validation():
+    from alias_label.evaluate.report import markdown_tables
+
+    def system(met: bool) -> dict:
+        return {"top1": 0.5, "top5": 0.6, "top10": 0.7, "mrr": 0.55, "by_kind": {},
+                "abstain": {"threshold": 0.4, "margin": 0.0, "target_precision": 0.95, "met_target": met,
+                            "val_coverage": 0.221, "precision": 0.98, "coverage": 0.2,
+                            "precision_interval95": [0.94, 0.99]}}
+
+    report = {"n_queries": 10, "n_labels": 20, "agreement": None, "retention": None, "kind_counts": {},
+              "systems": {"rerank": system(True), "hybrid": system(False)}}
+    table = markdown_tables(report)
+    assert "| rerank | 0.400 | 0.000 | 22.10% | 98.00% (94.0%–99.0%) | 20.00% |" in table
+    assert "| hybrid | 0.400 | 0.000 | 22.10% (target not met) | 98.00% (94.0%–99.0%) | 20.00% |" in table
 
 
 def test_agreement_by_margin_bands():

@@ -36,6 +36,10 @@ SPLIT_FILES = ("train.parquet", "val.parquet", "test.parquet", "labels.parquet",
 SPLIT_RULES = 4
 # Held-out aliases one entity may contribute to val or test.
 HELDOUT_CAP = 5
+# Validation is what the reranker and every abstain setting are fitted on: twice the test split's
+# share, because a lower confidence bound on a precision is tighter on more aliases, and so keeps
+# more of them (docs/rerank.md).
+VAL_FRAC = 0.2
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -51,13 +55,17 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                        help="text encoding of a CSV/TSV --data file, e.g. latin-1 or cp1252 (default: utf-8)")
     group.add_argument("--split-seed", type=int, default=13,
                        help="seed of the entity-level split; training has its own --seed (default: 13)")
-    group.add_argument("--val-frac", type=float, default=0.1,
-                       help="fraction of aliased entities held out for validation (default: 0.1)")
+    group.add_argument("--val-frac", type=float, default=VAL_FRAC,
+                       help="fraction of aliased entities held out for validation, which the reranker and the "
+                            f"abstain settings are fitted on (default: {VAL_FRAC})")
     group.add_argument("--test-frac", type=float, default=0.1,
                        help="fraction of aliased entities held out for test (default: 0.1)")
     group.add_argument("--max-alias-entities", type=int, default=MAX_ALIAS_ENTITIES,
                        help="drop an alias string shared by more entities than this: it names none of them "
                             f"(swot's '.group' names 208) (default: {MAX_ALIAS_ENTITIES})")
+    group.add_argument("--test-first", action="store_true",
+                       help="draw the test entities before the validation ones, so that test holds the same "
+                            "entities whatever --val-frac is (default: validation first)")
     group.add_argument("--heldout-cap", type=int, default=HELDOUT_CAP,
                        help="at most N aliases of any one entity in val and test, a seeded sample, so that no "
                             f"entity dominates a held-out figure or a threshold fitted on it (default: {HELDOUT_CAP})")
@@ -140,12 +148,13 @@ def _capped(frame: pd.DataFrame, cap: int, rng: np.random.Generator) -> tuple[pd
     return frame[keep].reset_index(drop=True), int((~keep).sum())
 
 
-def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = 0.1, test_frac: float = 0.1,
-               limit: int | None = None, heldout_cap: int | None = None) -> Split:
+def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = VAL_FRAC, test_frac: float = 0.1,
+               limit: int | None = None, heldout_cap: int | None = None, test_first: bool = False) -> Split:
     """Assign whole entities to train/val/test; every label stays a candidate.
 
     ``heldout_cap`` (default ``HELDOUT_CAP``; 0 for none) keeps at most that many aliases of one
-    entity in val and test.
+    entity in val and test. The held-out entities come first in a seeded permutation, validation's
+    then test's, or with ``test_first`` test's then validation's.
     """
     heldout_cap = HELDOUT_CAP if heldout_cap is None else heldout_cap
     if heldout_cap < 0:
@@ -160,8 +169,11 @@ def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = 0.1, test_
     n_val, n_test = (max(1, round(len(entities) * frac)) for frac in (val_frac, test_frac))
     if len(entities) < 3:
         raise UserError(f"only {len(entities)} entities have aliases; a train/val/test split needs at least 3")
-    assignment = {qid: "val" for qid in entities[:n_val]}
-    assignment.update({qid: "test" for qid in entities[n_val:n_val + n_test]})
+    held_out_order = ("test", "val") if test_first else ("val", "test")
+    sizes = {"val": n_val, "test": n_test}
+    first, second = held_out_order
+    assignment = {qid: first for qid in entities[:sizes[first]]}
+    assignment.update({qid: second for qid in entities[sizes[first]:sizes[first] + sizes[second]]})
     split_of = pairs["qid"].map(assignment).fillna("train")
 
     # Aliases and labels are compared by ``match_key``: equal up to case, accents, spaces and
@@ -178,13 +190,13 @@ def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = 0.1, test_
     ambiguous = (split_of != "train") & np.array(names_another)
     by_split = {name: pairs[(split_of == name) & ~leaks & ~ambiguous].reset_index(drop=True) for name in SPLITS}
     over_cap = {}
-    for name in ("val", "test"):
+    for name in held_out_order:
         if heldout_cap:
             by_split[name], over_cap[name] = _capped(by_split[name], heldout_cap, rng)
 
     labels, aliases = _candidate_tables(table, pairs)
     meta = {
-        "seed": seed, "val_frac": val_frac, "test_frac": test_frac, "limit": limit,
+        "seed": seed, "val_frac": val_frac, "test_frac": test_frac, "test_first": test_first, "limit": limit,
         "data_fingerprint": _table_fingerprint(table),
         "entities": int(table["qid"].nunique()),
         "entities_with_aliases": int(len(entities)),
@@ -197,7 +209,7 @@ def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = 0.1, test_
         "split_entities": {name: int(frame["qid"].nunique()) for name, frame in by_split.items()},
     }
     meta["fingerprint"] = sha256_of(meta["data_fingerprint"], str(seed), str(val_frac), str(test_frac), str(limit),
-                                    str(SPLIT_RULES), str(heldout_cap))
+                                    str(SPLIT_RULES), str(heldout_cap), *(["test first"] if test_first else []))
     return Split(**by_split, labels=labels, aliases=aliases, meta=meta)
 
 
@@ -238,7 +250,8 @@ def ensure_split(args: argparse.Namespace) -> Split:
     table, report = load_table(data_path, args.qid_col, args.label_col, args.alias_col,
                                args.max_alias_entities, args.encoding)
     log.info("data: %s -> %d rows (%s)", data_path, len(table), format_report(report))
-    split = make_split(table, args.split_seed, args.val_frac, args.test_frac, args.limit, args.heldout_cap)
+    split = make_split(table, args.split_seed, args.val_frac, args.test_frac, args.limit, args.heldout_cap,
+                       args.test_first)
     processed_dir = Path(args.processed_dir or paths().processed)
     existing = processed_dir / "split.json"
     if existing.exists() and read_json(existing).get("fingerprint") == split.fingerprint:
