@@ -36,11 +36,13 @@ def failure(result: subprocess.CompletedProcess) -> str:
 
 def test_accelerate_launch_two_cpu_processes(home, tiny_model, swot_slice):
     # --multi_gpu selects the torchrun launcher; with no GPU, the processes train on CPU over gloo.
+    # The default validation share leaves this 40-entity slice 32 train pairs, too few batches of 16
+    # for two processes (transformers then refuses the dataloader); a share of 0.1 leaves 39.
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
                "--dynamo_backend", "no",
                str(REPO_ROOT / "scripts/train_alias_label.py"), "--data", str(swot_slice),
-               "--base-model", str(tiny_model), *TEACHER_SMOKE, "--rounds", "1", "--epochs", "8"]
+               "--base-model", str(tiny_model), *TEACHER_SMOKE, "--rounds", "1", "--epochs", "8", "--val-frac", "0.1"]
     env = {**os.environ, "ALIAS_LABEL_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, failure(result)
