@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 
 from alias_label.search.acronym import (
+    ALIGNED_SCORE,
     PREFIX_SCORE,
     AcronymIndex,
     acronym_key,
+    anchors,
     initialisms,
     looks_like_acronym,
     prefix_initialisms,
+    word_readings,
 )
 from alias_label.search.candidates import candidates, union
 from alias_label.search.lexical import TfidfIndex
@@ -25,6 +28,7 @@ from alias_label.search.searchers import Searcher, TransliteratedQueries
     ("Universität Wien", {"uw"}),
     ("Fürst-Johann-Moritz Gymnasium", {"fg", "fjmg"}),
     ("Harvard", set()),
+    ("Università dell'Aquila", {"ua", "ud"}),  # the elided "dell'" dropped, or the word read whole
 ])
 def test_initialisms_in_the_variants_people_write(label, expected):
     assert initialisms(label) == expected
@@ -47,6 +51,52 @@ def test_prefix_initialisms_come_after_full_ones_with_a_lower_score():
     scores, ids = AcronymIndex(labels).search(["OFS", "BSU", "OFSS"], 3)
     assert ids.tolist() == [[1, 0, -1], [3, 2, -1], [0, -1, -1]]
     assert scores.tolist() == [[1.0, PREFIX_SCORE, 0.0], [1.0, PREFIX_SCORE, 0.0], [1.0, 0.0, 0.0]]
+
+
+def test_elided_articles_leave_the_initial_of_the_word_they_join():
+    assert "emsi" in initialisms("École Marocaine des Sciences de l'Ingénieur")
+    assert initialisms("O'Brien Institute") == {"oi"}  # "O'" is not an elision: the name is read whole
+
+
+def test_word_readings_fold_split_and_start_at_the_first_content_word():
+    assert word_readings("The École Nationale Supérieure d'Électronique") == [
+        ["ecole", "nationale", "superieure", "electronique"]]
+    assert word_readings("Fürst-Johann-Moritz Gymnasium") == [["furst", "johann", "moritz", "gymnasium"]]
+    assert word_readings("МГУ им. Ломоносова")[1][0] == "mgu"  # the transliteration is a second reading
+
+
+@pytest.mark.parametrize(("key", "words", "expected"), [
+    ("espol", ["escuela", "superior", "politecnica", "del", "litoral"], 4),  # E S P(o) L: four words start it
+    ("norsu", ["negros", "oriental", "state", "university"], 4),
+    ("mit", ["massachusetts", "institute", "of", "technology"], 3),
+    ("mass", ["massachusetts", "institute"], 1),  # one word's start spells it all
+    ("xyz", ["escuela", "superior"], 0),
+    ("sp", ["escuela", "superior", "politecnica"], 0),  # the first letter must start the first word
+    ("ep", ["escuela", "superior"], 0),  # every letter must be read
+])
+def test_anchors_count_the_words_an_acronym_is_read_from(key, words, expected):
+    assert anchors(key, words) == expected
+
+
+def test_the_acronym_channel_reads_longer_acronyms_from_the_starts_of_words():
+    labels = ["Escuela Superior Politécnica de Chimborazo", "Escuela superior politecnica del litoral", "Espolon",
+              "Negros Oriental State University", "Norsu Academy", "Escuela Politécnica Nacional"]
+    scores, ids = AcronymIndex(labels).search(["ESPOL", "NORSU", "EPN", "espol university"], 3)
+    # Every content word read ranks before three of four; one-word labels are TF-IDF's to find.
+    assert ids[0].tolist() == [1, 0, 5]  # "ESPOL" reads E(s) P(o)(l) from "Escuela Politécnica Nacional" too
+    np.testing.assert_allclose(scores[0], [ALIGNED_SCORE, ALIGNED_SCORE * 3 / 4, ALIGNED_SCORE * 2 / 3])
+    assert ids[1].tolist() == [3, 4, -1]  # "Norsu Academy" reads it from one of its two words
+    np.testing.assert_allclose(scores[1], [ALIGNED_SCORE, ALIGNED_SCORE / 2, 0.0])
+    assert ids[2].tolist() == [5, -1, -1] and scores[2, 0] == 1.0  # three letters: initialisms only
+    assert ids[3].tolist() == [-1, -1, -1]  # not the shape of an acronym
+
+
+def test_aligned_matches_come_after_initialisms_and_stop_at_k():
+    labels = ["Escuela superior politecnica del litoral", "Escuela Superior Politecnica Oriental Lima"]
+    scores, ids = AcronymIndex(labels).search(["ESPOL", "ESPOL"], 1)
+    assert ids.tolist() == [[1], [1]] and scores[0, 0] == 1.0  # the initialism first; k=1 leaves the reading out
+    scores, ids = AcronymIndex(labels[:1]).search(["ESPOL"], 2)
+    assert ids.tolist() == [[0, -1]] and scores[0, 0] == ALIGNED_SCORE
 
 
 @pytest.mark.parametrize(("query", "expected"), [

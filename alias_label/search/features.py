@@ -27,7 +27,7 @@ import numpy as np
 
 from alias_label.data.kinds import dominant_script
 from alias_label.data.text import fold, tokens, transliterate
-from alias_label.search.acronym import acronym_key, label_initialisms, looks_like_acronym
+from alias_label.search.acronym import acronym_key, label_initialisms, looks_like_acronym, word_readings
 
 CHANNELS = ("dense", "tfidf", "tfidf_query_translit", "acronym")
 GROUPS = {
@@ -54,7 +54,8 @@ def site_name(website: str) -> str:
 
 def aligned_initials(short: str, words: list[str]) -> float:
     """Share of the short form's letters matched, in order, to the starts of the long form's words,
-    each word giving its initial and then, optionally, the letters right after it ("UdeG")."""
+    each word giving its initial and then, optionally, the letters right after it ("UdeG"), read
+    greedily left to right."""
     letters = acronym_key(short)
     if not letters or not words:
         return 0.0
@@ -77,7 +78,7 @@ class LabelTable:
 
     folded: list[str]
     transliterated: list[str]
-    words: list[list[str]]
+    readings: list[list[list[str]]]  # each label's ``word_readings``, for the acronym alignment
     word_sets: list[set[str]]
     scripts: list[str]
     initialisms: list[set[str]]
@@ -98,7 +99,8 @@ class LabelTable:
         idf = {word: math.log(len(labels) / count) + 1.0 for word, count in document_frequency.items()}
         keys = [label_initialisms(label) for label in labels]
         full = [label_keys for label_keys, _ in keys]
-        return cls(folded, [fold(transliterate(label) or label) for label in labels], words, word_sets,
+        return cls(folded, [fold(transliterate(label) or label) for label in labels],
+                   [word_readings(label) for label in labels], word_sets,
                    [dominant_script(label) for label in labels], full, [prefix for _, prefix in keys],
                    [{site_name(site) for site in sites} - {""} for sites in websites], idf,
                    [sum(idf[word] for word in word_set) for word_set in word_sets],
@@ -141,8 +143,12 @@ def pair_features(alias: str, rows: np.ndarray, cosines: dict[str, np.ndarray], 
     out[:, COLUMN["idf_overlap_label"]] = np.divide(shared, label_weight, out=np.zeros_like(shared),
                                                     where=label_weight > 0)
     out[:, COLUMN["is_initialism"]] = [key in table.initialisms[row] for row in rows]
-    out[:, COLUMN["initials_aligned"]] = ([aligned_initials(alias, table.words[row]) for row in rows]
-                                          if acronym_shape else 0.0)
+    if acronym_shape:
+        keys = {key, acronym_key(transliterate(alias) or alias)}
+        out[:, COLUMN["initials_aligned"]] = [max((aligned_initials(k, words) for k in keys
+                                                   for words in table.readings[row]), default=0.0) for row in rows]
+    else:
+        out[:, COLUMN["initials_aligned"]] = 0.0
     out[:, COLUMN["same_script"]] = [script == table.scripts[row] for row in rows]
     out[:, COLUMN["length_ratio"]] = [len(folded) / max(len(table.folded[row]), 1) for row in rows]
     out[:, COLUMN["alias_is_this_label"]] = [folded == table.folded[row] for row in rows]

@@ -110,7 +110,8 @@ class FirstStage:
         labels = candidates.labels
         vectors, keys = label_vectors(dense.label_index)
         table = LabelTable.build(labels["label"], labels["websites"])
-        acronyms = AcronymIndex(labels["label"], list(zip(table.initialisms, table.prefix_initialisms, strict=True)))
+        acronyms = AcronymIndex(labels["label"], list(zip(table.initialisms, table.prefix_initialisms, strict=True)),
+                                table.readings)
         return cls(dense.model, dense.label_index, lexical or lexical_searcher(candidates), acronyms, table, vectors,
                    keys, {"weight": fusion["weight"], "exponent": fusion["exponent"]}, k)
 
