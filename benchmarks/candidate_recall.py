@@ -4,7 +4,9 @@ A reranker can only put first a label that some channel proposed. For K in a gri
 the held-out aliases whose gold label is in each channel's top K, and in the union of all of
 them, overall and by alias kind, with the union's mean size (what a reranker would score).
 Channels: the trained model's dense index (its label keys included), TF-IDF over the label keys,
-the same TF-IDF with the queries transliterated too, and the acronym channel.
+the same TF-IDF with the queries transliterated too, and the acronym channel; and, to measure
+what its readings from the starts of words add, the acronym channel with initialisms alone
+(``acronym_initialisms``) and the union with it in place of the whole channel.
 
 Reads   data/processed/, the trained model (default: the teacher) and its indexes
 Writes  benchmarks/results/candidate_recall.json
@@ -43,7 +45,13 @@ def first_stage_channels(model: str, split) -> dict:
     dense = load_dense(model, "cpu", int8=False)
     lexical = lexical_searcher(Candidates.from_split(split, "transliterated"))
     return {"dense": dense.searcher, "tfidf": lexical, "tfidf_query_translit": TransliteratedQueries(lexical),
-            "acronym": Searcher("acronym", AcronymIndex(split.labels["label"]), None)}
+            "acronym": Searcher("acronym", AcronymIndex(split.labels["label"]), None),
+            "acronym_initialisms": Searcher("acronym_initialisms", AcronymIndex(split.labels["label"], aligned=False),
+                                            None)}
+
+
+# The union of the first stage, and the same union with the acronym channel's initialisms alone.
+UNIONS = {"union": "acronym_initialisms", "union_initialisms": "acronym"}
 
 
 def recall_table(channels: dict, split, part: str, ks: list[int]) -> dict:
@@ -55,12 +63,15 @@ def recall_table(channels: dict, split, part: str, ks: list[int]) -> dict:
     for k in ks:
         cut = {name: (scores[:, :k], ids[:, :k]) for name, (scores, ids) in results.items()}
         hits = {name: (ids == gold[:, None]).any(axis=1) for name, (_, ids) in cut.items()}
-        merged = union(cut)
-        hits["union"] = (merged.rows == gold[:, None]).any(axis=1)
+        sizes = {}
+        for name, left_out in UNIONS.items():
+            merged = union({channel: found for channel, found in cut.items() if channel != left_out})
+            hits[name], sizes[name] = (merged.rows == gold[:, None]).any(axis=1), float(merged.sizes().mean())
         table[k] = {name: {"all": float(hit.mean()),
                            **{kind: float(hit[kinds == kind].mean()) for kind in ALIAS_KINDS if (kinds == kind).any()}}
                     for name, hit in hits.items()}
-        table[k]["union"]["mean_candidates"] = float(merged.sizes().mean())
+        for name, size in sizes.items():
+            table[k][name]["mean_candidates"] = size
         print(f"{part} recall@{k}: " + ", ".join(f"{name} {row['all']:.3f}" for name, row in table[k].items())
               + f" (union of {table[k]['union']['mean_candidates']:.0f} candidates)")
     return {"n": len(pairs), "kind_counts": {kind: int((kinds == kind).sum()) for kind in ALIAS_KINDS},

@@ -154,6 +154,10 @@ def test_candidate_recall_grows_with_k_and_the_union_holds_every_channel(in_pipe
             assert table[1][name]["all"] <= table[5][name]["all"] <= table[20][name]["all"]
         for k in (1, 5, 20):
             assert table[k]["union"]["all"] >= max(table[k][c]["all"] for c in ("dense", "tfidf", "acronym"))
+            # The readings from the starts of words only add to the initialisms' candidates.
+            assert table[k]["acronym"]["all"] >= table[k]["acronym_initialisms"]["all"]
+            assert table[k]["union_initialisms"]["all"] >= table[k]["acronym_initialisms"]["all"]
+            assert table[k]["union"]["mean_candidates"] >= table[k]["union_initialisms"]["mean_candidates"]
     assert read_json(tmp_path / "candidate_recall.json")["ks"] == [1, 5, 20]
 
 

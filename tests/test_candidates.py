@@ -97,6 +97,7 @@ def test_aligned_matches_come_after_initialisms_and_stop_at_k():
     assert ids.tolist() == [[1], [1]] and scores[0, 0] == 1.0  # the initialism first; k=1 leaves the reading out
     scores, ids = AcronymIndex(labels[:1]).search(["ESPOL"], 2)
     assert ids.tolist() == [[0, -1]] and scores[0, 0] == ALIGNED_SCORE
+    assert AcronymIndex(labels[:1], aligned=False).search(["ESPOL"], 2)[1].tolist() == [[-1, -1]]
 
 
 @pytest.mark.parametrize(("query", "expected"), [

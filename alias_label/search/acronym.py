@@ -209,15 +209,17 @@ class AcronymIndex:
     """Initialism -> label rows; ``search`` has the shape of a FAISS search over label rows."""
 
     def __init__(self, labels, keys: list[tuple[set[str], set[str]]] | None = None,
-                 label_readings: list[list[list[str]]] | None = None):
+                 label_readings: list[list[list[str]]] | None = None, aligned: bool = True):
         """``keys``: each label's ``label_initialisms``, ``label_readings`` its ``word_readings``, when the
-        caller has computed them already."""
+        caller has computed them already; ``aligned=False`` leaves out the readings from the starts of
+        words, for measuring what they add."""
         labels = list(labels)
         if keys is None:
             keys = [label_initialisms(label) for label in labels]
         self.rows_of = _rows_of([full for full, _ in keys])
         self.prefix_rows_of = _rows_of([prefix for _, prefix in keys])
-        self.aligned = AlignedLines(label_readings if label_readings is not None else map(word_readings, labels))
+        self.aligned = (AlignedLines(label_readings if label_readings is not None else map(word_readings, labels))
+                        if aligned else None)
         self.ntotal = len(labels)
 
     def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +236,7 @@ class AcronymIndex:
             found = dict.fromkeys((row for key in keys for row in self.rows_of.get(key, [])), 1.0)
             for row in (row for key in keys for row in self.prefix_rows_of.get(key, [])):
                 found.setdefault(row, PREFIX_SCORE)
-            if len(found) < k:
+            if len(found) < k and self.aligned is not None:
                 aligned = [(row, share) for key in keys if len(key) >= ALIGNED_MIN_LETTERS
                            for row, share in self.aligned.search(key).items() if row not in found]
                 for row, share in sorted(aligned, key=lambda item: -item[1]):
