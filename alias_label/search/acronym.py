@@ -193,7 +193,8 @@ class AlignedLines:
             self.blocks[letter] = ("\n".join(texts) + "\n", starts, lines)
 
     def search(self, key: str) -> dict[int, float]:
-        """Label row -> the share of its content words a reading of ``key`` starts from, best first."""
+        """Label row -> the share of its content words a reading of ``key`` starts from, in the order
+        the lines match (``AcronymIndex.search`` ranks them across the query's keys)."""
         if key[:1] not in self.blocks:
             return {}
         text, starts, lines = self.blocks[key[0]]
@@ -202,7 +203,7 @@ class AlignedLines:
             row, words = lines[int(np.searchsorted(starts, match.start(), side="right")) - 1]
             content = sum(word not in CONNECTORS for word in words)
             shares[row] = max(shares.get(row, 0.0), min(anchors(key, words) / max(content, 1), 1.0))
-        return dict(sorted(shares.items(), key=lambda item: -item[1]))
+        return shares
 
 
 class AcronymIndex:
