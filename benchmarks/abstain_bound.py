@@ -1,11 +1,13 @@
 """How strict the abstain setting's lower confidence bound must be for its precision to hold on test.
 
-The abstain setting is the threshold and margin, among a few thousand candidates, that keep the
-most validation aliases while the lower confidence bound of their validation precision clears the
-target (``alias_label.search.calibration.CONFIDENCE``). The setting chosen is the one whose
-validation precision the noise flattered most, so a bound at a higher confidence trades
-validation coverage for test precision. This fits the reranker as ``calibrate`` does, once per
-fold seed, then fits the setting on the same out-of-fold validation scores at each confidence, and
+The abstain setting is the threshold on the probability that the top answer is right (the
+reranker's confidence classifier, ``alias_label.search.confidence``), among a hundred candidates,
+that keeps the most validation aliases while the lower confidence bound of their validation
+precision clears the target (``alias_label.search.calibration.CONFIDENCE``). The setting chosen is
+the one whose validation precision the noise flattered most, so a bound at a higher confidence
+trades validation coverage for test precision. This fits the reranker and its classifier as
+``calibrate`` does, once per fold seed, then fits the threshold on the same out-of-fold validation
+probabilities at each confidence, and
 reports per confidence the validation and test coverage, whether the bound met the target, and
 the test precision with its 95% Wilson interval. Run it on other draws of the held-out entities
 too (``prepare_data.py --split-seed`` or ``--test-first``, in their own ``ALIAS_LABEL_HOME``):
@@ -26,16 +28,10 @@ from pathlib import Path
 import numpy as np
 from harness import add_reranker_args, reranker_tables, save_results
 
-from alias_label.search.abstain import abstain_quality, precision_interval
+from alias_label.search.abstain import abstain_quality, fit_abstain, precision_interval
 from alias_label.search.calibration import CONFIDENCE
-from alias_label.search.rerank import (
-    booster_params,
-    fit_abstain_shares,
-    fit_out_of_fold,
-    mean_raw,
-    ranked_outcome,
-    top_shares,
-)
+from alias_label.search.confidence import abstain_scores
+from alias_label.search.rerank import booster_params, fit_out_of_fold, mean_raw, ranked_outcome, table_probabilities
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,16 +44,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def bound_fits(raw_val: list, right_val: np.ndarray, raw_test: list, right_test: np.ndarray,
-               confidences: list[float], target_precision: float) -> list[dict]:
-    """The abstain setting fitted on the validation scores at each confidence, and how it does on test."""
+def bound_fits(probability_val: np.ndarray, right_val: np.ndarray, probability_test: np.ndarray,
+               right_test: np.ndarray, confidences: list[float], target_precision: float) -> list[dict]:
+    """The abstain threshold fitted on the validation probabilities at each confidence, and how it does on test."""
     rows = []
     for confidence in confidences:
-        temperature, abstain = fit_abstain_shares(raw_val, right_val, target_precision, confidence)
-        test = abstain_quality(top_shares(raw_test, temperature), right_test, abstain)
+        abstain = fit_abstain(abstain_scores(probability_val), right_val, target_precision, confidence=confidence,
+                              margin=False)
+        test = abstain_quality(abstain_scores(probability_test), right_test, abstain)
         correct = int(round((test["precision"] or 0.0) * test["kept"]))
-        rows.append({"confidence": confidence, "temperature": temperature, "threshold": abstain["threshold"],
-                     "margin": abstain["margin"], "met_target": abstain["met_target"],
+        rows.append({"confidence": confidence, "threshold": abstain["threshold"], "met_target": abstain["met_target"],
                      "val_coverage": abstain["val"]["coverage"], "val_precision": abstain["val"]["precision"],
                      "test_coverage": test["coverage"], "test_precision": test["precision"],
                      "test_interval": precision_interval(correct, test["kept"])})
@@ -69,10 +65,12 @@ def one_seed(tables: dict, columns: list[str], seed: int, params: dict, confiden
     fitted = fit_out_of_fold(tables["val"], columns, target_precision, CONFIDENCE, seed=seed, params=params,
                              columns_of=columns)
     _, matrices, relevance, _ = tables["test"]
-    raw_test = mean_raw(fitted["boosters"], matrices, list(range(len(columns))))
+    every = list(range(len(columns)))
+    raw_test = mean_raw(fitted["boosters"], matrices, every)
     _, right_test, _ = ranked_outcome(raw_test, relevance)
     return {"seed": seed, "val_top1": float(fitted["right"].mean()), "test_top1": float(right_test.mean()),
-            "fits": bound_fits(fitted["out_of_fold_raw"], fitted["right"], raw_test, right_test, confidences,
+            "fits": bound_fits(fitted["probability"], fitted["right"],
+                               table_probabilities(fitted, matrices, every, raw_test), right_test, confidences,
                                target_precision)}
 
 

@@ -1,14 +1,15 @@
-"""Whether another confidence abstains better than the top answer's share and margin, and how far
-each confidence reads as the probability that the answer is right.
+"""Whether another confidence abstains better than the reranker's own, and how far each confidence
+reads as the probability that the answer is right.
 
-The reranked abstain keeps a top answer when its share of the query's reranker scores clears a
-threshold and beats the runner-up's by a margin (docs/rerank.md). Two alternatives:
+The reranked abstain keeps a top answer when a classifier's probability that it is right clears a
+threshold (``alias_label.search.confidence``): a LightGBM classifier fitted on the reranker's
+out-of-fold validation scores, in entity folds of its own, from the top answer's share, margin and
+raw scores and the top candidate's features; its out-of-fold probabilities fit the threshold (with
+the lower confidence bound), and the fold classifiers' mean probability scores test. Two
+alternatives:
 
-- a classifier, fitted to say whether the top answer is right from the top candidate's features,
-  its share, margin and raw scores. It stays out of fold like the reranker: the reranker's
-  out-of-fold validation scores feed a LightGBM classifier fitted in entity folds of its own, whose
-  out-of-fold probabilities fit the threshold (with the same lower confidence bound); the fold
-  classifiers' mean scores test;
+- share and margin: the top answer's share of the query's softmaxed reranker scores must clear a
+  threshold and beat the runner-up's by a margin;
 - calibrated probabilities: the softmax over a query's candidates and one more, "none of them",
   with the temperature and that candidate's score fitted by likelihood on the out-of-fold
   validation scores (temperature scaling, Guo et al. 2017), so that a candidate's share estimates
@@ -38,59 +39,22 @@ from harness import add_reranker_args, reranker_tables, save_results
 
 from alias_label.search.abstain import abstain_quality, fit_abstain
 from alias_label.search.calibration import CONFIDENCE
+from alias_label.search.confidence import CLASSIFIER_PARAMS, abstain_scores
 from alias_label.search.rerank import (
-    FOLDS,
     REPEATS,
     booster_params,
-    entity_folds,
     fit_out_of_fold,
     mean_raw,
     ranked_outcome,
-    shares,
+    table_probabilities,
     top_shares,
 )
-
-CLASSIFIER_PARAMS = {"objective": "binary", "n_estimators": 150, "learning_rate": 0.05, "num_leaves": 7,
-                     "min_child_samples": 20, "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8,
-                     "verbose": -1, "n_jobs": 1}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_reranker_args(parser, seeds=True)
     return parser.parse_args(argv)
-
-
-def top_answer_features(raw: list[np.ndarray], matrices: list[np.ndarray], temperature: float) -> np.ndarray:
-    """Per alias: its top share, share margin, top raw score, raw margin and candidate count, then
-    the top candidate's features (NaN where the alias has no candidate)."""
-    width = max((m.shape[1] for m in matrices), default=0)
-    out = np.full((len(raw), 5 + width), np.nan, dtype=np.float32)
-    for i, (scores, matrix) in enumerate(zip(raw, matrices, strict=True)):
-        if not len(scores):
-            continue
-        order = np.argsort(-scores, kind="stable")
-        share = np.sort(shares(scores, temperature))[::-1]
-        runner_up = (share[1], scores[order[1]]) if len(order) > 1 else (0.0, np.nan)
-        out[i, :5] = [share[0], share[0] - runner_up[0], scores[order[0]], scores[order[0]] - runner_up[1],
-                      len(scores)]
-        out[i, 5:] = matrix[order[0]]
-    return out
-
-
-def classifier_out_of_fold(features: np.ndarray, right: np.ndarray, entities: np.ndarray,
-                           seed: int) -> tuple[np.ndarray, list]:
-    """Out-of-fold probabilities that the top answer is right, and the fold classifiers."""
-    import lightgbm
-
-    fold = entity_folds(entities, min(FOLDS, len(set(entities))), seed)
-    probability, models = np.zeros(len(features)), []
-    for f in np.unique(fold):
-        inside = fold != f
-        model = lightgbm.LGBMClassifier(**CLASSIFIER_PARAMS, random_state=seed + int(f))
-        models.append(model.fit(features[inside], right[inside]))
-        probability[~inside] = model.predict_proba(features[~inside])[:, 1]
-    return probability, models
 
 
 def padded(raw: list[np.ndarray]) -> np.ndarray:
@@ -154,11 +118,6 @@ def ceiling(confidence: np.ndarray, right: np.ndarray, target_precision: float) 
     return float((met[-1] + 1) / len(order)) if len(met) else 0.0
 
 
-def as_scores(probability: np.ndarray) -> np.ndarray:
-    """A probability as abstain scores with no runner-up to beat (margin 0 keeps them all)."""
-    return np.c_[probability, np.zeros_like(probability)].astype(np.float32)
-
-
 def judged(setting: dict, val: np.ndarray, right_val: np.ndarray, test: np.ndarray, right_test: np.ndarray,
            target_precision: float) -> dict:
     """A confidence's abstain setting, fitted on validation, and its scores judged on both splits.
@@ -174,19 +133,16 @@ def judged(setting: dict, val: np.ndarray, right_val: np.ndarray, test: np.ndarr
 def one_seed(tables: dict, columns: list[str], seed: int, target_precision: float, params: dict) -> dict:
     val, test = tables["val"], tables["test"]
     fitted = fit_out_of_fold(val, columns, target_precision, CONFIDENCE, seed=seed, params=params, columns_of=columns)
-    raw_test = mean_raw(fitted["boosters"], test[1], list(range(len(columns))))
+    every = list(range(len(columns)))
+    raw_test = mean_raw(fitted["boosters"], test[1], every)
     right_val, right_test = fitted["right"], ranked_outcome(raw_test, test[2])[1]
     temperature = fitted["temperature"]
-    methods = {"share and margin": judged(fitted["abstain"], top_shares(fitted["out_of_fold_raw"], temperature),
+    methods = {"share and margin": judged(fitted["share_abstain"], top_shares(fitted["out_of_fold_raw"], temperature),
                                           right_val, top_shares(raw_test, temperature), right_test,
-                                          target_precision)}
-    probability, models = classifier_out_of_fold(top_answer_features(fitted["out_of_fold_raw"], val[1], temperature),
-                                                 right_val, val[3], seed + 100)
-    test_probability = np.mean([m.predict_proba(top_answer_features(raw_test, test[1], temperature))[:, 1]
-                                for m in models], axis=0)
-    setting = fit_abstain(as_scores(probability), right_val, target_precision, confidence=CONFIDENCE)
-    methods["classifier"] = judged(setting, as_scores(probability), right_val, as_scores(test_probability), right_test,
-                                   target_precision)
+                                          target_precision),
+               "classifier": judged(fitted["abstain"], abstain_scores(fitted["probability"]), right_val,
+                                    abstain_scores(table_probabilities(fitted, test[1], every, raw_test)), right_test,
+                                    target_precision)}
     methods["calibrated probability"] = calibrated_method(fitted["out_of_fold_raw"], val[2], right_val, raw_test,
                                                           right_test, target_precision)
     return methods

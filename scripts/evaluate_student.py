@@ -38,13 +38,13 @@ from alias_label.evaluate.report import markdown_tables, save_plots
 from alias_label.index.bundle import ROLES, index_files, model_folder, require_trained
 from alias_label.index.tables import Candidates
 from alias_label.io import atomic_path, save_run_args, setup_logging, write_json
-from alias_label.metrics import classes_of, recall_at_k, retrieval_metrics
+from alias_label.metrics import DEPTH, classes_of, recall_at_k, retrieval_metrics
 from alias_label.models.load import load_model, pick_device
 from alias_label.models.quantize import default_activation_bits, int8_by_default
 from alias_label.paths import paths
 from alias_label.search.abstain import abstain_quality, precision_interval
 from alias_label.search.retriever import Retriever, add_int8_scheme_arg, as_hybrid, as_rerank, check_split, load_dense
-from alias_label.search.scoring import correct_classes, is_right, score_split
+from alias_label.search.scoring import correct_classes, is_right, ranked_metrics
 from alias_label.search.searchers import dense_searcher, keys_of, lexical_searcher
 
 NAME = "evaluate_student"
@@ -142,16 +142,17 @@ def label_to_alias_queries(split, pairs: pd.DataFrame) -> tuple[list[str], list[
 
 def accuracy(retriever, split, split_name: str, kinds: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
     """Metrics of one system, overall and per alias kind, plus its ranked label rows and scores per query."""
-    metrics, scores, ranked = score_split(retriever, split, split_name)
     pairs = split.pairs(split_name)
+    scores, ranked, read = retriever.labels_with_confidence(pairs["alias"], DEPTH)
+    metrics = ranked_metrics(split, ranked, pairs["label"])
     gold = split.label_rows(pairs["label"])
     setting = retriever.abstain
     if setting:
-        # The threshold and margin were fitted on validation; here they meet unseen queries.
-        metrics["abstain"] = {"threshold": setting["threshold"], "margin": setting["margin"],
-                              "target_precision": setting["target_precision"], "met_target": setting["met_target"],
-                              "val_coverage": setting["val"]["coverage"],
-                              **abstain_quality(scores, is_right(split, ranked[:, 0], gold), setting)}
+        # The setting was fitted on validation; here it meets unseen queries.
+        metrics["abstain"] = {"reads": setting.get("reads", "score"), "threshold": setting["threshold"],
+                              "margin": setting["margin"], "target_precision": setting["target_precision"],
+                              "met_target": setting["met_target"], "val_coverage": setting["val"]["coverage"],
+                              **abstain_quality(read, is_right(split, ranked[:, 0], gold), setting)}
         kept = metrics["abstain"]["kept"]
         metrics["abstain"]["precision_interval95"] = precision_interval(
             round((metrics["abstain"]["precision"] or 0.0) * kept), kept)
@@ -179,14 +180,14 @@ def agreement_by_margin(teacher_scores: np.ndarray, teacher_top1: np.ndarray, st
 def speed(retriever, queries: list[str], n_single: int) -> dict:
     """Single-query latency (encode + search) and batch throughput, from this one run."""
     for query in queries[:5]:  # warm-up: first calls pay for allocation and kernel selection
-        retriever.labels_for([query], 10)
+        retriever.labels_with_confidence([query], 10)
     latencies = []
     for query in queries[:n_single]:
         start = time.perf_counter()
-        retriever.labels_for([query], 10)
+        retriever.labels_with_confidence([query], 10)
         latencies.append((time.perf_counter() - start) * 1000)
     start = time.perf_counter()
-    retriever.labels_for(queries, 10)
+    retriever.labels_with_confidence(queries, 10)
     batch_seconds = time.perf_counter() - start
     return {"p50_ms": statistics.median(latencies), "p95_ms": float(np.percentile(latencies, 95)),
             "queries_per_s": len(queries) / batch_seconds}

@@ -2,19 +2,21 @@
 
 By default the candidates of every channel (the model's FAISS index, TF-IDF character n-grams,
 acronyms) are scored by the reranker fitted on validation (--mode rerank; a candidate's score is its
-share of the reranker's softmaxed scores), and an alias whose best match falls below the threshold
-and margin calibrated on validation is reported as "no confident match". Label -> alias lookups
+share of the reranker's softmaxed scores), and an alias whose top match is not likely enough to be
+right is reported as "no confident match": a classifier fitted on validation gives that probability,
+and the threshold it must clear is calibrated there too (--mode hybrid and dense: a threshold and
+margin on the score). Label -> alias lookups
 use the hybrid ranking. On a CPU the student runs its Linear layers in int8 (--no-int8:
 float32); the teacher runs float32 unless given --int8.
 
 Reads   the chosen model folder in models/trained/ (or any folder given to --model) with its
         calibration.json, and the FAISS indexes its indexes.json names (faiss/ by default), whose
         sidecars hold the candidate tables.
-Writes  with --batch, a CSV of (input_row, query, rank, qid, label|alias, score, confident): one block
-        of rows per input row, in input order, so it joins back to the input table on input_row (the
-        row's position, from 0). A blank query gets one row with no rank, flagged as no match. A text
-        cell that would start a spreadsheet formula (=, +, -, @) is written with a leading quote.
-        Otherwise, prints.
+Writes  with --batch, a CSV of (input_row, query, rank, qid, label|alias, score, confidence,
+        confident): one block of rows per input row, in input order, so it joins back to the input
+        table on input_row (the row's position, from 0); confidence is on each block's first row.
+        A blank query gets one row with no rank, flagged as no match. A text cell that would start
+        a spreadsheet formula (=, +, -, @) is written with a leading quote. Otherwise, prints.
 
 Under `accelerate launch`, --batch spreads whole batches of queries over the processes (GPUs,
 nodes), and the main process writes the CSV, in input order.
@@ -46,7 +48,7 @@ from alias_label.models.load import pick_device
 from alias_label.models.processes import Processes
 from alias_label.paths import paths
 from alias_label.search.abstain import rounded
-from alias_label.search.retriever import add_retriever_args, load_retriever
+from alias_label.search.retriever import LOOKUP_COLUMNS, add_retriever_args, load_retriever
 
 NAME = "test_lookup"
 log = logging.getLogger(NAME)
@@ -60,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-k", type=int, default=5, help="matches per query (default: 5)")
     parser.add_argument("--min-score", type=float, default=None,
                         help="report the top match as 'no confident match' below this score, instead of the "
-                             "calibrated threshold and margin (which apply to alias -> label only)")
+                             "calibrated abstain setting (which applies to alias -> label only)")
     parser.add_argument("--batch", type=Path, default=None, help="CSV/parquet of queries to look up in one go")
     parser.add_argument("--query-col", default="query", help="column of --batch holding the queries (default: query)")
     add_encoding_arg(parser)
@@ -81,11 +83,13 @@ def shown(score: float) -> str:
     return f"{value:.3f}" if value == round(score, 3) else str(value)
 
 
-def print_matches(matches: pd.DataFrame, column: str) -> None:
+def print_matches(matches: pd.DataFrame, column: str, reads: str = "best score") -> None:
+    """Each query's matches; ``reads``: what the abstain setting compared, shown when it is not confident."""
     for query, rows in matches.groupby("query", sort=False):
         print(f"\n{query!r}")
-        if not rows["confident"].iloc[0]:
-            print(f"  no confident match (best score {shown(rows['score'].iloc[0])})")
+        first = rows.iloc[0]
+        if not first["confident"]:
+            print(f"  no confident match ({reads} {shown(first['confidence'])})")
         for row in rows.itertuples():
             print(f"  {row.rank:>2}. {shown(row.score)}  {getattr(row, column)}  [{row.qid}]")
 
@@ -108,7 +112,7 @@ def blocks_in_input_order(queries: list[str], matches: pd.DataFrame, column: str
         block = by_query.get(query) if query else None
         if block is None:
             block = pd.DataFrame([{"query": query, "rank": pd.NA, "qid": "", column: "", "score": pd.NA,
-                                   "confident": False}])
+                                   "confidence": pd.NA, "confident": False}])
         blocks.append(block.assign(input_row=start + offset))
     table = pd.concat(blocks, ignore_index=True)
     return table[["input_row", *matches.columns]].astype({"rank": "Int64"})
@@ -122,7 +126,7 @@ def lookup_rows(args, retriever, queries: list[str], first: int, last: int) -> p
         chunk = queries[start:min(last, start + args.batch_size)]
         texts = list(dict.fromkeys(query for query in chunk if query))
         matches = retriever.lookup(texts, args.k, args.reverse, args.min_score) if texts else \
-            pd.DataFrame(columns=["query", "rank", "qid", column, "score", "confident"])
+            pd.DataFrame(columns=LOOKUP_COLUMNS[:3] + [column] + LOOKUP_COLUMNS[3:])
         blocks.append(blocks_in_input_order(chunk, matches, column, start))
     return pd.concat(blocks, ignore_index=True) if blocks else None
 
@@ -146,6 +150,12 @@ def run_batch(args, retriever, processes: Processes) -> Path | None:
     return output
 
 
+def abstain_reads(args) -> str:
+    """What decides "no confident match": in rerank mode, the probability that the top match is right."""
+    rerank = args.mode == "rerank" and not args.reverse and args.min_score is None
+    return "probability right" if rerank else "best score"
+
+
 def interactive(args, retriever, column: str) -> None:
     print(f"{args.model} {args.mode}, {'label -> alias' if args.reverse else 'alias -> label'}; an empty line quits")
     while True:
@@ -155,7 +165,7 @@ def interactive(args, retriever, column: str) -> None:
             return
         if not query:
             return
-        print_matches(retriever.lookup([query], args.k, args.reverse, args.min_score), column)
+        print_matches(retriever.lookup([query], args.k, args.reverse, args.min_score), column, abstain_reads(args))
 
 
 def main(args: argparse.Namespace):
@@ -170,7 +180,7 @@ def main(args: argparse.Namespace):
     if args.query is None:
         return interactive(args, retriever, column)
     matches = retriever.lookup([args.query], args.k, args.reverse, args.min_score)
-    print_matches(matches, column)
+    print_matches(matches, column, abstain_reads(args))
     return matches
 
 

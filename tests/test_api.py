@@ -43,7 +43,7 @@ def test_three_lines_in_a_fresh_interpreter_need_only_the_models_and_indexes(hom
                             env={**os.environ, "ALIAS_LABEL_HOME": str(home)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == (
-        "['query', 'rank', 'qid', 'label', 'score', 'confident'] 10 ['UdeG', 'MIT']")
+        "['query', 'rank', 'qid', 'label', 'score', 'confidence', 'confident'] 10 ['UdeG', 'MIT']")
 
 
 def test_defaults_are_the_lookup_scripts(in_pipeline_home):
@@ -67,7 +67,8 @@ def test_lookup_both_directions_and_a_single_string(in_pipeline_home):
     assert set(forward["label"]) <= set(labels["label"])
     label = labels["label"].iloc[0]
     reverse = retriever.lookup([label], k=2, reverse=True)
-    assert list(reverse.columns) == ["query", "rank", "qid", "alias", "score", "confident"] and len(reverse) == 2
+    assert list(reverse.columns) == ["query", "rank", "qid", "alias", "score", "confidence", "confident"]
+    assert len(reverse) == 2 and reverse["confidence"].iloc[0] == reverse["score"].iloc[0]
     assert reverse["confident"].all()  # the abstain setting was fitted alias -> label only
     assert not retriever.lookup(["MIT"], k=1, min_score=1.01)["confident"].any()
     with pytest.raises(UserError, match="k=0: ask for at least one match"):

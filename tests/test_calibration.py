@@ -66,12 +66,19 @@ def test_keyed_tfidf_finds_a_label_by_its_transliteration(in_pipeline_home):
 def test_lookup_flags_matches_below_the_calibrated_setting(in_pipeline_home):
     split = load_split()
     queries = split.test["alias"].tolist()
-    for mode in ("dense", "hybrid"):
+    for mode in ("dense", "hybrid", "rerank"):
         retriever = load_retriever("teacher", mode=mode)
-        scores, _ = retriever.labels_for(queries, 2)
-        matches = lookup_cli.main(lookup_cli.parse_args([queries[0], "--mode", mode, "-k", "1"]))
-        assert matches["confident"].iloc[0] == confident(scores[:1], retriever.abstain)[0]
+        scores, _, read = retriever.labels_with_confidence(queries, 2)
+        matches = lookup_cli.main(lookup_cli.parse_args([queries[0], "--mode", mode, "-k", "2"]))
+        assert matches["confident"].iloc[0] == confident(read[:1], retriever.abstain)[0]
         assert matches["score"].iloc[0] == pytest.approx(scores[0, 0], abs=1e-4)
+        assert matches["confidence"].iloc[0] == pytest.approx(read[0, 0], abs=1e-4)
+        assert matches["confidence"].iloc[1:].isna().all()  # one per query, on its top match
+        if mode == "rerank":  # the probability that the top answer is right, thresholded alone
+            assert retriever.abstain["reads"] == "probability" and retriever.abstain["margin"] == 0.0
+            assert matches["confident"].iloc[0] == (read[0, 0] >= retriever.abstain["threshold"])
+        else:  # the score itself, with a margin to the runner-up
+            assert np.array_equal(read, scores[:, :2])
 
 
 def test_missing_or_stale_calibration_names_the_fix(home, pipeline_home):

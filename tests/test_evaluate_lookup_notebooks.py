@@ -64,23 +64,24 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
         assert {"threshold", "margin", "precision", "coverage", "target_precision", "met_target"} <= set(abstain)
         assert 0 <= abstain["coverage"] <= 1 and abstain["kept"] == round(abstain["coverage"] * abstain["n"])
         assert 0 < abstain["val_coverage"] <= 1
+        assert abstain["reads"] == ("probability" if name.endswith("rerank") else "score")
     assert "abstain" not in report["systems"]["tfidf"] and "abstain" not in report["systems"]["tfidf_translit"]
 
 
 def test_the_abstain_table_says_which_settings_missed_the_target_on_validation():
     from alias_label.evaluate.report import markdown_tables
 
-    def system(met: bool) -> dict:
+    def system(met: bool, reads: str) -> dict:
         return {"top1": 0.5, "top5": 0.6, "top10": 0.7, "mrr": 0.55, "by_kind": {},
-                "abstain": {"threshold": 0.4, "margin": 0.0, "target_precision": 0.95, "met_target": met,
-                            "val_coverage": 0.221, "precision": 0.98, "coverage": 0.2,
+                "abstain": {"reads": reads, "threshold": 0.4, "margin": 0.0, "target_precision": 0.95,
+                            "met_target": met, "val_coverage": 0.221, "precision": 0.98, "coverage": 0.2,
                             "precision_interval95": [0.94, 0.99]}}
 
     report = {"n_queries": 10, "n_labels": 20, "agreement": None, "retention": None, "kind_counts": {},
-              "systems": {"rerank": system(True), "hybrid": system(False)}}
+              "systems": {"rerank": system(True, "probability"), "hybrid": system(False, "score")}}
     table = markdown_tables(report)
-    assert "| rerank | 0.400 | 0.000 | 22.10% | 98.00% (94.0%–99.0%) | 20.00% |" in table
-    assert "| hybrid | 0.400 | 0.000 | 22.10% (target not met) | 98.00% (94.0%–99.0%) | 20.00% |" in table
+    assert "| rerank | probability | 0.400 | 0.000 | 22.10% | 98.00% (94.0%–99.0%) | 20.00% |" in table
+    assert "| hybrid | score | 0.400 | 0.000 | 22.10% (target not met) | 98.00% (94.0%–99.0%) | 20.00% |" in table
 
 
 def test_agreement_by_margin_bands():
@@ -96,7 +97,8 @@ def test_report_files(evaluation, pipeline_home):
     out = pipeline_home / "logs/metrics"
     table = (out / "evaluation.md").read_text()
     assert "| teacher |" in table and "| tfidf |" in table and "| hybrid |" in table and "Top-1 by alias kind" in table
-    assert "Abstain at the threshold and margin fitted on validation (target precision 95%)" in table
+    assert "Abstain at the setting fitted on validation (target precision 95%)" in table
+    assert "| rerank | probability |" in table and "| hybrid | score |" in table
     assert "Agreement teacher/student by the teacher's top-1 minus top-2 score" in table
     assert len(list(out.glob("evaluation-*.json"))) >= 1
     for png in ("accuracy_at_k.png", "latency_vs_top1.png"):
@@ -163,15 +165,18 @@ def test_lookup_forward_reverse_and_min_score(in_pipeline_home, capsys):
     alias, label = split.train["alias"].iloc[0], split.train["label"].iloc[0]
     matches = lookup_cli.main(lookup_cli.parse_args([alias, "-k", "3"]))
     assert matches["rank"].tolist() == [1, 2, 3] and matches["label"].iloc[0] == label
-    assert list(matches.columns) == ["query", "rank", "qid", "label", "score", "confident"]
+    assert list(matches.columns) == ["query", "rank", "qid", "label", "score", "confidence", "confident"]
     assert matches["score"].is_monotonic_decreasing
+    assert 0 <= matches["confidence"].iloc[0] <= 1 and matches["confidence"].iloc[1:].isna().all()
     printed = capsys.readouterr().out
     assert f"1. {lookup_cli.shown(matches['score'].iloc[0])}  {label}" in printed
+    if not matches["confident"].iloc[0]:
+        assert f"no confident match (probability right {lookup_cli.shown(matches['confidence'].iloc[0])})" in printed
     reverse = lookup_cli.main(lookup_cli.parse_args(["--reverse", "--model", "student", label, "-k", "2"]))
     assert "alias" in reverse.columns and len(reverse) == 2
     unsure = lookup_cli.main(lookup_cli.parse_args([alias, "--min-score", "1.01"]))
     assert not unsure["confident"].any()
-    assert "no confident match" in capsys.readouterr().out
+    assert "no confident match (best score" in capsys.readouterr().out
 
 
 def test_a_printed_score_below_1_never_reads_as_1():
@@ -301,7 +306,8 @@ def test_lookup_batch_keeps_every_input_row_in_order_and_writes_no_formulas(in_p
     lookup_cli.main(lookup_cli.parse_args(["--batch", str(queries), "--query-col", "name", "-k", "2",
                                            "--output", str(out), "--batch-size", "4"]))
     result = pd.read_csv(out, keep_default_na=False)
-    assert list(result.columns) == ["input_row", "query", "rank", "qid", "label", "score", "confident"]
+    assert list(result.columns) == ["input_row", "query", "rank", "qid", "label", "score", "confidence", "confident"]
+    assert (result["confidence"] == "").tolist() == [False, True, True, False, True, True, False, True, False, True]
     assert result["input_row"].tolist() == [0, 0, 1, 2, 2, 3, 4, 4, 5, 5]
     blank = result[result["input_row"].isin([1, 3])]
     assert blank["query"].tolist() == ["", ""] and blank["rank"].tolist() == ["", ""]

@@ -14,9 +14,11 @@ from alias_label.errors import UserError
 from alias_label.index.tables import Candidates, build_label_index, encode_candidates
 from alias_label.io import read_json
 from alias_label.models.load import load_model
+from alias_label.search.confidence import probabilities, top_answer_features
 from alias_label.search.features import FEATURES, GROUPS, LabelTable, aligned_initials, pair_features, site_name
 from alias_label.search.rerank import (
     BOOSTERS_FILE,
+    CONFIDENCE_FILE,
     REPEATS,
     RERANKER_FILE,
     FirstStage,
@@ -27,6 +29,7 @@ from alias_label.search.rerank import (
     fit_out_of_fold,
     fit_reranker,
     load_reranker,
+    mean_raw,
     out_of_fold,
     top_shares,
     training_table,
@@ -69,9 +72,9 @@ def reranked(tmp_path_factory, tiny_model):
     dense = Searcher("teacher", build_label_index(embeddings, split, "label"), None, model)
     first_stage = FirstStage.build(dense, Candidates.from_split(split, "label"), {"weight": 0.5, "exponent": 1.0}, k=10)
     sidecar = fit_reranker(first_stage, split, model_dir, "teacher", 0.9, 0.9, folds=3)
-    _, boosters = load_reranker(model_dir, split.fingerprint, "python fix.py")
+    _, boosters, confidence = load_reranker(model_dir, split.fingerprint, "python fix.py")
     searcher = RerankSearcher("teacher_rerank", first_stage, boosters, sidecar["temperature"], sidecar["features"],
-                              dense)
+                              dense, confidence)
     return split, model_dir, first_stage, sidecar, searcher
 
 
@@ -103,26 +106,28 @@ def test_the_sidecar_names_what_it_saw_and_stale_ones_are_refused(reranked):
     # The teacher's reranker has more trees than the student's, whose lookups are the fast path.
     assert sidecar["booster_params"] == booster_params("teacher")
     assert booster_params("teacher")["n_estimators"] > booster_params("student")["n_estimators"]
-    _, boosters = load_reranker(model_dir, split.fingerprint, "python fix.py")
-    assert len(boosters) == sidecar["folds"] * sidecar["repeats"]
+    _, boosters, confidence = load_reranker(model_dir, split.fingerprint, "python fix.py")
+    assert len(boosters) == sidecar["folds"] * sidecar["repeats"] and len(confidence) == sidecar["folds"]
     # Each was fitted for the teacher's trees (LightGBM stops adding them once no split gains on data this small).
     assert all(b.params["num_iterations"] == booster_params("teacher")["n_estimators"] >= b.num_trees()
                for b in boosters)
     with pytest.raises(UserError, match="does not match its data.*python fix.py"):
         load_reranker(model_dir, "another split", "python fix.py")
-    boosters = (model_dir / BOOSTERS_FILE).read_text()
-    try:
-        (model_dir / BOOSTERS_FILE).write_text(boosters.replace("tree", "tres", 1))
-        with pytest.raises(UserError, match="does not match its boosters"):
-            load_reranker(model_dir, split.fingerprint, "python fix.py")
-    finally:
-        (model_dir / BOOSTERS_FILE).write_text(boosters)
-    (model_dir / RERANKER_FILE).rename(model_dir / "moved.json")
-    try:
-        with pytest.raises(UserError, match="has no reranker.*python fix.py"):
-            load_reranker(model_dir, split.fingerprint, "python fix.py")
-    finally:
-        (model_dir / "moved.json").rename(model_dir / RERANKER_FILE)
+    for name, what in ((BOOSTERS_FILE, "boosters"), (CONFIDENCE_FILE, "confidence")):
+        text = (model_dir / name).read_text()
+        try:
+            (model_dir / name).write_text(text.replace("tree", "tres", 1))
+            with pytest.raises(UserError, match=f"does not match its {what}"):
+                load_reranker(model_dir, split.fingerprint, "python fix.py")
+        finally:
+            (model_dir / name).write_text(text)
+    for name in (RERANKER_FILE, CONFIDENCE_FILE):
+        (model_dir / name).rename(model_dir / "moved.json")
+        try:
+            with pytest.raises(UserError, match="has no reranker.*python fix.py"):
+                load_reranker(model_dir, split.fingerprint, "python fix.py")
+        finally:
+            (model_dir / "moved.json").rename(model_dir / name)
 
 
 def test_the_fold_models_that_fit_the_abstain_rank_at_lookup(reranked):
@@ -139,15 +144,15 @@ def test_the_fold_models_that_fit_the_abstain_rank_at_lookup(reranked):
         unseen = [boosters[3 * cut + fold[i]].predict(matrices[i]) for cut, fold in enumerate(cuts)]
         assert np.allclose(raw[i], np.mean(unseen, axis=0))
         mean = np.mean([booster.predict(matrices[i]) for booster in searcher.boosters], axis=0)
-        assert np.allclose(searcher.raw_scores(matrices[i]), mean)
+        assert np.allclose(mean_raw(searcher.boosters, [matrices[i]], searcher.columns)[0], mean)
 
 
-def test_the_abstain_setting_is_fitted_on_the_shares_a_lookup_returns(reranked):
+def test_the_shares_a_lookup_returns_are_those_the_temperature_was_fitted_on(reranked):
     split, _, first_stage, sidecar, searcher = reranked
     aliases = split.test["alias"].tolist()
     scores, _ = searcher.labels_for(aliases, 2)
     _, matrices, _, _ = training_table(first_stage, split, "test")
-    raw = [searcher.raw_scores(matrix) for matrix in matrices]
+    raw = mean_raw(searcher.boosters, matrices, searcher.columns)
     assert np.array_equal(top_shares(raw, sidecar["temperature"]), scores)
     # A share within float32's rounding of 1 is 1 at lookup, so it must be 1 where the setting is fitted.
     assert top_shares([np.array([0.0, -5.0])], 0.25)[0, 0] == 1.0
@@ -232,3 +237,17 @@ def test_the_alignment_feature_reads_the_label_as_the_acronym_channel_does(alias
     features = pair_features(alias, np.array([0, 1]), cosines, nan, {name: np.array([0, 0]) for name in nan}, table)
     aligned = features[:, FEATURES.index("initials_aligned")]
     assert aligned[0] == 1.0 and aligned[1] < 0.5
+
+
+def test_the_abstain_reads_the_classifiers_probability_of_the_top_answer(reranked):
+    split, _, first_stage, sidecar, searcher = reranked
+    assert sidecar["abstain"]["reads"] == "probability" and sidecar["abstain"]["margin"] == 0.0
+    aliases = split.test["alias"].tolist()
+    scores, ids, read = searcher.labels_with_confidence(aliases, 3)
+    _, matrices, _, _ = training_table(first_stage, split, "test")
+    selected = [matrix[:, searcher.columns] for matrix in matrices]
+    raw = mean_raw(searcher.boosters, selected, list(range(len(searcher.columns))))
+    expected = probabilities(searcher.confidence, top_answer_features(raw, selected, sidecar["temperature"]))
+    assert np.allclose(read[:, 0], expected, atol=1e-6) and (read[:, 1] == 0).all()
+    assert ((read[:, 0] >= 0) & (read[:, 0] <= 1)).all()
+    assert np.array_equal(searcher.labels_for(aliases, 3)[1], ids)

@@ -36,10 +36,12 @@ def markdown_tables(report: dict) -> str:
                      f"{_fmt(s.get('p95_ms'), '{:.1f}')} | {_fmt(s.get('queries_per_s'), '{:.0f}')} |")
     calibrated = [name for name in ordered(systems) if systems[name].get("abstain")]
     if calibrated:
-        lines += ["", "Abstain at the threshold and margin fitted on validation "
-                  f"(target precision {systems[calibrated[0]]['abstain']['target_precision']:.0%}):", "",
-                  "| system | threshold | margin | val coverage | precision (95% interval) | coverage |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "Abstain at the setting fitted on validation "
+                  f"(target precision {systems[calibrated[0]]['abstain']['target_precision']:.0%}): a threshold on "
+                  "the probability that the top answer is right (rerank), or on the top score with a margin to "
+                  "the runner-up:", "",
+                  "| system | reads | threshold | margin | val coverage | precision (95% interval) | coverage |",
+                  "|---|---|---|---|---|---|---|"]
         for name in calibrated:
             a = systems[name]["abstain"]
             interval = a.get("precision_interval95")
@@ -47,7 +49,7 @@ def markdown_tables(report: dict) -> str:
             # A setting whose bound missed the target on validation is the most precise one found,
             # not a 95% setting: the table says so rather than let its test precision pass for one.
             val = f"{a['val_coverage']:.2%}" + ("" if a["met_target"] else " (target not met)")
-            lines.append(f"| {name} | {a['threshold']:.3f} | {a['margin']:.3f} | {val} | "
+            lines.append(f"| {name} | {a.get('reads', 'score')} | {a['threshold']:.3f} | {a['margin']:.3f} | {val} | "
                          f"{_fmt(a['precision'], '{:.2%}')}{span} | {a['coverage']:.2%} |")
     if report.get("agreement_by_teacher_margin"):
         lines += ["", "Agreement teacher/student by the teacher's top-1 minus top-2 score:", "",

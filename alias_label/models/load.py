@@ -26,7 +26,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
 
 # Records our scripts write into a model folder; they describe the model but are not part of it.
 RECORD_FILES = {"training_config.json", "metrics.json", "calibration.json", "indexes.json", "reranker.json",
-                "reranker_boosters.json"}
+                "reranker_boosters.json", "reranker_confidence.json"}
 # A model of its own that the reranker reads beside the bi-encoder, kept in its folder and fingerprinted apart.
 CROSS_ENCODER_DIR = "cross_encoder"
 

@@ -61,7 +61,7 @@ def precision_interval(correct: int, kept: int, confidence: float = 0.95) -> lis
 
 
 def fit_abstain(scores: np.ndarray, correct: np.ndarray, target_precision: float, min_kept: int = 10,
-                confidence: float | None = None) -> dict:
+                confidence: float | None = None, margin: bool = True) -> dict:
     """The threshold and margin with the highest coverage whose validation precision meets the target.
 
     Candidates are quantiles of the top-1 scores and of the margins. With fewer than ``min_kept``
@@ -69,16 +69,19 @@ def fit_abstain(scores: np.ndarray, correct: np.ndarray, target_precision: float
     validation set lowers that floor to its size). With ``confidence`` (say 0.9), the target must
     be met by the lower confidence bound of the validation precision, not by the precision
     itself: a safety margin for aliases the fit never saw. If no setting reaches the target, the
-    most precise one is returned with ``met_target`` false.
+    most precise one is returned with ``met_target`` false. With ``margin`` False, only the
+    threshold is fitted (the margin stays 0), for a score that already weighs the runner-up.
     """
     min_kept = max(1, min(min_kept, len(scores)))
     gaps = margins(scores)
     thresholds = np.unique(np.quantile(scores[:, 0], np.linspace(0, 1, 101)))
-    margin_grid = np.unique(np.concatenate([[0.0], np.quantile(gaps[np.isfinite(gaps)], np.linspace(0, 0.95, 39))]))
+    finite = gaps[np.isfinite(gaps)]
+    margin_grid = np.unique(np.concatenate([[0.0], np.quantile(finite, np.linspace(0, 0.95, 39))])) \
+        if margin and len(finite) else np.zeros(1)
     best, best_key = None, None
     for threshold in thresholds:
-        for margin in margin_grid:
-            setting = {"threshold": float(threshold), "margin": float(margin)}
+        for gap in margin_grid:
+            setting = {"threshold": float(threshold), "margin": float(gap)}
             quality = abstain_quality(scores, correct, setting)
             if quality["kept"] < min_kept:
                 continue

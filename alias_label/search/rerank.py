@@ -10,16 +10,16 @@ The splits stay honest. The model was trained on the train aliases, so its score
 overconfident: the reranker is fitted on the validation aliases only, in folds grouped by
 entity, several times over with different seeds. Each fold's model scores the aliases it did not
 see; those out-of-fold scores, averaged over the cuts, alone fit how a query's scores become
-shares (a softmax at the temperature that lets the abstain setting keep the most validation
-aliases) and the abstain setting. At lookup time the fold models of every cut rank together, by
-their mean score, so the scores the abstain setting sees are of the models it was fitted on. Test
-aliases touch nothing.
+shares (a softmax at the temperature under which share and margin would keep the most validation
+aliases) and the classifier that says how likely the top answer is right
+(``alias_label.search.confidence``), whose own out-of-fold probabilities fit the abstain
+threshold. At lookup time the fold models of every cut rank together, by their mean score, so the
+scores the classifier reads are of the models it was fitted on. Test aliases touch nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +38,25 @@ from alias_label.models.load import model_fingerprint
 from alias_label.search.abstain import abstain_quality, fit_abstain
 from alias_label.search.acronym import AcronymIndex
 from alias_label.search.candidates import union
+from alias_label.search.confidence import (
+    CLASSIFIER_PARAMS,
+    abstain_scores,
+    boosters_from_text,
+    boosters_text,
+    fit_confidence,
+    probabilities,
+    top_answer_features,
+)
 from alias_label.search.cross import CROSS_FEATURES, CrossScorer
 from alias_label.search.features import FEATURES, GROUPS, LabelTable, pair_features
+from alias_label.search.folds import entity_folds, shares
 from alias_label.search.searchers import lexical_searcher
 
 log = logging.getLogger(__name__)
 
 RERANKER_FILE = "reranker.json"  # the sidecar: features, fingerprints, calibration; checked on load
 BOOSTERS_FILE = "reranker_boosters.json"  # the fold models that rank, as a list of LightGBM model strings
+CONFIDENCE_FILE = "reranker_confidence.json"  # the fold classifiers of "the top answer is right", likewise
 CANDIDATES_PER_CHANNEL = 50
 FOLDS = 5
 # Validation is cut into folds this many times, each cut with its own seed: one cut's out-of-fold
@@ -174,19 +185,10 @@ class FirstStage:
 TEMPERATURES = (0.25, 0.5, 1.0, 2.0)
 
 
-def shares(raw: np.ndarray, temperature: float) -> np.ndarray:
-    """A query's candidate scores as shares that sum to 1: a softmax at ``temperature``.
-
-    LambdaRank scores only order one query's candidates; their shares say how far the top one
-    stands out, which is what the abstain setting needs.
-    """
-    weights = np.exp((raw - raw.max()) / temperature)
-    return weights / weights.sum()
-
-
 @dataclass
 class RerankSearcher:
-    """Labels ranked by the reranker over the first stage's candidates, each scored by its share.
+    """Labels ranked by the reranker over the first stage's candidates, each scored by its share,
+    and each alias's probability that its top answer is right.
 
     label -> alias search is not reranked: it is the hybrid's.
     """
@@ -197,29 +199,33 @@ class RerankSearcher:
     temperature: float
     features: list[str]
     reverse: object  # the hybrid searcher, for aliases_for
+    confidence: list  # the fold classifiers of "the top answer is right"
     cross: CrossScorer | None = None  # for a reranker fitted with the cross-encoder's features
 
     def __post_init__(self):
         self.columns = [columns_of(self.cross).index(name) for name in self.features]
 
-    def raw_scores(self, features: np.ndarray) -> np.ndarray:
-        return mean_raw(self.boosters, [features], self.columns)[0]
-
-    def labels_for(self, aliases, k: int = 10):
+    def labels_with_confidence(self, aliases, k: int = 10):
+        """(scores, label rows, abstain scores): the abstain setting reads each alias's probability
+        that its top answer is right (``confidence.abstain_scores``)."""
         aliases = list(aliases)
         rows, features = self.first_stage.candidates(aliases)
         if self.cross is not None:
             features = self.cross.extend(aliases, rows, features)
+        matrices = [matrix[:, self.columns] for matrix in features]
+        raw = mean_raw(self.boosters, matrices, list(range(len(self.columns))))
         scores = np.zeros((len(aliases), k), dtype=np.float32)
         ids = np.full((len(aliases), k), -1, dtype=np.int64)
-        for i, (candidate_rows, matrix) in enumerate(zip(rows, features, strict=True)):
-            if not len(candidate_rows):
-                continue
-            raw = self.raw_scores(matrix)
-            order = np.argsort(-raw, kind="stable")[:k]
+        for i, (candidate_rows, candidate_raw) in enumerate(zip(rows, raw, strict=True)):
+            order = np.argsort(-candidate_raw, kind="stable")[:k]
             ids[i, :len(order)] = candidate_rows[order]
-            scores[i, :len(order)] = shares(raw, self.temperature)[order]
-        return scores, ids
+            if len(order):
+                scores[i, :len(order)] = shares(candidate_raw, self.temperature)[order]
+        probability = probabilities(self.confidence, top_answer_features(raw, matrices, self.temperature))
+        return scores, ids, abstain_scores(probability)
+
+    def labels_for(self, aliases, k: int = 10):
+        return self.labels_with_confidence(aliases, k)[:2]
 
     def aliases_for(self, labels, k: int = 10):
         return self.reverse.aliases_for(labels, k)
@@ -245,13 +251,6 @@ def pairs_table(first_stage: FirstStage, split: Split, pairs, cross: CrossScorer
     relevance = [(classes_of(candidate_rows, split.label_classes) == g).astype(int)
                  for candidate_rows, g in zip(rows, gold, strict=True)]
     return rows, features, relevance, pairs["qid"].to_numpy()
-
-
-def entity_folds(entities: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """A fold number for each alias, whole entities to one fold, so no fold sees another's entity."""
-    distinct = np.random.default_rng(seed).permutation(np.unique(entities))
-    fold_of = {entity: i % folds for i, entity in enumerate(distinct)}
-    return np.array([fold_of[entity] for entity in entities])
 
 
 def fit_boosters(features: list[np.ndarray], relevance: list[np.ndarray], columns: list[int], seed: int,
@@ -341,9 +340,10 @@ def fit_out_of_fold(table, features: list[str], target_precision: float, confide
                     seed: int = 13, params: dict | None = None, columns_of: list[str] = FEATURES,
                     repeats: int = REPEATS) -> dict:
     """The ranking model for one feature set: the mean of its fold boosters, with the temperature and
-    abstain fitted on their out-of-fold scores. ``columns_of`` names the table's feature columns, for a
-    table that carries more than ``FEATURES``; ``repeats``: how many times validation is cut into
-    folds (``out_of_fold``).
+    the confidence classifiers fitted on their out-of-fold scores, and the abstain threshold on the
+    classifiers' out-of-fold probabilities (``share_abstain``: the setting of share and margin, for
+    comparison). ``columns_of`` names the table's feature columns, for a table that carries more
+    than ``FEATURES``; ``repeats``: how many times validation is cut into folds (``out_of_fold``).
 
     The fold boosters themselves rank at lookup time, not one model refitted on every alias: a
     refitted model's scores are spread differently from the out-of-fold ones, so an abstain setting
@@ -358,8 +358,11 @@ def fit_out_of_fold(table, features: list[str], target_precision: float, confide
     raw, boosters = out_of_fold(matrices, relevance, entities, columns, min(folds, distinct), seed, params,
                                  repeats)
     _, right, gold_rank = ranked_outcome(raw, relevance)
-    temperature, abstain = fit_abstain_shares(raw, right, target_precision, confidence)
-    return {"boosters": boosters, "temperature": temperature, "abstain": abstain,
+    temperature, share_abstain = fit_abstain_shares(raw, right, target_precision, confidence)
+    sure = fit_confidence(raw, [m[:, columns] for m in matrices], right, entities, temperature, target_precision,
+                          confidence, min(folds, distinct), seed)
+    return {"boosters": boosters, "temperature": temperature, "confidence": sure["boosters"],
+            "abstain": sure["abstain"], "share_abstain": share_abstain, "probability": sure["probability"],
             "val": outcome_metrics(rows, right, gold_rank), "out_of_fold_raw": raw, "right": right}
 
 
@@ -369,13 +372,24 @@ def mean_raw(boosters: list, matrices: list[np.ndarray], columns: list[int]) -> 
             for m in matrices]
 
 
+def table_probabilities(fitted: dict, matrices: list[np.ndarray], columns: list[int],
+                        raw: list[np.ndarray]) -> np.ndarray:
+    """The fitted confidence classifiers' probability that each alias's top answer is right."""
+    return probabilities(fitted["confidence"], top_answer_features(raw, [m[:, columns] for m in matrices],
+                                                                    fitted["temperature"]))
+
+
 def score_table(fitted: dict, table, features: list[str], columns_of: list[str] = FEATURES) -> dict:
-    """The fitted model's ranking of a table's aliases: metrics and the abstain setting's quality."""
+    """The fitted model's ranking of a table's aliases: metrics and the abstain setting's quality
+    (``share_abstain``: that of share and margin)."""
     rows, matrices, relevance, _ = table
-    raw = mean_raw(fitted["boosters"], matrices, [columns_of.index(name) for name in features])
+    columns = [columns_of.index(name) for name in features]
+    raw = mean_raw(fitted["boosters"], matrices, columns)
     _, right, gold_rank = ranked_outcome(raw, relevance)
+    probability = table_probabilities(fitted, matrices, columns, raw)
     return {**outcome_metrics(rows, right, gold_rank),
-            "abstain": abstain_quality(top_shares(raw, fitted["temperature"]), right, fitted["abstain"])}
+            "abstain": abstain_quality(abstain_scores(probability), right, fitted["abstain"]),
+            "share_abstain": abstain_quality(top_shares(raw, fitted["temperature"]), right, fitted["share_abstain"])}
 
 
 def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: str, target_precision: float,
@@ -393,40 +407,48 @@ def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: s
     params = booster_params(role)
     fitted = fit_out_of_fold(training_table(first_stage, split, "val", cross), features, target_precision,
                              confidence, folds, seed, params, columns, repeats)
-    boosters, abstain, val = fitted["boosters"], fitted["abstain"], fitted["val"]
-    boosters_text = json.dumps([booster.model_to_string() for booster in boosters])
-    with atomic_path(Path(model_dir) / BOOSTERS_FILE) as tmp:
-        tmp.write_text(boosters_text, encoding="utf-8")
+    abstain, val = fitted["abstain"], fitted["val"]
+    texts = {BOOSTERS_FILE: boosters_text(fitted["boosters"]), CONFIDENCE_FILE: boosters_text(fitted["confidence"])}
+    for name, text in texts.items():
+        with atomic_path(Path(model_dir) / name) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     sidecar = {"role": role, "features": features, "feature_groups": {g: [f for f in names if f in features]
                                                                       for g, names in GROUPS.items()},
                "fitted_on": "val", "folds": folds, "repeats": repeats, "candidates_per_channel": first_stage.k,
                "data_fingerprint": split.fingerprint, "model_fingerprint": model_fingerprint(model_dir),
-               "boosters_sha256": hashlib.sha256(boosters_text.encode()).hexdigest(),
-               "lightgbm": lightgbm.__version__, "booster_params": params,
+               "boosters_sha256": sha256(texts[BOOSTERS_FILE]), "confidence_sha256": sha256(texts[CONFIDENCE_FILE]),
+               "lightgbm": lightgbm.__version__, "booster_params": params, "confidence_params": CLASSIFIER_PARAMS,
                "cross_encoder": cross.fingerprint if cross is not None else None,
                "temperature": fitted["temperature"],
                "abstain": abstain, "val_out_of_fold": val}
     write_json(Path(model_dir) / RERANKER_FILE, sidecar)
-    log.info("%s reranker%s: val top1 %.4f out of fold (candidates hold the gold label for %.4f); abstain at "
-             "share >= %.3f, margin >= %.3f -> val precision %.3f, coverage %.3f%s", role,
-             "" if cross is None else " with the cross-encoder", val["top1"],
-             val["candidate_recall"], abstain["threshold"], abstain["margin"], abstain["val"]["precision"] or 0.0,
-             abstain["val"]["coverage"], "" if abstain["met_target"] else " (target not met)")
+    log.info("%s reranker%s: val top1 %.4f out of fold (candidates hold the gold label for %.4f); abstain below "
+             "a probability of %.3f that the top answer is right -> val precision %.3f, coverage %.3f%s", role,
+             "" if cross is None else " with the cross-encoder", val["top1"], val["candidate_recall"],
+             abstain["threshold"], abstain["val"]["precision"] or 0.0, abstain["val"]["coverage"],
+             "" if abstain["met_target"] else " (target not met)")
     return sidecar
 
 
-def load_reranker(model_dir: Path, data_fingerprint: str, fix: str) -> tuple[dict, list]:
-    """The sidecar and ranking model of a model's reranker, checked against the model, the data and the code."""
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_reranker(model_dir: Path, data_fingerprint: str, fix: str) -> tuple[dict, list, list]:
+    """The sidecar, ranking models and confidence classifiers of a model's reranker, checked against
+    the model, the data and the code."""
     import lightgbm
 
     model_dir = Path(model_dir)
-    sidecar_file, boosters_file = model_dir / RERANKER_FILE, model_dir / BOOSTERS_FILE
-    if not sidecar_file.exists() or not boosters_file.exists():
-        raise UserError(f"{model_dir} has no reranker ({RERANKER_FILE}). Fit it with: {fix}")
+    files = [model_dir / name for name in (RERANKER_FILE, BOOSTERS_FILE, CONFIDENCE_FILE)]
+    if not all(path.exists() for path in files):
+        raise UserError(f"{model_dir} has no reranker, or only part of one ({', '.join(p.name for p in files)}). "
+                        f"Fit it with: {fix}")
+    sidecar_file = files[0]
     sidecar = read_json(sidecar_file)
-    text = boosters_file.read_text(encoding="utf-8")
+    text, confidence_text = (path.read_text(encoding="utf-8") for path in files[1:])
     checks = {"model_fingerprint": model_fingerprint(model_dir), "data_fingerprint": data_fingerprint,
-              "boosters_sha256": hashlib.sha256(text.encode()).hexdigest()}
+              "boosters_sha256": sha256(text), "confidence_sha256": sha256(confidence_text)}
     for key, expected in checks.items():
         if sidecar.get(key) != expected:
             raise UserError(f"{sidecar_file} does not match its {key.split('_')[0]} (stale or damaged). "
@@ -438,4 +460,4 @@ def load_reranker(model_dir: Path, data_fingerprint: str, fix: str) -> tuple[dic
     if sidecar["lightgbm"] != lightgbm.__version__:
         log.warning("%s was fitted with lightgbm %s, this is %s", sidecar_file, sidecar["lightgbm"],
                     lightgbm.__version__)
-    return sidecar, [lightgbm.Booster(model_str=model) for model in json.loads(text)]
+    return sidecar, boosters_from_text(text), boosters_from_text(confidence_text)

@@ -2,7 +2,7 @@
 
     from alias_label import load_retriever
     retriever = load_retriever("teacher")        # or "student", or a model folder
-    retriever.lookup(["UdeG", "MIT"], k=5)       # DataFrame: query, rank, qid, label, score, confident
+    retriever.lookup(["UdeG", "MIT"], k=5)       # DataFrame: query, rank, qid, label, score, confidence, confident
 
 ``load_retriever`` reads only the model folder and the indexes its ``indexes.json`` names; the
 candidate tables come from the index sidecars. The defaults are the lookup script's: reranked
@@ -30,6 +30,7 @@ from alias_label.search.rerank import FirstStage, RerankSearcher, load_reranker
 from alias_label.search.searchers import Searcher, hybrid_of
 
 MODES = ("rerank", "hybrid", "dense")
+LOOKUP_COLUMNS = ["query", "rank", "qid", "score", "confidence", "confident"]  # the label or alias column after qid
 
 
 def add_retriever_args(parser) -> None:
@@ -62,7 +63,7 @@ class Retriever:
     name: str
     searcher: object  # a Searcher or HybridSearcher: labels_for / aliases_for -> (scores, row ids)
     candidates: Candidates
-    abstain: dict | None  # calibrated threshold and margin of this mode; None accepts every match
+    abstain: dict | None  # the calibrated setting of this mode (what it reads, threshold, margin); None accepts all
     calibration: dict | None = None
     model_dir: Path | None = None
     int8_scheme: str | None = None  # how the model's lookups run int8, None for float
@@ -75,39 +76,57 @@ class Retriever:
         """(scores, label rows) of the k best labels of each alias, best first."""
         return self.searcher.labels_for(aliases, k)
 
+    def labels_with_confidence(self, aliases, k: int = 10):
+        """(scores, label rows, abstain scores): what ``labels_for`` gives, and per alias the two
+        numbers its abstain setting reads. The reranker's are the probability that the top answer is
+        right (and 0, no margin); the other modes' are the top score and the runner-up's."""
+        if hasattr(self.searcher, "labels_with_confidence"):
+            return self.searcher.labels_with_confidence(aliases, k)
+        scores, ids = self.searcher.labels_for(aliases, k)
+        return scores, ids, scores[:, :2]
+
     def aliases_for(self, labels, k: int = 10):
         """(scores, alias rows) of the k best aliases of each label, best first."""
         return self.searcher.aliases_for(labels, k)
 
     def lookup(self, queries, k: int = 5, reverse: bool = False, min_score: float | None = None) -> pd.DataFrame:
-        """Ranked matches for each query, as a table: query, rank, qid, label (or alias), score, confident.
+        """Ranked matches for each query, as a table: query, rank, qid, label (or alias), score,
+        confidence, confident.
 
-        Forward, an alias finds labels; with ``reverse``, a label finds aliases. A top match is
-        confident when it clears the calibrated threshold and margin (alias -> label only, the
-        direction they were fitted on), or ``min_score`` when given. A match that is not confident
-        is still reported, flagged, so every query has its rows: k, or as many candidates as it has.
-        ``qid`` joins with ``|`` the ids of every entity that carries the label.
+        Forward, an alias finds labels; with ``reverse``, a label finds aliases. ``confidence``, on
+        each query's first row, is what the calibrated abstain setting reads: in rerank mode the
+        estimated probability that the top match is right, in the other modes its score. A top
+        match is confident when it clears the calibrated setting (alias -> label only, the direction
+        it was fitted on), or when its score clears ``min_score`` when given. A match that is not
+        confident is still reported, flagged, so every query has its rows: k, or as many candidates
+        as it has. ``qid`` joins with ``|`` the ids of every entity that carries the label.
         """
         queries = [queries] if isinstance(queries, str) else list(queries)
         if k < 1:
             raise UserError(f"k={k}: ask for at least one match")
         table, column = (self.candidates.aliases, "alias") if reverse else (self.candidates.labels, "label")
         # The margin to the runner-up needs a second candidate even when one match is asked for.
-        scores, ids = (self.aliases_for if reverse else self.labels_for)(queries, max(k, 2))
-        if min_score is not None:
-            abstain = {"threshold": min_score, "margin": 0.0}
+        if reverse:
+            scores, ids = self.aliases_for(queries, max(k, 2))
+            read = scores[:, :2]
         else:
-            abstain = None if reverse else self.abstain
-        is_confident = confident(scores, abstain)
+            scores, ids, read = self.labels_with_confidence(queries, max(k, 2))
+        if min_score is not None:
+            is_confident = confident(scores, {"threshold": min_score, "margin": 0.0})
+        else:
+            is_confident = confident(read, None if reverse else self.abstain)
         texts, qids = table[column].to_numpy(), table["qids"].to_numpy()
         rows = []
-        for query, row_scores, row_ids, sure in zip(queries, scores[:, :k], ids[:, :k], is_confident, strict=True):
+        for query, row_scores, row_ids, top, sure in zip(queries, scores[:, :k], ids[:, :k], read[:, 0],
+                                                         is_confident, strict=True):
             # A search with fewer than k candidates pads with row -1.
             for rank, (score, row) in enumerate(zip(row_scores[row_ids >= 0], row_ids[row_ids >= 0], strict=True),
                                                 start=1):
                 rows.append({"query": query, "rank": rank, "qid": "|".join(qids[row]), column: texts[row],
-                             "score": rounded(float(score), 4), "confident": bool(sure)})
-        return pd.DataFrame(rows, columns=["query", "rank", "qid", column, "score", "confident"])
+                             "score": rounded(float(score), 4),
+                             "confidence": rounded(float(top), 4) if rank == 1 else None, "confident": bool(sure)})
+        return pd.DataFrame(rows, columns=LOOKUP_COLUMNS[:3] + [column] + LOOKUP_COLUMNS[3:]).astype(
+            {"confidence": "float64"})
 
 
 def load_retriever(model: str | Path = "teacher", mode: str = "rerank", device: str = "cpu", int8: bool | None = None,
@@ -168,7 +187,8 @@ def as_rerank(dense: Retriever, lexical: Searcher | None = None) -> Retriever:
     Label -> alias lookups stay the hybrid's. ``lexical`` reuses a TF-IDF searcher over the same candidates.
     """
     hybrid = as_hybrid(dense, lexical)
-    sidecar, boosters = load_reranker(dense.model_dir, dense.data_fingerprint, calibration_command(dense.model_dir))
+    sidecar, boosters, confidence = load_reranker(dense.model_dir, dense.data_fingerprint,
+                                                  calibration_command(dense.model_dir))
     first_stage = FirstStage.build(dense.searcher, dense.candidates, dense.calibration["fusion"],
                                    sidecar["candidates_per_channel"],
                                    hybrid.searcher.lexical)
@@ -177,7 +197,7 @@ def as_rerank(dense: Retriever, lexical: Searcher | None = None) -> Retriever:
         cross = load_cross_encoder(dense.model_dir, dense.candidates.labels["label"].to_numpy(),
                                    str(dense.searcher.model.device), sidecar.get("cross_encoder"), dense.int8_scheme)
     searcher = RerankSearcher(f"{dense.name}_rerank", first_stage, boosters, sidecar["temperature"],
-                              sidecar["features"], hybrid.searcher, cross)
+                              sidecar["features"], hybrid.searcher, confidence, cross)
     return Retriever(searcher.name, searcher, dense.candidates, sidecar["abstain"], dense.calibration, dense.model_dir,
                      dense.int8_scheme)
 

@@ -20,10 +20,15 @@ def score_split(searcher, split: Split, split_name: str, depth: int = DEPTH) -> 
     """
     pairs = split.pairs(split_name)
     scores, ranked = searcher.labels_for(pairs["alias"], depth)
-    metrics = retrieval_metrics(*correct_classes(split, ranked, pairs["label"]))
-    gold = split.label_rows(pairs["label"])
+    return ranked_metrics(split, ranked, pairs["label"]), scores, ranked
+
+
+def ranked_metrics(split: Split, ranked: np.ndarray, gold_labels) -> dict:
+    """``score_split``'s metrics of label rows ranked for each alias, against their gold labels."""
+    metrics = retrieval_metrics(*correct_classes(split, ranked, gold_labels))
+    gold = split.label_rows(gold_labels)
     metrics["top1_folded_only"] = int(((ranked[:, 0] != gold) & is_right(split, ranked[:, 0], gold)).sum())
-    return metrics, scores, ranked
+    return metrics
 
 
 def correct_classes(split: Split, ranked: np.ndarray, gold_labels) -> tuple[np.ndarray, np.ndarray]:
