@@ -39,7 +39,7 @@ from harness import add_reranker_args, reranker_tables, save_results
 
 from alias_label.search.abstain import abstain_quality, fit_abstain
 from alias_label.search.calibration import CONFIDENCE
-from alias_label.search.confidence import CLASSIFIER_PARAMS, abstain_scores
+from alias_label.search.confidence import CLASSIFIER_PARAMS, CLASSIFIER_REPEATS, abstain_scores
 from alias_label.search.rerank import (
     REPEATS,
     booster_params,
@@ -172,7 +172,8 @@ def main(args) -> dict:
     figures = {"model": args.model, "features": columns, "seeds": args.seeds,
                "target_precision": args.target_precision,
                "booster_params": params, "repeats": REPEATS,
-               "classifier_params": CLASSIFIER_PARAMS, "fits": {str(seed): methods for seed, methods in fits.items()}}
+               "classifier_params": CLASSIFIER_PARAMS, "classifier_repeats": CLASSIFIER_REPEATS,
+               "fits": {str(seed): methods for seed, methods in fits.items()}}
     save_results(f"abstain_confidence_{Path(str(args.model)).name}", figures, args.results_dir)
     return figures
 

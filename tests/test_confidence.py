@@ -7,6 +7,7 @@ import numpy as np
 from alias_label.models.load import RECORD_FILES
 from alias_label.search.abstain import abstain_quality, fit_abstain
 from alias_label.search.confidence import (
+    SEED_OFFSET,
     SUMMARY,
     abstain_scores,
     classifier_out_of_fold,
@@ -69,10 +70,15 @@ def test_fit_confidence_fits_on_the_reranker_scores_out_of_fold():
     raw = [np.array([lead[i], 0.0, -1.0]) for i in range(300)]
     matrices = [rng.normal(size=(3, 2)) for _ in range(300)]
     right = rng.uniform(size=300) < lead / 4
-    fitted = fit_confidence(raw, matrices, right, np.arange(300) % 30, 1.0, 0.9, 0.9, folds=3, seed=5)
+    entities = np.arange(300) % 30
+    fitted = fit_confidence(raw, matrices, right, entities, 1.0, 0.9, 0.9, folds=3, seed=5, repeats=2)
     assert fitted["abstain"]["reads"] == "probability" and fitted["abstain"]["margin"] == 0.0
-    assert len(fitted["boosters"]) == 3 and fitted["probability"].shape == (300,)
+    assert len(fitted["boosters"]) == 6 and fitted["probability"].shape == (300,)
     assert np.corrcoef(fitted["probability"], lead)[0, 1] > 0.5
+    # Each alias's probability is the mean of the two cuts' classifiers that did not see its entity.
+    features = top_answer_features(raw, matrices, 1.0)
+    cuts = [classifier_out_of_fold(features, right, entities, 3, 5 + SEED_OFFSET + 3 * r)[0] for r in range(2)]
+    assert not np.allclose(*cuts) and np.allclose(fitted["probability"], np.mean(cuts, axis=0))
 
 
 def test_the_reranker_files_are_records_not_part_of_the_model_fingerprint():

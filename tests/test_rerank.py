@@ -107,7 +107,8 @@ def test_the_sidecar_names_what_it_saw_and_stale_ones_are_refused(reranked):
     assert sidecar["booster_params"] == booster_params("teacher")
     assert booster_params("teacher")["n_estimators"] > booster_params("student")["n_estimators"]
     _, boosters, confidence = load_reranker(model_dir, split.fingerprint, "python fix.py")
-    assert len(boosters) == sidecar["folds"] * sidecar["repeats"] and len(confidence) == sidecar["folds"]
+    assert len(boosters) == sidecar["folds"] * sidecar["repeats"]
+    assert len(confidence) == sidecar["folds"] * sidecar["confidence_repeats"] and sidecar["confidence_repeats"] > 1
     # Each was fitted for the teacher's trees (LightGBM stops adding them once no split gains on data this small).
     assert all(b.params["num_iterations"] == booster_params("teacher")["n_estimators"] >= b.num_trees()
                for b in boosters)

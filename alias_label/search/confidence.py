@@ -6,7 +6,8 @@ a share of 0.9 is not right 90% of the time. A LightGBM classifier reads the top
 share margin, raw score, raw margin and candidate count, and the top candidate's own features, and
 says how likely the answer is right. It is fitted as the reranker is, out of fold: on the
 reranker's out-of-fold validation scores, in entity folds of its own, so each validation alias's
-probability comes from classifiers that did not see its entity; those out-of-fold probabilities
+probability comes from classifiers that did not see its entity (validation cut into folds
+``CLASSIFIER_REPEATS`` times, the probabilities averaged over the cuts); those out-of-fold probabilities
 alone fit the abstain threshold. At lookup time the fold classifiers' mean probability is what the
 threshold reads (docs/rerank.md).
 """
@@ -24,7 +25,10 @@ CLASSIFIER_PARAMS = {"objective": "binary", "n_estimators": 150, "learning_rate"
                      "min_child_samples": 20, "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8,
                      "verbose": -1, "n_jobs": 1}
 SUMMARY = ["share", "share_margin", "raw", "raw_margin", "candidates"]  # then the top candidate's features
-SEED_OFFSET = 100  # the classifiers' fold cut is not the reranker's: their seeds differ by this
+SEED_OFFSET = 100  # the classifiers' fold cuts are not the reranker's: their seeds differ by this
+# Validation is cut into folds this many times for the classifiers too, their out-of-fold
+# probabilities averaged over the cuts: one cut's threshold swings with its seed (docs/rerank.md).
+CLASSIFIER_REPEATS = 3
 
 
 def top_answer_features(raw: list[np.ndarray], matrices: list[np.ndarray], temperature: float) -> np.ndarray:
@@ -77,11 +81,17 @@ def abstain_scores(probability: np.ndarray) -> np.ndarray:
 
 def fit_confidence(raw: list[np.ndarray], matrices: list[np.ndarray], right: np.ndarray, entities: np.ndarray,
                    temperature: float, target_precision: float, confidence: float, folds: int,
-                   seed: int) -> dict:
-    """The fold classifiers, fitted on the reranker's out-of-fold scores, and the abstain threshold
-    fitted on their out-of-fold probabilities."""
+                   seed: int, repeats: int = CLASSIFIER_REPEATS) -> dict:
+    """The fold classifiers of ``repeats`` cuts into folds, fitted on the reranker's out-of-fold
+    scores, and the abstain threshold fitted on their out-of-fold probabilities, averaged over the
+    cuts (each alias's from the classifier of each cut that did not see its entity)."""
     features = top_answer_features(raw, matrices, temperature)
-    probability, boosters = classifier_out_of_fold(features, right, entities, folds, seed + SEED_OFFSET)
+    probability, boosters = np.zeros(len(features)), []
+    for repeat in range(repeats):
+        cut, cut_boosters = classifier_out_of_fold(features, right, entities, folds,
+                                                   seed + SEED_OFFSET + repeat * folds)
+        probability += cut / repeats
+        boosters += cut_boosters
     abstain = fit_abstain(abstain_scores(probability), right, target_precision, confidence=confidence, margin=False)
     return {"boosters": boosters, "probability": probability, "abstain": {**abstain, "reads": "probability"}}
 

@@ -40,6 +40,7 @@ from alias_label.search.acronym import AcronymIndex
 from alias_label.search.candidates import union
 from alias_label.search.confidence import (
     CLASSIFIER_PARAMS,
+    CLASSIFIER_REPEATS,
     abstain_scores,
     boosters_from_text,
     boosters_text,
@@ -418,6 +419,7 @@ def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: s
                "data_fingerprint": split.fingerprint, "model_fingerprint": model_fingerprint(model_dir),
                "boosters_sha256": sha256(texts[BOOSTERS_FILE]), "confidence_sha256": sha256(texts[CONFIDENCE_FILE]),
                "lightgbm": lightgbm.__version__, "booster_params": params, "confidence_params": CLASSIFIER_PARAMS,
+               "confidence_repeats": CLASSIFIER_REPEATS,
                "cross_encoder": cross.fingerprint if cross is not None else None,
                "temperature": fitted["temperature"],
                "abstain": abstain, "val_out_of_fold": val}
