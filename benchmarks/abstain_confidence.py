@@ -54,6 +54,9 @@ from alias_label.search.rerank import (
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_reranker_args(parser, seeds=True)
+    parser.add_argument("--classifier-repeats", type=int, default=CLASSIFIER_REPEATS,
+                        help="how many times validation is cut into folds for the classifier, its out-of-fold "
+                             f"probabilities averaged over the cuts (default: {CLASSIFIER_REPEATS})")
     return parser.parse_args(argv)
 
 
@@ -130,9 +133,11 @@ def judged(setting: dict, val: np.ndarray, right_val: np.ndarray, test: np.ndarr
             "test_calibration_error": calibration_error(test[:, 0], right_test)}
 
 
-def one_seed(tables: dict, columns: list[str], seed: int, target_precision: float, params: dict) -> dict:
+def one_seed(tables: dict, columns: list[str], seed: int, target_precision: float, params: dict,
+             classifier_repeats: int) -> dict:
     val, test = tables["val"], tables["test"]
-    fitted = fit_out_of_fold(val, columns, target_precision, CONFIDENCE, seed=seed, params=params, columns_of=columns)
+    fitted = fit_out_of_fold(val, columns, target_precision, CONFIDENCE, seed=seed, params=params, columns_of=columns,
+                             classifier_repeats=classifier_repeats)
     every = list(range(len(columns)))
     raw_test = mean_raw(fitted["boosters"], test[1], every)
     right_val, right_test = fitted["right"], ranked_outcome(raw_test, test[2])[1]
@@ -162,7 +167,8 @@ def calibrated_method(raw_val: list[np.ndarray], relevance_val: list[np.ndarray]
 def main(args) -> dict:
     _, dense, _, tables, columns = reranker_tables(args.model)
     params = booster_params(dense.name)
-    fits = {seed: one_seed(tables, columns, seed, args.target_precision, params) for seed in args.seeds}
+    fits = {seed: one_seed(tables, columns, seed, args.target_precision, params, args.classifier_repeats)
+            for seed in args.seeds}
     for seed, methods in fits.items():
         for name, m in methods.items():
             print(f"seed {seed}, {name}: val coverage {m['val_coverage']:.2%} (ceiling {m['val_ceiling']:.2%}), "
@@ -172,7 +178,7 @@ def main(args) -> dict:
     figures = {"model": args.model, "features": columns, "seeds": args.seeds,
                "target_precision": args.target_precision,
                "booster_params": params, "repeats": REPEATS,
-               "classifier_params": CLASSIFIER_PARAMS, "classifier_repeats": CLASSIFIER_REPEATS,
+               "classifier_params": CLASSIFIER_PARAMS, "classifier_repeats": args.classifier_repeats,
                "fits": {str(seed): methods for seed, methods in fits.items()}}
     save_results(f"abstain_confidence_{Path(str(args.model)).name}", figures, args.results_dir)
     return figures

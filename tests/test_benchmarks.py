@@ -233,8 +233,9 @@ def test_the_calibration_error_is_the_gap_between_confidence_and_how_often_it_is
 def test_abstain_confidence_fits_every_method_out_of_fold(in_pipeline_home, tmp_path):
     import abstain_confidence
 
-    figures = abstain_confidence.main(abstain_confidence.parse_args(["--seeds", "3", "--results-dir",
-                                                                     str(tmp_path)]))
+    figures = abstain_confidence.main(abstain_confidence.parse_args(["--seeds", "3", "--classifier-repeats", "2",
+                                                                     "--results-dir", str(tmp_path)]))
+    assert figures["classifier_repeats"] == 2
     methods = figures["fits"]["3"]
     assert set(methods) == {"share and margin", "classifier", "calibrated probability"}
     n_test = len(load_split().test)

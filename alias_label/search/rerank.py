@@ -339,12 +339,13 @@ def fit_abstain_shares(raw: list[np.ndarray], right: np.ndarray, target_precisio
 
 def fit_out_of_fold(table, features: list[str], target_precision: float, confidence: float, folds: int = FOLDS,
                     seed: int = 13, params: dict | None = None, columns_of: list[str] = FEATURES,
-                    repeats: int = REPEATS) -> dict:
+                    repeats: int = REPEATS, classifier_repeats: int = CLASSIFIER_REPEATS) -> dict:
     """The ranking model for one feature set: the mean of its fold boosters, with the temperature and
     the confidence classifiers fitted on their out-of-fold scores, and the abstain threshold on the
     classifiers' out-of-fold probabilities (``share_abstain``: the setting of share and margin, for
     comparison). ``columns_of`` names the table's feature columns, for a table that carries more
-    than ``FEATURES``; ``repeats``: how many times validation is cut into folds (``out_of_fold``).
+    than ``FEATURES``; ``repeats``: how many times validation is cut into folds (``out_of_fold``),
+    ``classifier_repeats``: the same for the confidence classifiers.
 
     The fold boosters themselves rank at lookup time, not one model refitted on every alias: a
     refitted model's scores are spread differently from the out-of-fold ones, so an abstain setting
@@ -361,7 +362,7 @@ def fit_out_of_fold(table, features: list[str], target_precision: float, confide
     _, right, gold_rank = ranked_outcome(raw, relevance)
     temperature, share_abstain = fit_abstain_shares(raw, right, target_precision, confidence)
     sure = fit_confidence(raw, [m[:, columns] for m in matrices], right, entities, temperature, target_precision,
-                          confidence, min(folds, distinct), seed)
+                          confidence, min(folds, distinct), seed, classifier_repeats)
     return {"boosters": boosters, "temperature": temperature, "confidence": sure["boosters"],
             "abstain": sure["abstain"], "share_abstain": share_abstain, "probability": sure["probability"],
             "val": outcome_metrics(rows, right, gold_rank), "out_of_fold_raw": raw, "right": right}
