@@ -150,10 +150,11 @@ def run_batch(args, retriever, processes: Processes) -> Path | None:
     return output
 
 
-def abstain_reads(args) -> str:
-    """What decides "no confident match": in rerank mode, the probability that the top match is right."""
-    rerank = args.mode == "rerank" and not args.reverse and args.min_score is None
-    return "probability right" if rerank else "best score"
+def abstain_reads(args, retriever) -> str:
+    """What decides "no confident match": the calibrated setting's reading (in rerank mode, the
+    probability that the top match is right), or the score against --min-score or in reverse."""
+    calibrated = not args.reverse and args.min_score is None and retriever.abstain
+    return "probability right" if calibrated and retriever.abstain.get("reads") == "probability" else "best score"
 
 
 def interactive(args, retriever, column: str) -> None:
@@ -165,7 +166,8 @@ def interactive(args, retriever, column: str) -> None:
             return
         if not query:
             return
-        print_matches(retriever.lookup([query], args.k, args.reverse, args.min_score), column, abstain_reads(args))
+        matches = retriever.lookup([query], args.k, args.reverse, args.min_score)
+        print_matches(matches, column, abstain_reads(args, retriever))
 
 
 def main(args: argparse.Namespace):
@@ -180,7 +182,7 @@ def main(args: argparse.Namespace):
     if args.query is None:
         return interactive(args, retriever, column)
     matches = retriever.lookup([args.query], args.k, args.reverse, args.min_score)
-    print_matches(matches, column, abstain_reads(args))
+    print_matches(matches, column, abstain_reads(args, retriever))
     return matches
 
 
