@@ -1,9 +1,10 @@
 """Single-alias lookup latency on this CPU, teacher vs student, and where the time goes.
 
 Each held-out alias is looked up alone (encode + search), as a user's request would be. The
-encode is split into its parts, timed separately: tokenising, the transformer forward pass, and
-the whole encode, ours (one batch straight through the model) beside sentence-transformers'
-``encode``, which repeats its bookkeeping on every call; search is timed against the flat index
+encode is split into its parts, timed separately: tokenising, the transformer forward pass, eager
+and traced (``alias_label.models.traced``, as lookups run it), and the whole encode, ours (one
+batch straight through the traced model) beside sentence-transformers' ``encode``, which repeats
+its bookkeeping on every call; search is timed against the flat index
 the scripts write by default and an HNSW index over the same vectors. The student is timed as
 trained and with its Linear layers in int8 (how the scripts run it on a CPU by default), each
 against the float32 teacher. Everything is timed twice: with torch's default intra-op threads
@@ -12,7 +13,8 @@ and with one thread, since a one-query forward pass is too small to split across
 Then the speed a student of each depth would have: the teacher cut to 1..N layers (untrained
 copies: weights do not change the time), in float32 and with torch's dynamic int8 quantisation
 of its Linear layers, each timed on encode, encode + flat search and encode + HNSW search
-against the float32 teacher, the models taking turns ten aliases at a time. What int8 costs in
+against the float32 teacher, every model traced as lookups run it, the models taking turns ten
+aliases at a time. What int8 costs in
 quality is benchmarks/int8_schemes.py's to measure.
 
 Reads   data/processed/, models/trained/alias_label_{teacher,student}/, faiss/ (flat indexes)
@@ -38,6 +40,7 @@ from alias_label.index.dense import IndexSpec, KeyedIndex, build_index
 from alias_label.models.encode import encode
 from alias_label.models.load import prompt_for
 from alias_label.models.quantize import quantize_int8
+from alias_label.models.traced import sentence_embeddings, trace_encoder
 from alias_label.search.retriever import load_dense
 from alias_label.train.distill import reduce_layers
 
@@ -61,12 +64,15 @@ def hnsw_over(label_index):
 
 
 def depth_models(teacher) -> dict:
-    """The float32 teacher, then its copy cut to each depth in float32 and in int8."""
+    """The float32 teacher, then its copy cut to each depth in float32 and in int8, each traced as
+    the teacher is for lookups."""
     models = {"teacher": teacher}
     for layers in range(len(teacher[0].auto_model.encoder.layer), 0, -1):
         student = copy.deepcopy(teacher)
         reduce_layers(student, layers)
         models[f"layers{layers}_float32"], models[f"layers{layers}_int8"] = student, quantize_int8(student)
+    for model in list(models.values())[1:]:
+        trace_encoder(model, prompt_for(model, "query") or None)
     return models
 
 
@@ -98,8 +104,8 @@ def profile(retriever, aliases: list[str]) -> dict:
     model, flat = retriever.model, retriever.label_index
     hnsw = hnsw_over(flat)
     prompt = prompt_for(model, "query") or None
-    parts = {name: [] for name in ("tokenize", "forward", "encode", "encode_library", "search_flat", "search_hnsw",
-                                   "lookup_flat", "lookup_hnsw")}
+    parts = {name: [] for name in ("tokenize", "forward", "forward_traced", "encode", "encode_library", "search_flat",
+                                   "search_hnsw", "lookup_flat", "lookup_hnsw")}
     for alias in aliases[:5]:  # warm-up
         retriever.labels_for([alias], 10)
     for alias in aliases:
@@ -107,6 +113,7 @@ def profile(retriever, aliases: list[str]) -> dict:
         parts["tokenize"].append(ms)
         with torch.inference_mode():
             parts["forward"].append(timed_ms(model, features)[0])
+            parts["forward_traced"].append(timed_ms(sentence_embeddings, model, features, prompt)[0])
         ms, query = timed_ms(encode, model, [alias], "query")
         parts["encode"].append(ms)
         parts["encode_library"].append(timed_ms(model.encode, [alias], prompt=prompt, normalize_embeddings=True)[0])

@@ -56,7 +56,8 @@ def test_query_latency_profiles_both_models(in_pipeline_home, tmp_path):
                                                            "--results-dir", str(tmp_path)]))
     for role in ("teacher", "student", "student_int8"):
         parts = figures[f"{role}_threads1"]
-        assert {"tokenize", "forward", "encode", "search_flat", "search_hnsw", "lookup_flat"} <= set(parts)
+        assert {"tokenize", "forward", "forward_traced", "encode", "search_flat", "search_hnsw",
+                "lookup_flat"} <= set(parts)
         assert parts["lookup_flat"]["p50_ms"] >= parts["search_flat"]["p50_ms"]
     for student, mode in (("student", "flat"), ("student_int8", "hnsw")):
         assert figures[f"{student}_speedup_lookup_{mode}_threads1"] == pytest.approx(

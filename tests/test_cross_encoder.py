@@ -116,7 +116,7 @@ def test_the_students_cross_encoder_is_its_teachers_with_half_the_layers_run_int
     assert read_json(student_dir / RERANKER_FILE)["features"] == FEATURES + CROSS_FEATURES
     student = load_retriever("student")
     assert student.int8_scheme == "per-channel" and quantized(student.searcher.cross.model.network)
-    assert student.searcher.cross.top == STUDENT_CROSS_TOP
+    assert student.searcher.cross.top == STUDENT_CROSS_TOP and student.searcher.cross.model.traced is not None
     assert not quantized(load_retriever("student", int8=False).searcher.cross.model.network)
     assert student.lookup(["UdeG"], k=3)["rank"].tolist() == [1, 2, 3]
 
@@ -129,7 +129,7 @@ def test_the_direct_forward_pass_scores_as_sentence_transformers_predict_does(in
              ("a much longer alias of some institution", "x")]
     reference = CrossEncoder(str(folder), device="cpu", max_length=48).predict(pairs, show_progress_bar=False)
     scorer = load_cross_encoder(folder.parent, np.array(["x"], dtype=object), "cpu")
-    assert isinstance(scorer.model, PairModel)
+    assert isinstance(scorer.model, PairModel) and scorer.model.traced is not None
     assert np.allclose(scorer.model.predict(pairs, batch_size=2), reference, atol=1e-5)
     int8 = load_cross_encoder(folder.parent, np.array(["x"], dtype=object), "cpu", int8_scheme="per-channel")
     assert np.allclose(int8.model.predict(pairs), reference, atol=0.05)

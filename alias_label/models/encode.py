@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from alias_label.models.load import inference_precision, prompt_for
+from alias_label.models.traced import sentence_embeddings
 
 
 def encode(model, texts, kind: str = "query", batch_size: int = 128, progress: bool | None = None) -> np.ndarray:
@@ -35,15 +36,16 @@ def _encode_one_batch(model, texts: list[str], kind: str) -> np.ndarray:
     The same computation as sentence-transformers' ``encode`` for a single batch, without the
     bookkeeping it repeats on every call (``eval()`` over every module, the device looked up
     from the parameters, length sorting), which is a large share of a short query's encode on a
-    CPU (docs/speed.md).
+    CPU (docs/speed.md); a model traced for lookups (``alias_label.models.traced``) runs its trace.
     """
     from sentence_transformers.util import batch_to_device
 
     if model.training:
         model.eval()  # as encode() leaves it: dropout off
-    features = batch_to_device(model.preprocess(texts, prompt=prompt_for(model, kind) or None), model.device)
+    prompt = prompt_for(model, kind) or None
+    features = batch_to_device(model.preprocess(texts, prompt=prompt), model.device)
     with torch.inference_mode():
-        embeddings = model(features)["sentence_embedding"]
+        embeddings = sentence_embeddings(model, features, prompt)
     return np.ascontiguousarray(torch.nn.functional.normalize(embeddings.float(), dim=-1).cpu().numpy())
 
 

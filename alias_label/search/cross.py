@@ -16,6 +16,7 @@ reranker's sidecar names the cross-encoder it was fitted with, and a lookup refu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from alias_label.index.bundle import model_name
 from alias_label.io import read_json
 from alias_label.models.load import CROSS_ENCODER_DIR, model_fingerprint
 from alias_label.models.quantize import quantize_int8
+from alias_label.models.traced import trace_pairs
 from alias_label.search.features import COLUMN
 
 CROSS_FEATURES = ["cross_encoder", "cross_encoder_gap"]
@@ -53,13 +55,15 @@ class PairModel:
 
     This is the forward pass sentence-transformers' ``CrossEncoder.predict`` runs for a model with
     one output, without its per-call walk over every module (evaluation mode, device), which costs
-    a lookup of a few pairs more than the pairs themselves.
+    a lookup of a few pairs more than the pairs themselves; on a CPU, through the network's trace
+    where it holds (``alias_label.models.traced``).
     """
 
     network: torch.nn.Module  # a transformers sequence-classification model with one output
     tokenizer: object
     max_length: int | None
     device: str = "cpu"
+    traced: Callable | None = None  # the network's trace: its tokeniser's tensors -> logits
 
     def predict(self, pairs: list[tuple[str, str]], batch_size: int = 32) -> np.ndarray:
         scores = []
@@ -68,7 +72,8 @@ class PairModel:
                 batch = pairs[start:start + batch_size]
                 inputs = self.tokenizer([a for a, _ in batch], [b for _, b in batch], padding=True, truncation=True,
                                         max_length=self.max_length, return_tensors="pt").to(self.device)
-                logits = self.network(**inputs).logits[:, 0].float()
+                logits = (self.network(**inputs).logits if self.traced is None
+                          else self.traced(dict(inputs)))[:, 0].float()
                 scores.append(torch.sigmoid(logits).cpu().numpy())
         return np.concatenate(scores) if scores else np.empty(0, np.float32)
 
@@ -136,5 +141,7 @@ def load_cross_encoder(model_dir: Path, labels: np.ndarray, device: str, expecte
     network = AutoModelForSequenceClassification.from_pretrained(str(folder)).to(device).eval()
     if int8_scheme is not None:
         network = quantize_int8(network, int8_scheme)
-    model = PairModel(network, AutoTokenizer.from_pretrained(str(folder)), record.get("max_length"), device)
+    tokenizer, max_length = AutoTokenizer.from_pretrained(str(folder)), record.get("max_length")
+    model = PairModel(network, tokenizer, max_length, device,
+                      trace_pairs(network, tokenizer, max_length) if device == "cpu" else None)
     return CrossScorer(model, np.asarray(labels, dtype=object), int(record.get("top", CROSS_TOP)), fingerprint)
