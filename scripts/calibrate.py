@@ -6,10 +6,12 @@ pick another target precision, or after rebuilding an index.
 Reads   data/processed/ (the val split), the model folder (models/trained/alias_label_{teacher,student}/
         or --model) and the FAISS indexes its indexes.json names.
 Writes  <model folder>/calibration.json: the fusion weight (best val top-1 of weight * dense +
-        (1 - weight) * TF-IDF ** exponent) and, for dense, hybrid and reranked search, the score
-        threshold and runner-up margin with the highest val coverage at the target precision;
-        <model folder>/reranker.json and reranker_boosters.json: the reranker (docs/rerank.md), with
-        the cross-encoder's scores among its features when the folder has one (train_cross_encoder.py).
+        (1 - weight) * TF-IDF ** exponent) and, for dense and hybrid search, the score threshold
+        and runner-up margin with the highest val coverage at the target precision;
+        <model folder>/reranker.json, reranker_boosters.json and reranker_confidence.json: the
+        reranker, with the cross-encoder's scores among its features when the folder has one
+        (train_cross_encoder.py), and the classifiers whose probability that the top answer is
+        right its abstain threshold reads (docs/rerank.md).
 
 Example:
     python scripts/calibrate.py --model teacher --target-precision 0.95

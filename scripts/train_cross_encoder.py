@@ -17,7 +17,8 @@ model is reused, so a run stopped during the refit resumes there.
 Reads   data/processed/, the trained model folder (default: the teacher) with its indexes and calibration;
         for a student, its teacher's cross-encoder
 Writes  <model folder>/cross_encoder/  the cross-encoder + training_config.json (its record)
-        <model folder>/calibration.json, reranker.json, reranker_boosters.json  refitted with its scores
+        <model folder>/calibration.json, reranker.json, reranker_boosters.json, reranker_confidence.json
+            refitted with its scores
 
 Example:
     python scripts/train_cross_encoder.py --model student --train-aliases 1500
