@@ -15,7 +15,7 @@ from alias_label.models.quantize import quantize_int8
 from alias_label.models.traced import PairLogits, sentence_embeddings, trace_encoder, trace_pairs, traced
 
 TEXTS = [["Universidad de Guadalajara"], ["MIT", "Massachusetts Institute of Technology", "a b"],
-         [f"name number {i} of a longer list" for i in range(40)]]
+         [f"name number {i} of a longer list" for i in range(40)], [" ".join(["word"] * 100), "x"]]
 
 
 def refuse_eager_calls(model, monkeypatch):
@@ -107,7 +107,9 @@ def test_a_traced_cross_encoder_scores_pairs_as_the_eager_network(tmp_path):
     recorded = trace_pairs(network, tokenizer, 32)
     assert recorded is not None
     for pairs in ([("UdeG", "Universidad de Guadalajara")],
-                  [("MIT", "Massachusetts Institute of Technology"), ("a", "b"), ("longer alias here", "x")]):
-        inputs = dict(tokenizer([a for a, _ in pairs], [b for _, b in pairs], padding=True, return_tensors="pt"))
+                  [("MIT", "Massachusetts Institute of Technology"), ("a", "b"), ("longer alias here", "x")],
+                  [(" ".join(["word"] * 100), "x")]):
+        inputs = dict(tokenizer([a for a, _ in pairs], [b for _, b in pairs], padding=True, truncation=True,
+                                max_length=32, return_tensors="pt"))
         with torch.inference_mode():
             assert torch.allclose(recorded(inputs), PairLogits(network)(inputs), atol=1e-6)

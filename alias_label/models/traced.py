@@ -27,12 +27,14 @@ log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-5  # the largest difference from the eager forward a trace may show on its checks
 # Texts the traces are recorded and checked on: what matters is their shapes, a batch padded to
-# its longest member and batches of other sizes and lengths.
+# its longest member and batches of other sizes and lengths, up to one cut at the model's limit.
+LONG = " ".join(["word"] * 600)
 EXAMPLE = ["a short name", "a somewhat longer name of several more words"]
-CHECKS = [["one"], ["two words", "a name of a few more words than that", "three small words"]]
+CHECKS = [["one"], ["two words", "a name of a few more words than that", "three small words"], [LONG, "one"]]
 PAIR_EXAMPLE = [("a short name", "a somewhat longer name of several more words"), ("one", "two words")]
 PAIR_CHECKS = [[("one", "two")],
-               [("two words", "a name of a few more words"), ("a name", "one"), ("x", "three small words")]]
+               [("two words", "a name of a few more words"), ("a name", "one"), ("x", "three small words")],
+               [(LONG, "one"), ("two", LONG)]]
 
 # sentence-transformers model -> (its traced forward, the prompt and the tensors it was traced with)
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
