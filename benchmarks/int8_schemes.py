@@ -31,7 +31,9 @@ from harness import percentiles, save_results, taking_turns, timed_ms
 from alias_label.data.split import load_split
 from alias_label.metrics import retrieval_metrics
 from alias_label.models.encode import encode
+from alias_label.models.load import prompt_for
 from alias_label.models.quantize import INT8_SCHEMES, cpu_has_vnni, quantize_int8
+from alias_label.models.traced import trace_encoder
 from alias_label.search.retriever import load_dense
 
 
@@ -50,10 +52,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def variants(retriever) -> dict:
-    """The retriever with its model in float32 and in each int8 scheme; the indexes stay the float32 model's."""
+    """The retriever with its model in float32 and in each int8 scheme, each traced as lookups run it
+    (``load_dense`` traced the float32 one); the indexes stay the float32 model's."""
     return {precision: retriever if how is None
-            else dataclasses.replace(retriever, model=quantize_int8(retriever.model, *how))
+            else dataclasses.replace(retriever, model=traced_copy(quantize_int8(retriever.model, *how)))
             for precision, how in precisions().items()}
+
+
+def traced_copy(model):
+    trace_encoder(model, prompt_for(model, "query") or None)
+    return model
 
 
 def quality(runs: dict, split) -> dict:
