@@ -128,5 +128,5 @@ def trace_pairs(network, tokenizer, max_length: int | None) -> Callable | None:
 
     module = PairLogits(network.eval())
     with torch.inference_mode():
-        checks = [(features(pairs), module(features(pairs))) for pairs in PAIR_CHECKS]
+        checks = [(inputs, module(inputs)) for inputs in map(features, PAIR_CHECKS)]
     return traced(module, features(PAIR_EXAMPLE), checks)
