@@ -31,7 +31,6 @@ from harness import percentiles, save_results, taking_turns, timed_ms
 from alias_label.data.split import load_split
 from alias_label.metrics import retrieval_metrics
 from alias_label.models.encode import encode
-from alias_label.models.load import prompt_for
 from alias_label.models.quantize import INT8_SCHEMES, cpu_has_vnni, quantize_int8
 from alias_label.models.traced import trace_encoder
 from alias_label.search.retriever import load_dense
@@ -60,7 +59,7 @@ def variants(retriever) -> dict:
 
 
 def traced_copy(model):
-    trace_encoder(model, prompt_for(model, "query") or None)
+    trace_encoder(model)
     return model
 
 

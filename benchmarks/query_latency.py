@@ -72,7 +72,7 @@ def depth_models(teacher) -> dict:
         reduce_layers(student, layers)
         models[f"layers{layers}_float32"], models[f"layers{layers}_int8"] = student, quantize_int8(student)
     for model in list(models.values())[1:]:
-        trace_encoder(model, prompt_for(model, "query") or None)
+        trace_encoder(model)
     return models
 
 

@@ -32,7 +32,7 @@ def test_a_traced_encoder_embeds_every_batch_as_the_eager_one(tiny_model, monkey
     if int8:
         model = quantize_int8(model, "per-channel")
     eager = [encode(model, texts) for texts in TEXTS]
-    assert trace_encoder(model, None)
+    assert trace_encoder(model)
     refuse_eager_calls(model, monkeypatch)
     for texts, expected in zip(TEXTS, eager, strict=True):
         assert np.allclose(encode(model, texts), expected, atol=1e-6)
@@ -46,15 +46,15 @@ def test_a_prompt_left_out_of_the_pooling_stays_out_of_it(tiny_model, monkeypatc
     model[1].include_prompt = True
     assert not np.allclose(encode(model, TEXTS[0], kind="query"), included, atol=1e-3)  # the prompt counts
     model[1].include_prompt = False
-    assert trace_encoder(model, "query: ")
+    assert trace_encoder(model)
     refuse_eager_calls(model, monkeypatch)
     for texts, expected in zip(TEXTS, eager, strict=True):
         assert np.allclose(encode(model, texts, kind="query"), expected, atol=1e-6)
 
 
 def test_a_batch_unlike_the_trace_runs_eagerly(tiny_model):
-    model = load_model(tiny_model, "cpu")
-    assert trace_encoder(model, "query: ")
+    model = load_model(tiny_model, "cpu", query_prompt="query: ")
+    assert trace_encoder(model)
     features = model.preprocess(["MIT"], prompt="document: ")
     calls = []
     model.register_forward_hook(lambda *args: calls.append(1))

@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import torch
 
+from alias_label.models.load import prompt_for
+
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-5  # the largest difference from the eager forward a trace may show on its checks
@@ -90,12 +92,13 @@ def split_features(features: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {key: value for key, value in features.items() if key not in tensors}
 
 
-def trace_encoder(model, prompt: str | None) -> bool:
+def trace_encoder(model, kind: str = "query") -> bool:
     """Trace a CPU sentence-transformers model's forward for the batches ``encode`` sends in one
-    piece (``sentence_embeddings``); whether the trace holds. ``prompt``: that of the texts it will
-    encode, the lookups' queries."""
+    piece (``sentence_embeddings``) with the prompt of ``kind``, the lookups' queries by default;
+    whether the trace holds."""
     if str(model.device) != "cpu":
         return False
+    prompt = prompt_for(model, kind) or None
     model.eval()
     example, constants = split_features(model.preprocess(EXAMPLE, prompt=prompt))
     with torch.inference_mode():

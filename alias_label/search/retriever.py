@@ -21,7 +21,7 @@ import pandas as pd
 from alias_label.errors import UserError
 from alias_label.index.bundle import fix_command, load_bundle_indexes, model_folder, require_trained
 from alias_label.index.tables import Candidates
-from alias_label.models.load import load_model, pick_device, prompt_for
+from alias_label.models.load import load_model, pick_device
 from alias_label.models.quantize import INT8_SCHEMES, int8_by_default, quantize_int8
 from alias_label.models.traced import trace_encoder
 from alias_label.search.abstain import confident, rounded
@@ -163,7 +163,7 @@ def load_dense(model: str | Path, device: str, int8: bool | None = None, int8_sc
         int8_scheme = None
     if int8_scheme is not None:
         encoder = quantize_int8(encoder, int8_scheme)
-    trace_encoder(encoder, prompt_for(encoder, "query") or None)
+    trace_encoder(encoder)
     calibration = load_calibration(model_dir, candidates.data_fingerprint, required=calibrated)
     return Retriever(role, Searcher(role, label_index, alias_index, encoder), candidates,
                      calibration["abstain"]["dense"] if calibration else None, calibration, model_dir, int8_scheme)
