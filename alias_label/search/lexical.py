@@ -28,7 +28,12 @@ class TfidfIndex:
 
     def vectors(self, texts):
         """The TF-IDF vectors of ``texts``, one sparse row each: what ``search`` and ``cosines`` also take."""
-        return self.vectorizer.transform(list(texts))
+        from sklearn import config_context
+
+        # A lookup vectorises one alias or two, where scikit-learn's checks of its own parameters and
+        # of finite values (which text cannot fail) are a good part of the time.
+        with config_context(assume_finite=True, skip_parameter_validation=True):
+            return self.vectorizer.transform(list(texts))
 
     def cosines(self, query_vector, rows: np.ndarray) -> np.ndarray:
         """The exact TF-IDF cosine of one query (its ``vectors`` row) to each of the given rows."""
