@@ -72,9 +72,10 @@ pipeline: setup
 	$(MAKE) --no-print-directory lookups
 
 # Speed and memory, each printed as ratios from one run and saved to benchmarks/results/*.json.
-# Needs the pipeline's models (query latency) and teacher cache (index vectors).
+# Needs the pipeline's models (query and reranked-lookup latency) and teacher cache (index vectors).
 bench: setup
 	$(BIN)/python benchmarks/query_latency.py
+	$(BIN)/python benchmarks/rerank_latency.py
 	$(BIN)/python benchmarks/int8_schemes.py
 	$(BIN)/python benchmarks/index_scale.py $(BENCH_INDEX_ARGS)
 	$(BIN)/python benchmarks/hnsw_ef_sweep.py

@@ -15,13 +15,15 @@ import int8_schemes
 import numpy as np
 import pytest
 import query_latency
+import rerank_latency
 import serve_load
 import torch
 
 from alias_label.data.split import load_split
 from alias_label.errors import UserError
 from alias_label.io import read_json
-from alias_label.search.retriever import load_dense
+from alias_label.search import rerank
+from alias_label.search.retriever import load_dense, load_retriever
 
 GPU_KEYS = {"device", "encode_sentences_per_min", "baseline_encode_sentences_per_min", "train_pairs_per_s",
             "baseline_train_pairs_per_s"}
@@ -369,3 +371,41 @@ def test_abstain_bound_fits_each_confidence_on_the_same_out_of_fold_scores(in_pi
     for row in saved["summary"].values():
         assert 0 <= row["met_on_val"] <= 2 and 0 <= row["held_on_test"] <= 2
         assert 0 <= row["val_coverage"]["min"] <= row["val_coverage"]["mean"] <= row["val_coverage"]["max"] <= 1
+
+
+STAGES = {"encode", "tfidf_vectors", "tfidf_search", "dense_search", "acronym", "union", "cosines", "pair_features",
+          "cross_encoder", "rankers", "classifiers"}
+
+
+def test_rerank_latency_splits_each_models_lookups_into_their_stages(in_pipeline_home, tmp_path):
+    figures = rerank_latency.main(rerank_latency.parse_args(["--queries", "4", "--results-dir", str(tmp_path)]))
+    assert figures["student"]["int8"] and not figures["teacher"]["int8"]
+    for role in ("teacher", "student"):
+        lookup, stages = figures[role]["lookup"], figures[role]["stages"]
+        assert set(stages) == STAGES | {"other"}
+        assert sum(stage["share"] for stage in stages.values()) == pytest.approx(1.0)
+        assert all(0 < stage["share"] < 1 for stage in stages.values())
+        # each stage runs inside its lookup, so no stage's median can pass the lookup's
+        assert all(stage["p50_ms"] <= lookup["p50_ms"] for stage in stages.values())
+    assert read_json(tmp_path / "rerank_latency.json")["queries"] == 4
+
+
+def test_stage_clocks_time_every_stage_and_leave_the_lookup_as_it_was(in_pipeline_home):
+    retriever = load_retriever("student")
+    first = retriever.searcher.first_stage
+    aliases = load_split().pairs("test")["alias"].tolist()[:3]
+    functions = {name: getattr(rerank, name) for name in ("encode", "union", "pair_features", "mean_raw",
+                                                          "probabilities")}
+    before = retriever.labels_with_confidence(aliases, 5)
+    seconds = {}
+    with rerank_latency.stage_clocks(retriever.searcher, seconds):
+        inside = retriever.labels_with_confidence(aliases, 5)
+    after = retriever.labels_with_confidence(aliases, 5)
+    assert set(seconds) == STAGES and all(value > 0 for value in seconds.values())
+    for outcome in (inside, after):
+        for got, expected in zip(outcome, before, strict=True):
+            np.testing.assert_array_equal(got, expected)
+    assert all(getattr(rerank, name) is function for name, function in functions.items())
+    for owner, name in ((first, "cosines"), (first.acronym, "search"), (first.label_index, "search"),
+                        (first.tfidf, "vectors"), (retriever.searcher.cross, "extend")):
+        assert name not in vars(owner)
