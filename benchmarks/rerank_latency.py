@@ -38,7 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=300, help="test aliases looked up one by one (default: 300)")
     parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.queries < 1:
+        parser.error(f"--queries {args.queries}: time at least one lookup")
+    return args
 
 
 def stage_targets(searcher) -> list[tuple[object, str, str]]:

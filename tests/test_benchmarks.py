@@ -390,6 +390,12 @@ def test_rerank_latency_splits_each_models_lookups_into_their_stages(in_pipeline
     assert read_json(tmp_path / "rerank_latency.json")["queries"] == 4
 
 
+def test_rerank_latency_refuses_to_time_no_lookups(capsys):
+    with pytest.raises(SystemExit):
+        rerank_latency.parse_args(["--queries", "0"])
+    assert "--queries 0: time at least one lookup" in capsys.readouterr().err
+
+
 def test_stage_clocks_time_every_stage_and_leave_the_lookup_as_it_was(in_pipeline_home):
     retriever = load_retriever("student")
     first = retriever.searcher.first_stage
