@@ -84,6 +84,37 @@ def test_the_abstain_table_says_which_settings_missed_the_target_on_validation()
     assert "| hybrid | score | 0.400 | 0.000 | 22.10% (target not met) | 98.00% (94.0%–99.0%) | 20.00% |" in table
 
 
+class RecordingSystem:
+    """A stand-in system that records which query it was asked, and in what order, among all systems."""
+
+    def __init__(self, name, calls):
+        self.name, self.calls = name, calls
+
+    def labels_with_confidence(self, queries, k):
+        self.calls.append((self.name, list(queries)))
+
+
+def test_single_lookups_take_turns_a_block_at_a_time():
+    calls = []
+    systems = {name: RecordingSystem(name, calls) for name in ("a", "b")}
+    queries = [f"q{i}" for i in range(30)]
+    latency = evaluate_student.single_lookup_latency(systems, queries, 25)
+    timed = calls[10:]  # after each system's five warm-up lookups
+    assert calls[:10] == [(name, [q]) for name in ("a", "b") for q in queries[:5]]
+    block = evaluate_student.LATENCY_BLOCK
+    expected = [(name, [q]) for start in range(0, 25, block) for name in ("a", "b")
+                for q in queries[start:min(start + block, 25)]]
+    assert timed == expected
+    assert set(latency) == {"a", "b"}
+    assert all(0 < row["p50_ms"] <= row["p95_ms"] for row in latency.values())
+
+
+def test_evaluator_refuses_to_time_no_single_lookups(capsys):
+    with pytest.raises(SystemExit):
+        evaluate_student.parse_args(["--latency-queries", "0"])
+    assert "--latency-queries 0: time at least one single lookup" in capsys.readouterr().err
+
+
 def test_agreement_by_margin_bands():
     # Margins 0.005, 0.015, 0.03 (twice), 0.5: the near-tie disagrees, one of the 0.03 pair too.
     scores = np.array([[0.9, 0.895], [0.8, 0.785], [0.7, 0.67], [0.6, 0.57], [0.9, 0.4]])
