@@ -1,21 +1,20 @@
 """Single-alias lookup latency on this CPU, teacher vs student, and where the time goes.
 
 Each held-out alias is looked up alone (encode + search), as a user's request would be. The
-encode is split into its parts, timed separately: tokenising, the transformer forward pass, eager
-and traced (``alias_label.models.traced``, as lookups run it), and the whole encode, ours (one
-batch straight through the traced model) beside sentence-transformers' ``encode``, which repeats
-its bookkeeping on every call; search is timed against the flat index
-the scripts write by default and an HNSW index over the same vectors. The student is timed as
-trained and with its Linear layers in int8 (how the scripts run it on a CPU by default), each
-against the float32 teacher. Everything is timed twice: with torch's default intra-op threads
-and with one thread, since a one-query forward pass is too small to split across cores.
+encode is split into its parts, timed separately: tokenising, the transformer forward pass,
+eager and traced (``alias_label.models.traced``, as lookups run it), and the whole encode, ours
+(one batch straight through the traced model) beside sentence-transformers' ``encode``, which
+repeats its bookkeeping on every call; search is timed against the flat index the scripts write
+by default and an HNSW index over the same vectors. The student is timed as trained and with its
+Linear layers in int8 (how the scripts run it on a CPU by default), each against the float32
+teacher. Everything is timed twice: with torch's default intra-op threads and with one thread,
+since a one-query forward pass is too small to split across cores.
 
 Then the speed a student of each depth would have: the teacher cut to 1..N layers (untrained
 copies: weights do not change the time), in float32 and with torch's dynamic int8 quantisation
 of its Linear layers, each timed on encode, encode + flat search and encode + HNSW search
 against the float32 teacher, every model traced as lookups run it, the models taking turns ten
-aliases at a time. What int8 costs in
-quality is benchmarks/int8_schemes.py's to measure.
+aliases at a time. What int8 costs in quality is benchmarks/int8_schemes.py's to measure.
 
 Reads   data/processed/, models/trained/alias_label_{teacher,student}/, faiss/ (flat indexes)
 Writes  benchmarks/results/query_latency.json
