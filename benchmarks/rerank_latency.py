@@ -60,7 +60,7 @@ def stage_targets(searcher) -> list[tuple[object, str, str]]:
 @contextlib.contextmanager
 def stage_clocks(searcher, seconds: dict):
     """While inside, each stage of ``searcher``'s lookups adds its time to ``seconds[stage]``; the
-    stages are as they were afterwards."""
+    stages are as they were afterwards. Yields the stages' names."""
     def clocked(function, stage):
         def timed(*args, **kwargs):
             start = time.perf_counter()
@@ -77,7 +77,7 @@ def stage_clocks(searcher, seconds: dict):
     for owner, name, stage, _, original in patched:
         setattr(owner, name, clocked(original, stage))
     try:
-        yield
+        yield [stage for _, _, stage, _, _ in patched]
     finally:
         for owner, name, _, own, original in patched:
             if own:
@@ -92,14 +92,13 @@ def profile(retriever, aliases: list[str]) -> dict:
         retriever.labels_with_confidence([alias], 10)
     lookups, stages = [], []
     seconds: dict = {}
-    with stage_clocks(retriever.searcher, seconds):
+    with stage_clocks(retriever.searcher, seconds) as names:
         for alias in aliases:
             seconds.clear()
             start = time.perf_counter()
             retriever.labels_with_confidence([alias], 10)
             lookups.append((time.perf_counter() - start) * 1000)
             stages.append({stage: value * 1000 for stage, value in seconds.items()})
-    names = [stage for _, _, stage in stage_targets(retriever.searcher)]
     times = {stage: np.array([row.get(stage, 0.0) for row in stages]) for stage in names}
     times["other"] = np.array(lookups) - sum(times.values())
     total = float(np.sum(lookups))
