@@ -244,13 +244,17 @@ def main(args: argparse.Namespace) -> dict:
     save_run_args(NAME, args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     timings: dict[str, float] = {}
-    state = PartialState()  # one process, or one of several under `accelerate launch`
+    device = pick_device(args.device)
+    # One process, or one of several under `accelerate launch`. Processes on CPU must say so: accelerate
+    # otherwise sees no GPU, no process group, and takes each of them for the only, main, process.
+    state = PartialState(cpu=not device.startswith("cuda"))
     with timed("data", timings, log), state.main_process_first():
         split = ensure_split(args)
-    device = pick_device(args.device)
     model = load_model(args.base_model, device, args.max_seq_length, args.query_prompt, args.doc_prompt)
-    log.info("teacher: base=%s device=%s precision=%s train_pairs=%d labels=%d", model.alias_label_source, device,
-             precision_name(device), len(split.train), len(split.labels))
+    if state.is_main_process:
+        log.info("teacher: base=%s device=%s precision=%s processes=%d train_pairs=%d labels=%d",
+                 model.alias_label_source, device, precision_name(device), state.num_processes, len(split.train),
+                 len(split.labels))
 
     progress = None
     for number in range(1, args.rounds + 1):

@@ -49,6 +49,11 @@ def test_accelerate_launch_two_cpu_processes(home, tiny_model, swot_slice):
 
     record = read_json(home / "models/trained/alias_label_teacher/training_config.json")
     assert record["processes"] == 2
+    # Each process knows its place from the start: the main one alone announces the run, and
+    # alone clears and writes shared files such as the checkpoints' run record.
+    log_lines = (home / "logs/train_alias_label.log").read_text().splitlines()
+    announced = [line for line in log_lines if "teacher: base=" in line]
+    assert len(announced) == 1 and "processes=2" in announced[0]
     # One validation line per epoch: the main process alone logs.
     epochs = [json.loads(line)["epoch"] for line in (home / "logs/metrics/teacher.jsonl").read_text().splitlines()]
     assert epochs == sorted(set(epochs)) and len(epochs) == 8
