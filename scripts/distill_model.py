@@ -43,6 +43,7 @@ from alias_label.io import save_run_args, setup_logging, sha256_of, timed, write
 from alias_label.metrics import classes_of
 from alias_label.models.encode import encode
 from alias_label.models.load import embedding_dim, load_model, model_fingerprint, pick_device, precision_name
+from alias_label.models.processes import require_one_process
 from alias_label.paths import paths
 from alias_label.search.calibration import add_calibration_args, calibrate, check_target
 from alias_label.search.scoring import score_split
@@ -268,6 +269,7 @@ def index_and_validate(student, split, embeddings: dict, args) -> dict:
 def main(args: argparse.Namespace) -> dict:
     setup_logging(NAME)
     save_run_args(NAME, args)
+    require_one_process("scripts/distill_model.py")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     timings: dict[str, float] = {}
     split = load_split(args.processed_dir)

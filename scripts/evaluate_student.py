@@ -42,6 +42,7 @@ from alias_label.index.tables import Candidates
 from alias_label.io import atomic_path, save_run_args, setup_logging, write_json
 from alias_label.metrics import DEPTH, classes_of, recall_at_k, retrieval_metrics
 from alias_label.models.load import load_model, pick_device
+from alias_label.models.processes import require_one_process
 from alias_label.models.quantize import default_activation_bits, int8_by_default
 from alias_label.paths import paths
 from alias_label.search.abstain import abstain_quality, precision_interval
@@ -270,6 +271,7 @@ def write_outputs(report: dict, errors: pd.DataFrame, out_dir: Path) -> None:
 def main(args: argparse.Namespace) -> dict:
     setup_logging(NAME)
     save_run_args(NAME, args)
+    require_one_process("scripts/evaluate_student.py")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     split = load_split(args.processed_dir)
     pairs = split.pairs(args.split)

@@ -36,6 +36,7 @@ from alias_label.data.split import load_split
 from alias_label.errors import UserError, run_main
 from alias_label.io import read_json, save_run_args, setup_logging
 from alias_label.models.load import model_fingerprint, pick_device, resolve_model
+from alias_label.models.processes import require_one_process
 from alias_label.search.calibration import add_calibration_args, calibrate, check_target
 from alias_label.search.cross import CROSS_TOP, STUDENT_CROSS_TOP, cross_dir, has_cross_encoder
 from alias_label.search.rerank import FirstStage, pairs_table
@@ -163,6 +164,7 @@ def train(dense, split, args, settings: dict) -> None:
 def main(args: argparse.Namespace) -> dict:
     setup_logging(NAME)
     save_run_args(NAME, args)
+    require_one_process("scripts/train_cross_encoder.py")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     split = load_split(args.processed_dir)
     # float32, as calibration fits: the negatives and the refit read the scores the indexes were built with.

@@ -1,7 +1,9 @@
-"""Multi-process teacher training: `accelerate launch` with two CPU processes over gloo."""
+"""Several processes: `accelerate launch` of the teacher, the index build and batch lookups with two CPU processes
+over gloo, and the scripts that run in one process refusing a launch of several."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -11,9 +13,11 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import TEACHER_SMOKE
 
 from alias_label.data.split import load_split
+from alias_label.errors import UserError
 from alias_label.io import read_json
 from alias_label.paths import REPO_ROOT
 from alias_label.search.retriever import load_dense
@@ -62,6 +66,17 @@ def test_accelerate_launch_two_cpu_processes(home, tiny_model, swot_slice):
     assert ids.shape == (len(split.train), 5) and np.all(np.diff(scores, axis=1) <= 1e-6)
     gold = split.label_rows(split.train["label"])
     assert np.mean(ids[:, 0] == gold) > 0.5  # trained on these pairs, so most come back first
+
+
+@pytest.mark.parametrize("script", ["distill_model", "train_cross_encoder", "evaluate_student"])
+def test_one_process_scripts_refuse_a_launch_of_several(home, monkeypatch, script):
+    # torchrun, which accelerate launch runs, tells each process how many there are in WORLD_SIZE.
+    module = importlib.import_module(script)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match=rf"scripts/{script}.py runs in one process, and 2 were launched: run it "
+                                        "with python"):
+        module.main(module.parse_args([]))
+    assert not (home / "models").exists()  # refused before reading or writing anything
 
 
 def launch(script: str, flags: list[str], env: dict, processes: int = 2) -> subprocess.CompletedProcess:

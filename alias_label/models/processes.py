@@ -12,7 +12,10 @@ on the same hardware. Run without a launcher, a script is process 0 of 1 and not
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
+
+from alias_label.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,13 @@ class Processes:
 
         parts = gather_object([part])
         return parts if self.is_main else None
+
+
+def require_one_process(script: str) -> None:
+    """Refuse a launch of several processes for a script that runs in one: each process would train
+    and evaluate alone, and write the same files as the others at the same time."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        raise UserError(f"{script} runs in one process, and {world} were launched: run it with python, not "
+                        "accelerate launch or torchrun (scripts/train_alias_label.py, scripts/build_index.py and "
+                        "scripts/test_lookup.py --batch take several)")
