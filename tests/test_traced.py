@@ -113,3 +113,18 @@ def test_a_traced_cross_encoder_scores_pairs_as_the_eager_network(tmp_path):
                                 max_length=32, return_tensors="pt"))
         with torch.inference_mode():
             assert torch.allclose(recorded(inputs), PairLogits(network)(inputs), atol=1e-6)
+
+
+def test_tracing_leaves_the_libraries_quiet(tiny_model, capfd, caplog):
+    # The tracer reads every attribute of every submodule; the deprecated or unset properties the
+    # libraries log about when read must not speak up when a lookup script starts.
+    logging.Logger.warning_once.cache_clear()  # transformers logs some warnings once a process
+    levels = [logging.getLogger(name).level for name in ("sentence_transformers", "transformers")]
+    model = load_model(tiny_model, "cpu")
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING):
+        assert trace_encoder(model)
+    printed = capfd.readouterr()
+    said = caplog.text + printed.out + printed.err
+    assert "_target_device" not in said and "loss_type" not in said
+    assert [logging.getLogger(name).level for name in ("sentence_transformers", "transformers")] == levels

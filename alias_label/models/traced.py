@@ -16,6 +16,7 @@ that stops working from ever answering.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 import weakref
@@ -66,6 +67,25 @@ class PairLogits(torch.nn.Module):
         return self.network(**features).logits
 
 
+@contextlib.contextmanager
+def quiet_libraries():
+    """Errors only from sentence-transformers and transformers, for a block.
+
+    The tracer reads every attribute of every submodule, so each deprecated or unset property the
+    two libraries log about when it is read (``SentenceTransformer._target_device``, a model's
+    ``loss_function``) speaks up on every lookup script's start, about nothing the trace uses.
+    """
+    loggers = [logging.getLogger(name) for name in ("sentence_transformers", "transformers")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def traced(module: torch.nn.Module, example: dict, checks: list[tuple[dict, torch.Tensor]]) -> Callable | None:
     """``module`` traced on ``example``, or None where tracing fails or the trace differs by more
     than ``TOLERANCE`` from the eager output on any of ``checks`` (inputs, what the eager forward gives)."""
@@ -74,7 +94,8 @@ def traced(module: torch.nn.Module, example: dict, checks: list[tuple[dict, torc
         # and its own deprecation (see the module docstring)
         warnings.simplefilter("ignore")
         try:
-            recorded = torch.jit.trace(module, (example,), strict=False, check_trace=False)
+            with quiet_libraries():
+                recorded = torch.jit.trace(module, (example,), strict=False, check_trace=False)
             agrees = all(torch.allclose(recorded(inputs), expected, atol=TOLERANCE, rtol=0)
                          for inputs, expected in checks)
         except Exception as error:  # noqa: BLE001 - any failure to trace keeps the eager forward
