@@ -27,6 +27,7 @@ from pathlib import Path
 from alias_label.data.split import load_split
 from alias_label.errors import run_main
 from alias_label.io import save_run_args, setup_logging
+from alias_label.models.processes import require_one_process
 from alias_label.search.calibration import add_calibration_args, calibrate, check_target
 from alias_label.search.retriever import check_split, load_dense
 
@@ -49,6 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> dict:
     setup_logging(NAME)
     save_run_args(NAME, args)
+    require_one_process("scripts/calibrate.py")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     split = load_split(args.processed_dir)
     # int8 off: calibration is fitted on the float32 model's scores, which int8 lookups share.

@@ -22,9 +22,11 @@ import time
 
 import numpy as np
 
+from alias_label.errors import UserError
 from alias_label.io import setup_logging, write_json
 from alias_label.models.encode import encode
 from alias_label.models.load import autocast_dtype, inference_precision, load_model, precision_name
+from alias_label.models.processes import require_one_process
 from alias_label.models.quantize import cpu_has_vnni, default_activation_bits, quantize_int8
 from alias_label.paths import paths
 
@@ -110,6 +112,11 @@ def int8_report(model, texts: list[str], reference: np.ndarray) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     log = setup_logging(NAME)
+    try:
+        require_one_process("scripts/gpu_check.py")
+    except UserError as err:
+        log.error("%s", err)
+        return 2
     report = library_report()
     device = "cuda" if report["cuda_available"] else "cpu"
     report.update(timed_matmul(device, args.matmul_size))

@@ -19,6 +19,7 @@ import argparse
 from alias_label.data.split import add_data_args, ensure_split
 from alias_label.errors import run_main
 from alias_label.io import save_run_args, setup_logging
+from alias_label.models.processes import require_one_process
 
 NAME = "prepare_data"
 
@@ -32,6 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> dict:
     log = setup_logging(NAME)
     save_run_args(NAME, args)
+    require_one_process("scripts/prepare_data.py")
     split = ensure_split(args)
     meta = split.meta
     log.info("entities=%d (with aliases: %d) labels=%d aliases=%d", meta["entities"], meta["entities_with_aliases"],

@@ -27,6 +27,7 @@ import sys
 
 from alias_label.errors import UserError, run_main
 from alias_label.io import save_run_args, setup_logging
+from alias_label.models.processes import require_one_process
 from alias_label.search.retriever import add_retriever_args, load_retriever
 
 NAME = "serve"
@@ -87,6 +88,7 @@ def main(args: argparse.Namespace):
 
     setup_logging(NAME)
     save_run_args(NAME, args)
+    require_one_process("scripts/serve.py")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     check_port(args.host, args.port)
     app = build_app(args)

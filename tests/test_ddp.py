@@ -68,15 +68,27 @@ def test_accelerate_launch_two_cpu_processes(home, tiny_model, swot_slice):
     assert np.mean(ids[:, 0] == gold) > 0.5  # trained on these pairs, so most come back first
 
 
-@pytest.mark.parametrize("script", ["distill_model", "train_cross_encoder", "evaluate_student"])
+REFUSAL = r"scripts/{}.py runs in one process, and 2 were launched: run it with python"
+
+
+@pytest.mark.parametrize("script", ["prepare_data", "distill_model", "train_cross_encoder", "calibrate",
+                                    "evaluate_student", "serve"])
 def test_one_process_scripts_refuse_a_launch_of_several(home, monkeypatch, script):
     # torchrun, which accelerate launch runs, tells each process how many there are in WORLD_SIZE.
     module = importlib.import_module(script)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(UserError, match=rf"scripts/{script}.py runs in one process, and 2 were launched: run it "
-                                        "with python"):
+    with pytest.raises(UserError, match=REFUSAL.format(script)):
         module.main(module.parse_args([]))
-    assert not (home / "models").exists()  # refused before reading or writing anything
+    assert sorted(path.name for path in home.iterdir()) == ["logs"]  # refused before reading or writing data
+
+
+def test_the_hardware_check_refuses_a_launch_of_several(home, monkeypatch, caplog):
+    import gpu_check
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert gpu_check.main(gpu_check.parse_args([])) == 2
+    assert "scripts/gpu_check.py runs in one process, and 2 were launched" in caplog.text
+    assert not (home / "logs/gpu_check.json").exists()
 
 
 def launch(script: str, flags: list[str], env: dict, processes: int = 2) -> subprocess.CompletedProcess:
