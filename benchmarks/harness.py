@@ -14,6 +14,7 @@ import numpy as np
 import psutil
 
 from alias_label.data.split import load_split
+from alias_label.evaluate.timing import taking_turns as turns
 from alias_label.index.cache import cache_paths
 from alias_label.index.dense import IndexSpec, build_index, save_index
 from alias_label.io import write_json
@@ -59,18 +60,11 @@ def timed_ms(function, *args, **kwargs) -> tuple[float, object]:
 
 
 def taking_turns(models: dict, aliases: list[str], measure, block: int = 10) -> dict[str, list]:
-    """``measure(model, alias)`` for every alias and model, the models taking turns a block at a time.
-
-    A drift in the machine's speed then reaches every model alike, while each model still answers
-    several queries in a row, as a server would.
-    """
-    for model in models.values():  # warm-up
+    """``measure(model, alias)`` for every alias and model, the models taking turns a block at a time
+    (``alias_label.evaluate.timing.taking_turns``), after a warm-up encode each."""
+    for model in models.values():
         encode(model, aliases[:3], "query")
-    results = {name: [] for name in models}
-    for start in range(0, len(aliases), block):
-        for name, model in models.items():
-            results[name] += [measure(model, alias) for alias in aliases[start:start + block]]
-    return results
+    return turns(models, aliases, measure, block)
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

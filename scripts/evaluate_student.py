@@ -37,6 +37,7 @@ from alias_label.data.kinds import ALIAS_KINDS, alias_kind
 from alias_label.data.split import load_split
 from alias_label.errors import run_main
 from alias_label.evaluate.report import markdown_tables, save_plots
+from alias_label.evaluate.timing import taking_turns
 from alias_label.index.bundle import ROLES, index_files, model_folder, require_trained
 from alias_label.index.tables import Candidates
 from alias_label.io import atomic_path, save_run_args, setup_logging, write_json
@@ -191,13 +192,13 @@ def single_lookup_latency(retrievers: dict, queries: list[str], n_single: int) -
     for retriever in retrievers.values():  # warm-up: first calls pay for allocation and kernel selection
         for query in queries[:5]:
             retriever.labels_with_confidence([query], 10)
-    latencies = {name: [] for name in retrievers}
-    for start in range(0, min(n_single, len(queries)), LATENCY_BLOCK):
-        for name, retriever in retrievers.items():
-            for query in queries[start:min(start + LATENCY_BLOCK, n_single)]:
-                began = time.perf_counter()
-                retriever.labels_with_confidence([query], 10)
-                latencies[name].append((time.perf_counter() - began) * 1000)
+
+    def lookup_ms(retriever, query: str) -> float:
+        began = time.perf_counter()
+        retriever.labels_with_confidence([query], 10)
+        return (time.perf_counter() - began) * 1000
+
+    latencies = taking_turns(retrievers, queries[:n_single], lookup_ms, LATENCY_BLOCK)
     return {name: {"p50_ms": statistics.median(values), "p95_ms": float(np.percentile(values, 95))}
             for name, values in latencies.items()}
 
