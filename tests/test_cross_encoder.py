@@ -121,14 +121,16 @@ def test_the_students_cross_encoder_is_its_teachers_with_half_the_layers_run_int
     assert student.lookup(["UdeG"], k=3)["rank"].tolist() == [1, 2, 3]
 
 
-def test_the_direct_forward_pass_scores_as_sentence_transformers_predict_does(in_pipeline_home):
+def test_the_direct_forward_pass_scores_as_sentence_transformers_predict_does(in_pipeline_home, capfd):
     from sentence_transformers.cross_encoder import CrossEncoder
 
     folder = cross_dir(in_pipeline_home / "models/trained/alias_label_teacher")
     pairs = [("UdeG", "Universidad de Guadalajara"), ("MIT", "Massachusetts Institute of Technology"),
              ("a much longer alias of some institution", "x")]
     reference = CrossEncoder(str(folder), device="cpu", max_length=48).predict(pairs, show_progress_bar=False)
+    capfd.readouterr()
     scorer = load_cross_encoder(folder.parent, np.array(["x"], dtype=object), "cpu")
+    assert "Loading weights" not in capfd.readouterr().err
     assert isinstance(scorer.model, PairModel) and scorer.model.traced is not None
     assert np.allclose(scorer.model.predict(pairs, batch_size=2), reference, atol=1e-5)
     int8 = load_cross_encoder(folder.parent, np.array(["x"], dtype=object), "cpu", int8_scheme="per-channel")

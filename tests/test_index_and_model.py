@@ -135,6 +135,21 @@ def test_unreachable_hub_model_gives_clear_error(monkeypatch):
         load_model("someone/not-cached-model", "cpu")
 
 
+def test_loading_a_model_draws_no_progress_bar_and_keeps_the_setting(tiny_model, capfd):
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    load_model(tiny_model, "cpu")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        load_model(tiny_model, "cpu")
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()
+
+
 def test_prompts_for_e5_and_overrides(tiny_model):
     model = load_model(tiny_model, "cpu", query_prompt="q: ", doc_prompt="d: ")
     assert model.prompts == {"query": "q: ", "document": "d: "}

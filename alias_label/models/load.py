@@ -71,6 +71,25 @@ def precision_name(device: str) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
+@contextlib.contextmanager
+def without_loading_bar():
+    """No "Loading weights" progress bar from transformers, for a block.
+
+    transformers draws one for every model it builds from a checkpoint; the models here load at
+    once, so on every lookup and service start it is only noise on stderr. The setting is global,
+    so it is restored after the block.
+    """
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(name: str | Path | None, device: str = "auto", max_seq_length: int | None = None,
                query_prompt: str | None = None, doc_prompt: str | None = None):
     """Load a SentenceTransformer and settle its prompts; errors say how to fix them."""
@@ -78,7 +97,8 @@ def load_model(name: str | Path | None, device: str = "auto", max_seq_length: in
 
     source = resolve_model(name)
     try:
-        model = SentenceTransformer(source, device=pick_device(device))
+        with without_loading_bar():
+            model = SentenceTransformer(source, device=pick_device(device))
     except OSError as err:
         raise UserError(f"cannot load model {name!r}: {str(err).rstrip('.')}. Offline, pass a local model folder "
                         f"instead, or leave the flag out to use the bundled {DEFAULT_MODEL}.") from None

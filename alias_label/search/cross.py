@@ -26,7 +26,7 @@ import torch
 from alias_label.errors import UserError
 from alias_label.index.bundle import model_name
 from alias_label.io import read_json
-from alias_label.models.load import CROSS_ENCODER_DIR, model_fingerprint
+from alias_label.models.load import CROSS_ENCODER_DIR, model_fingerprint, without_loading_bar
 from alias_label.models.quantize import quantize_int8
 from alias_label.models.traced import trace_pairs
 from alias_label.search.features import COLUMN
@@ -138,7 +138,8 @@ def load_cross_encoder(model_dir: Path, labels: np.ndarray, device: str, expecte
     if expected is not None and fingerprint != expected:
         raise UserError(f"{folder} is not the cross-encoder the reranker of {model_dir} was fitted with (stale or "
                         f"damaged). Retrain it with: {fix}")
-    network = AutoModelForSequenceClassification.from_pretrained(str(folder)).to(device).eval()
+    with without_loading_bar():
+        network = AutoModelForSequenceClassification.from_pretrained(str(folder)).to(device).eval()
     if int8_scheme is not None:
         network = quantize_int8(network, int8_scheme)
     tokenizer, max_length = AutoTokenizer.from_pretrained(str(folder)), record.get("max_length")
