@@ -13,6 +13,8 @@ import hnsw_ef_sweep
 import index_scale
 import int8_schemes
 import numpy as np
+import other_kind
+import pandas as pd
 import pytest
 import query_latency
 import rerank_latency
@@ -415,3 +417,35 @@ def test_stage_clocks_time_every_stage_and_leave_the_lookup_as_it_was(in_pipelin
     for owner, name in ((first, "cosines"), (first.acronym, "search"), (first.label_index, "search"),
                         (first.tfidf, "vectors"), (retriever.searcher.cross, "extend")):
         assert name not in vars(owner)
+
+
+def test_other_kind_builds_iso_names_and_runs_every_step_on_them(home, tiny_model, tmp_path):
+    from conftest import CROSS_SMOKE, STUDENT_SMOKE
+
+    table = other_kind.iso_entities(["ru", "ja"])
+    germany = table[table["qid"] == "country:DEU"]
+    assert set(germany["label"]) == {"Germany"} and {"DE", "DEU", "Германия", "ドイツ"} <= set(germany["alias"])
+    assert "Germany" not in set(germany["alias"])
+
+    teacher = ["--base-model", str(tiny_model), "--epochs", "2", "--batch-size", "16", "--max-seq-length", "32"]
+    argv = ["--home", str(home), "--languages", "ru", "ja", "--aliased-entities", "60", "--bare-entities", "40",
+            "--teacher-args", " ".join(teacher), "--cross-args", " ".join(["--base", str(tiny_model), *CROSS_SMOKE]),
+            "--student-cross-args", " ".join(CROSS_SMOKE), "--student-args", " ".join(STUDENT_SMOKE),
+            "--eval-args", "--latency-queries 2", "--results-dir", str(tmp_path)]
+    figures = other_kind.main(other_kind.parse_args(argv))
+    written = pd.read_csv(home / "data" / "raw" / "iso_names.csv", keep_default_na=False)
+    assert written["qid"].nunique() == 100 and written.groupby("qid")["alias"].size().max() <= 2
+    saved = read_json(tmp_path / "other_kind.json")
+    assert saved["table"]["entities"] == 100 and saved["test"] == figures["test"]
+    for split in ("test", "val"):
+        systems = saved[split]["systems"]
+        assert {"rerank", "student_rerank", "hybrid", "tfidf"} <= set(systems)
+        assert all(0 <= system["top1"] <= system["top10"] <= 1 for system in systems.values())
+        assert saved[split]["aliases"] == sum(saved[split]["kind_counts"].values())
+
+
+def test_other_kind_refuses_more_aliased_entities_than_there_are():
+    table = pd.DataFrame({"qid": ["a", "b", "c"], "label": ["A", "B", "C"], "alias": ["x", "y", ""],
+                          "description": ""})
+    with pytest.raises(UserError, match="more than the 2 entities with aliases there are; pass at most 2"):
+        other_kind.sampled_table(table, 3, 2, seed=0)
