@@ -10,7 +10,7 @@ from the model in float32, as ``calibrate`` computes them; the lookups run it as
 student in int8).
 
 Reads   data/processed/, the trained model (default: the teacher) with its indexes and calibration
-Writes  benchmarks/results/rerank_ablation_<model>.json
+Writes  benchmarks/results/rerank_ablation_<model>[_<tag>].json
 
 Example:
     python benchmarks/rerank_ablation.py --model student
@@ -36,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_reranker_args(parser)
     parser.add_argument("--latency-queries", type=int, default=100, help="single lookups timed (default: 100)")
+    parser.add_argument("--tag", default=None,
+                        help="appended to the results file's name, for a run on other data (another ALIAS_LABEL_HOME)")
     return parser.parse_args(argv)
 
 
@@ -79,7 +81,8 @@ def main(args) -> dict:
                           "hybrid": single_lookup_p50(hybrid, aliases)}}
     p50 = figures["p50_ms"]
     print(f"single lookup p50: rerank {p50['rerank']:.1f} ms, hybrid {p50['hybrid']:.1f} ms")
-    save_results(f"rerank_ablation_{Path(str(args.model)).name}", figures, args.results_dir)
+    name = f"rerank_ablation_{Path(str(args.model)).name}" + (f"_{args.tag}" if args.tag else "")
+    save_results(name, figures, args.results_dir)
     return figures
 
 

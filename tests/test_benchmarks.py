@@ -171,8 +171,9 @@ def test_rerank_ablation_refits_without_each_group(in_pipeline_home, tmp_path):
 
     from alias_label.search.features import GROUPS
 
-    figures = rerank_ablation.main(rerank_ablation.parse_args(["--latency-queries", "3", "--results-dir",
-                                                               str(tmp_path)]))
+    figures = rerank_ablation.main(rerank_ablation.parse_args(["--latency-queries", "3", "--tag", "other",
+                                                               "--results-dir", str(tmp_path)]))
+    assert read_json(tmp_path / "rerank_ablation_teacher_other.json")["variants"] == figures["variants"]
     # The pipeline's teacher has a cross-encoder, so its two features are a group of their own.
     assert set(figures["variants"]) == {"all", *(f"without {group}" for group in [*GROUPS, "cross-encoder"])}
     assert figures["variants"]["all"]["val"] == read_json(
@@ -427,11 +428,13 @@ def test_other_kind_builds_iso_names_and_runs_every_step_on_them(home, tiny_mode
     assert set(germany["label"]) == {"Germany"} and {"DE", "DEU", "Германия", "ドイツ"} <= set(germany["alias"])
     assert "Germany" not in set(germany["alias"])
 
-    teacher = ["--base-model", str(tiny_model), "--epochs", "2", "--batch-size", "16", "--max-seq-length", "32"]
+    teacher = ["--base-model", str(tiny_model), "--rounds", "1", "--epochs", "2", "--batch-size", "16",
+               "--max-seq-length", "32"]
     argv = ["--home", str(home), "--languages", "ru", "ja", "--aliased-entities", "60", "--bare-entities", "40",
             "--teacher-args", " ".join(teacher), "--cross-args", " ".join(["--base", str(tiny_model), *CROSS_SMOKE]),
             "--student-cross-args", " ".join(CROSS_SMOKE), "--student-args", " ".join(STUDENT_SMOKE),
-            "--eval-args", "--latency-queries 2", "--results-dir", str(tmp_path)]
+            "--eval-args", "--latency-queries 2 --systems rerank student_rerank hybrid tfidf",
+            "--results-dir", str(tmp_path)]
     figures = other_kind.main(other_kind.parse_args(argv))
     written = pd.read_csv(home / "data" / "raw" / "iso_names.csv", keep_default_na=False)
     assert written["qid"].nunique() == 100 and written.groupby("qid")["alias"].size().max() <= 2
@@ -439,7 +442,7 @@ def test_other_kind_builds_iso_names_and_runs_every_step_on_them(home, tiny_mode
     assert saved["table"]["entities"] == 100 and saved["test"] == figures["test"]
     for split in ("test", "val"):
         systems = saved[split]["systems"]
-        assert {"rerank", "student_rerank", "hybrid", "tfidf"} <= set(systems)
+        assert set(systems) == {"rerank", "student_rerank", "hybrid", "tfidf"}
         assert all(0 <= system["top1"] <= system["top10"] <= 1 for system in systems.values())
         assert saved[split]["aliases"] == sum(saved[split]["kind_counts"].values())
 
@@ -449,3 +452,13 @@ def test_other_kind_refuses_more_aliased_entities_than_there_are():
                           "description": ""})
     with pytest.raises(UserError, match="more than the 2 entities with aliases there are; pass at most 2"):
         other_kind.sampled_table(table, 3, 2, seed=0)
+
+
+def test_other_kind_resumes_both_trainings_and_evaluates_both_splits(tmp_path):
+    args = other_kind.parse_args(["--home", str(tmp_path), "--resume"])
+    steps = other_kind.pipeline_steps(tmp_path / "table.csv", args)
+    assert [step[0] for step in steps if "--resume" in step] == ["train_alias_label.py", "distill_model.py"]
+    evaluations = [step[1:] for step in steps if step[0] == "evaluate_student.py"]
+    assert evaluations == [[], ["--split", "val", "--output-dir", str(tmp_path / "logs/metrics/val")]]
+    fresh = other_kind.pipeline_steps(tmp_path / "table.csv", other_kind.parse_args(["--home", str(tmp_path)]))
+    assert all("--resume" not in step for step in fresh)
