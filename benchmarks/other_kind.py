@@ -13,7 +13,8 @@ validation.
 Reads   pycountry's bundled ISO lists and translations
 Writes  <home>/data/raw/iso_names.csv (the table), <home>/ (every step's artifacts),
         benchmarks/results/other_kind.json (top-1, top-10, MRR, by alias kind, and abstain
-        precision and coverage of each system, on test and validation)
+        precision and coverage of each system, on test and validation; the rerankers' out-of-fold
+        validation figures, as they were fitted on validation)
 
 Example:
     python benchmarks/other_kind.py --home /tmp/other_kind
@@ -36,9 +37,12 @@ from harness import save_results
 from alias_label.errors import UserError, run_main
 from alias_label.io import atomic_path, read_json
 from alias_label.paths import REPO_ROOT
+from alias_label.search.rerank import RERANKER_FILE
 
 LANGUAGES = ["de", "fr", "es", "it", "pt", "pl", "tr", "vi", "ru", "uk", "bg", "el", "ar", "fa", "he", "hi",
              "zh_CN", "ja", "ko", "th"]
+# The reranked systems and the model each one's reranker belongs to.
+RERANKED = {"rerank": "teacher", "student_rerank": "student"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -175,10 +179,25 @@ def system_figures(evaluation: dict) -> dict:
     return figures
 
 
+def evaluations(home: Path) -> dict:
+    """Each split's figures from the evaluator's reports. A reranker was fitted on the validation
+    aliases, so its validation figures here are in sample; its out-of-fold ones, from its sidecar,
+    are the fair comparison (``val_out_of_fold``)."""
+    results = {}
+    for split, folder in (("test", "metrics"), ("val", "metrics/val")):
+        evaluation = read_json(home / "logs" / folder / "evaluation.json")
+        results[split] = {"aliases": evaluation["n_queries"], "labels": evaluation["n_labels"],
+                          "kind_counts": evaluation["kind_counts"], "systems": system_figures(evaluation)}
+    results["val_out_of_fold"] = {system: read_json(home / "models" / "trained" / f"alias_label_{role}" /
+                                                    RERANKER_FILE)["val_out_of_fold"]
+                                  for system, role in RERANKED.items() if system in results["val"]["systems"]}
+    return results
+
+
 def print_table(results: dict) -> None:
     print(f"{'system':16s} {'test top1':>10s} {'val top1':>10s} {'test cov95':>11s}")
-    for name in results["test"]["systems"]:
-        test, val = results["test"]["systems"][name], results["val"]["systems"].get(name, {})
+    for name, test in results["test"]["systems"].items():
+        val = results["val_out_of_fold"].get(name) or results["val"]["systems"].get(name, {})
         coverage = test["abstain_coverage"]
         print(f"{name:16s} {test['top1']:10.2%} {val.get('top1', float('nan')):10.2%} "
               f"{'' if coverage is None else f'{coverage:.2%}':>11s}")
@@ -190,11 +209,7 @@ def main(args: argparse.Namespace) -> dict:
     path = write_table(table, args.home / "data" / "raw" / "iso_names.csv")
     print(f"wrote {path}: {table['qid'].nunique()} entities, {int((table['alias'] != '').sum())} aliases")
     run_steps(pipeline_steps(path, args), args.home)
-    results = {}
-    for split, folder in (("test", "metrics"), ("val", "metrics/val")):
-        evaluation = read_json(args.home / "logs" / folder / "evaluation.json")
-        results[split] = {"aliases": evaluation["n_queries"], "labels": evaluation["n_labels"],
-                          "kind_counts": evaluation["kind_counts"], "systems": system_figures(evaluation)}
+    results = evaluations(args.home)
     figures = {"table": {"languages": args.languages, "aliased_entities": args.aliased_entities,
                          "aliases_per_entity": args.aliases_per_entity,
                          "bare_entities": args.bare_entities, "seed": args.seed,

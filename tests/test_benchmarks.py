@@ -445,6 +445,8 @@ def test_other_kind_builds_iso_names_and_runs_every_step_on_them(home, tiny_mode
         assert set(systems) == {"rerank", "student_rerank", "hybrid", "tfidf"}
         assert all(0 <= system["top1"] <= system["top10"] <= 1 for system in systems.values())
         assert saved[split]["aliases"] == sum(saved[split]["kind_counts"].values())
+    assert set(saved["val_out_of_fold"]) == {"rerank", "student_rerank"}
+    assert saved["val_out_of_fold"]["rerank"]["n"] == saved["val"]["aliases"]
 
 
 def test_other_kind_refuses_more_aliased_entities_than_there_are():
