@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="artifact root of the run (ALIAS_LABEL_HOME), apart from the default data's "
                              "(default: logs/other_kind/)")
     parser.add_argument("--languages", nargs="+", default=LANGUAGES,
-                        help="pycountry locales whose names become aliases (default: 20 in 11 scripts)")
+                        help="pycountry locales whose names become aliases (default: 20, in 10 scripts)")
     parser.add_argument("--aliased-entities", type=int, default=5000,
                         help="entities sampled to keep aliases; the others are candidates only (default: 5000)")
     parser.add_argument("--aliases-per-entity", type=int, default=2,
