@@ -72,6 +72,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_languages(languages: list[str]) -> None:
+    """Refuse a locale pycountry has no translations for, naming those it has."""
+    import pycountry
+
+    known = sorted(os.listdir(pycountry.LOCALES_DIR))
+    unknown = [language for language in languages if language not in known]
+    if unknown:
+        raise UserError(f"pycountry has no translations for --languages {' '.join(unknown)}; it has: {' '.join(known)}")
+
+
 def translations(domain: str, languages: list[str]) -> list:
     """The gettext catalogues of one ISO list in those of ``languages`` pycountry has."""
     import pycountry
@@ -204,6 +214,7 @@ def print_table(results: dict) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
+    check_languages(args.languages)
     table = sampled_table(iso_entities(args.languages), args.aliased_entities, args.aliases_per_entity, args.seed,
                           args.bare_entities)
     path = write_table(table, args.home / "data" / "raw" / "iso_names.csv")

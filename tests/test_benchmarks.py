@@ -449,6 +449,12 @@ def test_other_kind_builds_iso_names_and_runs_every_step_on_them(home, tiny_mode
     assert saved["val_out_of_fold"]["rerank"]["n"] == saved["val"]["aliases"]
 
 
+def test_other_kind_refuses_a_language_pycountry_does_not_translate_to(home):
+    with pytest.raises(UserError, match="no translations for --languages xx; it has: .*ja"):
+        other_kind.main(other_kind.parse_args(["--home", str(home), "--languages", "ru", "xx"]))
+    assert not (home / "data").exists()
+
+
 def test_other_kind_refuses_more_aliased_entities_than_there_are():
     table = pd.DataFrame({"qid": ["a", "b", "c"], "label": ["A", "B", "C"], "alias": ["x", "y", ""],
                           "description": ""})
