@@ -40,13 +40,14 @@ from alias_label.evaluate.report import markdown_tables, save_plots
 from alias_label.evaluate.timing import taking_turns
 from alias_label.index.bundle import ROLES, index_files, model_folder, require_trained
 from alias_label.index.tables import Candidates
-from alias_label.io import atomic_path, save_run_args, setup_logging, write_json
+from alias_label.io import atomic_path, read_json, save_run_args, setup_logging, write_json
 from alias_label.metrics import DEPTH, classes_of, recall_at_k, retrieval_metrics
 from alias_label.models.load import load_model, pick_device
 from alias_label.models.processes import require_one_process
 from alias_label.models.quantize import default_activation_bits, int8_by_default
 from alias_label.paths import paths
 from alias_label.search.abstain import abstain_quality, precision_interval
+from alias_label.search.rerank import RERANKER_FILE
 from alias_label.search.retriever import Retriever, add_int8_scheme_arg, as_hybrid, as_rerank, check_split, load_dense
 from alias_label.search.scoring import correct_classes, is_right, ranked_metrics
 from alias_label.search.searchers import dense_searcher, keys_of, lexical_searcher
@@ -255,6 +256,16 @@ def assemble_report(split, split_name, pairs, kinds, systems: dict, ranked: dict
     }
 
 
+def out_of_fold(systems: dict, args) -> dict:
+    """Each reranked system's validation figures out of fold, from its reranker's sidecar.
+
+    A reranker is fitted on the validation aliases, so evaluated on them it is in sample; these
+    come from fold models that never saw each alias's entity, the figures to compare on validation.
+    """
+    reranked = [name for name in systems if name.endswith("rerank")]
+    return {name: read_json(getattr(args, HYBRID_OF[name]) / RERANKER_FILE)["val_out_of_fold"] for name in reranked}
+
+
 def write_outputs(report: dict, errors: pd.DataFrame, out_dir: Path) -> None:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     write_json(out_dir / "evaluation.json", report)
@@ -289,6 +300,8 @@ def main(args: argparse.Namespace) -> dict:
         systems[name].update(latency)
         log.info("%s: single lookups p50=%.1fms p95=%.1fms", name, latency["p50_ms"], latency["p95_ms"])
     report = assemble_report(split, args.split, pairs, kinds, systems, ranked, scores, args, index_sizes(retrievers))
+    if args.split == "val":
+        report["val_out_of_fold"] = out_of_fold(systems, args)
     write_outputs(report, errors_table(split, pairs, kinds, ranked), args.output_dir)
     return report
 

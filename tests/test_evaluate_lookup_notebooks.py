@@ -127,6 +127,7 @@ def test_agreement_by_margin_bands():
 def test_report_files(evaluation, pipeline_home):
     out = pipeline_home / "logs/metrics"
     table = (out / "evaluation.md").read_text()
+    assert table.startswith("Test aliases: ") and "in sample" not in table
     assert "| teacher |" in table and "| tfidf |" in table and "| hybrid |" in table and "Top-1 by alias kind" in table
     assert "Abstain at the setting fitted on validation (target precision 95%)" in table
     assert "| rerank | probability |" in table and "| hybrid | score |" in table
@@ -147,6 +148,20 @@ def test_evaluation_agrees_with_the_training_scripts_validation(in_pipeline_home
          str(tmp_path)]))
     for key in ("top1", "top5", "top10", "mrr", "n"):
         assert report["systems"][role][key] == pytest.approx(logged[key], abs=1e-9)
+
+
+def test_on_validation_the_report_says_what_is_in_sample_and_gives_the_out_of_fold_figures(in_pipeline_home,
+                                                                                          tmp_path):
+    report = evaluate_student.main(evaluate_student.parse_args(
+        ["--systems", "rerank", "student_rerank", "tfidf", "--split", "val", "--latency-queries", "2",
+         "--output-dir", str(tmp_path)]))
+    for name, role in (("rerank", "teacher"), ("student_rerank", "student")):
+        sidecar = read_json(in_pipeline_home / f"models/trained/alias_label_{role}/reranker.json")
+        assert report["val_out_of_fold"][name] == sidecar["val_out_of_fold"]
+    tables = (tmp_path / "evaluation.md").read_text(encoding="utf-8")
+    assert tables.startswith(f"Validation aliases: {report['n_queries']},")
+    top1 = report["val_out_of_fold"]["rerank"]["top1"]
+    assert "in sample; the rerankers' top-1 out of fold" in tables and f"rerank {top1:.2%}" in tables
 
 
 def test_evaluator_names_the_fix_for_a_missing_student(home, pipeline_home):

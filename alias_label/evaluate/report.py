@@ -16,17 +16,29 @@ def _fmt(value, pattern: str) -> str:
     return "–" if value is None else pattern.format(value)
 
 
+def in_sample_note(report: dict) -> str:
+    """On validation, what was fitted there and the rerankers' out-of-fold top-1 to compare instead."""
+    if report.get("split") != "val":
+        return ""
+    folds = report.get("val_out_of_fold") or {}
+    return (" The abstain settings and the rerankers were fitted on these aliases, so their figures here are in "
+            "sample" + ("; the rerankers' top-1 out of fold (from fold models that never saw an alias's entity): "
+                        + ", ".join(f"{name} {figures['top1']:.2%}" for name, figures in folds.items())
+                        if folds else "") + ".")
+
+
 def markdown_tables(report: dict) -> str:
     """The accuracy/speed table and the per-alias-kind table, as markdown."""
     systems = report["systems"]
-    lines = [f"Test aliases: {report['n_queries']}, candidate labels: {report['n_labels']} "
+    held_out = {"val": "Validation"}.get(report.get("split"), "Test")
+    lines = [f"{held_out} aliases: {report['n_queries']}, candidate labels: {report['n_labels']} "
              f"(full {report['n_labels']}-way retrieval). Agreement teacher/student: "
              f"{_fmt(report['agreement'], '{:.2%}')}, retention: {_fmt(report['retention'], '{:.2%}')}."
              + (f" In int8 ({report['int8_scheme']}, {report['int8_activation_bits']}-bit activations): "
                 f"{', '.join(report['int8'])}." if report.get("int8") else "")
              + " A label equal to the gold one up to case and accents counts as right ("
              + ", ".join(f"{name}: {systems[name].get('top1_folded_only', 0)}" for name in ordered(systems))
-             + " top-1 answers).", "",
+             + " top-1 answers)." + in_sample_note(report), "",
              "| system | top-1 | top-5 | top-10 | MRR | label→alias R@10 | p50 ms | p95 ms | batch q/s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name in ordered(systems):
