@@ -37,12 +37,9 @@ from harness import save_results
 from alias_label.errors import UserError, run_main
 from alias_label.io import atomic_path, read_json
 from alias_label.paths import REPO_ROOT
-from alias_label.search.rerank import RERANKER_FILE
 
 LANGUAGES = ["de", "fr", "es", "it", "pt", "pl", "tr", "vi", "ru", "uk", "bg", "el", "ar", "fa", "he", "hi",
              "zh_CN", "ja", "ko", "th"]
-# The reranked systems and the model each one's reranker belongs to.
-RERANKED = {"rerank": "teacher", "student_rerank": "student"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -191,16 +188,14 @@ def system_figures(evaluation: dict) -> dict:
 
 def evaluations(home: Path) -> dict:
     """Each split's figures from the evaluator's reports. A reranker was fitted on the validation
-    aliases, so its validation figures here are in sample; its out-of-fold ones, from its sidecar,
-    are the fair comparison (``val_out_of_fold``)."""
+    aliases, so its validation figures there are in sample; the evaluator adds its out-of-fold ones
+    (``val_out_of_fold``), the fair comparison."""
     results = {}
     for split, folder in (("test", "metrics"), ("val", "metrics/val")):
         evaluation = read_json(home / "logs" / folder / "evaluation.json")
         results[split] = {"aliases": evaluation["n_queries"], "labels": evaluation["n_labels"],
                           "kind_counts": evaluation["kind_counts"], "systems": system_figures(evaluation)}
-    results["val_out_of_fold"] = {system: read_json(home / "models" / "trained" / f"alias_label_{role}" /
-                                                    RERANKER_FILE)["val_out_of_fold"]
-                                  for system, role in RERANKED.items() if system in results["val"]["systems"]}
+    results["val_out_of_fold"] = evaluation["val_out_of_fold"]
     return results
 
 

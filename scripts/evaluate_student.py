@@ -70,7 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS,
                         help="systems to compare (default: all); agreement and retention need teacher and student")
-    parser.add_argument("--split", default="test", choices=["val", "test"], help="held-out split (default: test)")
+    parser.add_argument("--split", default="test", choices=["val", "test"],
+                        help="held-out split (default: test); on val, where the rerankers and abstain settings "
+                             "were fitted, the report adds the rerankers' out-of-fold figures")
     parser.add_argument("--processed-dir", type=Path, default=None, help="the split (default: data/processed/)")
     parser.add_argument("--teacher", type=Path, default=None,
                         help="the trained teacher folder (default: models/trained/alias_label_teacher/)")
