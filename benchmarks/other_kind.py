@@ -152,18 +152,23 @@ def write_table(table: pd.DataFrame, target: Path) -> Path:
     return target
 
 
+def metrics_dir(home: Path, split: str) -> Path:
+    """Where the evaluator's report of a split goes: its default folder for test, a subfolder for val."""
+    return home / "logs" / "metrics" / ("val" if split == "val" else "")
+
+
 def pipeline_steps(table: Path, args) -> list[list[str]]:
     """The steps of ``make pipeline`` on the table, and an evaluation on validation too."""
     data = ["--data", str(table)]
     resume = ["--resume"] if args.resume else []
-    val_metrics = str(args.home / "logs" / "metrics" / "val")
     return [["prepare_data.py", *data],
             ["train_alias_label.py", *data, *resume, *shlex.split(args.teacher_args)],
             ["train_cross_encoder.py", *shlex.split(args.cross_args)],
             ["distill_model.py", *resume, *shlex.split(args.student_args)],
             ["train_cross_encoder.py", "--model", "student", *shlex.split(args.student_cross_args)],
             ["evaluate_student.py", *shlex.split(args.eval_args)],
-            ["evaluate_student.py", "--split", "val", "--output-dir", val_metrics, *shlex.split(args.eval_args)]]
+            ["evaluate_student.py", "--split", "val", "--output-dir", str(metrics_dir(args.home, "val")),
+             *shlex.split(args.eval_args)]]
 
 
 def run_steps(steps: list[list[str]], home: Path) -> None:
@@ -190,13 +195,11 @@ def evaluations(home: Path) -> dict:
     """Each split's figures from the evaluator's reports. A reranker was fitted on the validation
     aliases, so its validation figures there are in sample; the evaluator adds its out-of-fold ones
     (``val_out_of_fold``), the fair comparison."""
-    results = {}
-    for split, folder in (("test", "metrics"), ("val", "metrics/val")):
-        evaluation = read_json(home / "logs" / folder / "evaluation.json")
-        results[split] = {"aliases": evaluation["n_queries"], "labels": evaluation["n_labels"],
-                          "kind_counts": evaluation["kind_counts"], "systems": system_figures(evaluation)}
-    results["val_out_of_fold"] = evaluation["val_out_of_fold"]
-    return results
+    reports = {split: read_json(metrics_dir(home, split) / "evaluation.json") for split in ("test", "val")}
+    results = {split: {"aliases": report["n_queries"], "labels": report["n_labels"],
+                       "kind_counts": report["kind_counts"], "systems": system_figures(report)}
+               for split, report in reports.items()}
+    return {**results, "val_out_of_fold": reports["val"]["val_out_of_fold"]}
 
 
 def print_table(results: dict) -> None:
@@ -213,13 +216,14 @@ def main(args: argparse.Namespace) -> dict:
     table = sampled_table(iso_entities(args.languages), args.aliased_entities, args.aliases_per_entity, args.seed,
                           args.bare_entities)
     path = write_table(table, args.home / "data" / "raw" / "iso_names.csv")
-    print(f"wrote {path}: {table['qid'].nunique()} entities, {int((table['alias'] != '').sum())} aliases")
+    entities, aliases = int(table["qid"].nunique()), int((table["alias"] != "").sum())
+    print(f"wrote {path}: {entities} entities, {aliases} aliases")
     run_steps(pipeline_steps(path, args), args.home)
     results = evaluations(args.home)
     figures = {"table": {"languages": args.languages, "aliased_entities": args.aliased_entities,
                          "aliases_per_entity": args.aliases_per_entity,
                          "bare_entities": args.bare_entities, "seed": args.seed,
-                         "entities": int(table["qid"].nunique()), "aliases": int((table["alias"] != "").sum())},
+                         "entities": entities, "aliases": aliases},
                **results}
     print_table(results)
     save_results("other_kind", figures, args.results_dir)
