@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from alias_label.index.tables import Candidates
 from alias_label.search.acronym import (
     ALIGNED_SCORE,
     PREFIX_SCORE,
@@ -18,7 +20,7 @@ from alias_label.search.acronym import (
 )
 from alias_label.search.candidates import candidates, union
 from alias_label.search.lexical import TfidfIndex
-from alias_label.search.searchers import Searcher, TransliteratedQueries
+from alias_label.search.searchers import Searcher, TransliteratedQueries, lexical_searcher
 
 
 @pytest.mark.parametrize(("label", "expected"), [
@@ -126,6 +128,28 @@ def test_transliterated_queries_reach_a_latin_label():
     assert lexical.labels_for(query, 1)[0][0, 0] == 0.0  # no character n-gram in common
     scores, ids = TransliteratedQueries(lexical).labels_for(query, 1)
     assert ids[0, 0] == 1 and scores[0, 0] > 0.9
+
+
+def test_label_to_alias_search_compares_both_sides_transliterated():
+    labels = pd.DataFrame({"label": ["Moscow State University", "Московский государственный университет",
+                                     "Université de Genève"], "qids": [["Q1"], ["Q2"], ["Q3"]],
+                           "websites": [[], [], []]})
+    aliases = pd.DataFrame({"alias": ["Московский государственный университет имени Ломоносова",
+                                      "Moskovskii gosudarstvennyi universitet imeni Lomonosova",
+                                      "Universite de Geneve", "Unrelated College"],
+                            "qids": [["Q1"], ["Q2"], ["Q3"], ["Q4"]]})
+    lexical = lexical_searcher(Candidates(labels, aliases, labels["label"].tolist(), None, "fp"))
+    queries = ["Moskovskii gosudarstvennyi universitet", "Московский государственный университет",
+               "Université de Genève"]
+    scores, rows = lexical.aliases_for(queries, 4)
+    # A Latin label finds the Cyrillic alias at its transliteration, and the Cyrillic label the Latin
+    # alias, each alias once; accents are folded on both sides.
+    assert set(rows[0, :2].tolist()) == set(rows[1, :2].tolist()) == {0, 1}
+    assert rows[2, 0] == 2 and scores[2, 0] == pytest.approx(1.0, abs=1e-5)
+    assert all(len(set(row)) == len(row) for row in rows.tolist())
+    # As written, the Latin label and the Cyrillic alias share no character n-gram.
+    plain_scores, plain_rows = Searcher("tfidf", None, TfidfIndex(aliases["alias"])).aliases_for(queries[:1], 4)
+    assert plain_scores[0, plain_rows[0].tolist().index(0)] == 0.0
 
 
 class Fixed:

@@ -32,6 +32,25 @@ def index_paths(model_name: str, index_dir: Path | None = None) -> dict[str, Pat
     return {"labels": index_dir / f"labels{suffix}.index", "aliases": index_dir / f"aliases{suffix}.index"}
 
 
+def other_keys(texts) -> pd.DataFrame:
+    """The other string each text is indexed under: its transliteration, where it differs beyond case
+    and spacing; ``row`` is the text's position."""
+    texts = pd.Series(list(texts), dtype=object)
+    folded = texts.map(transliterate)
+    same = folded.fillna("").str.casefold() == texts.str.split().str.join(" ").str.casefold()
+    keep = (folded.notna() & ~same).to_numpy()
+    return pd.DataFrame({"text": folded[keep].tolist(), "row": np.flatnonzero(keep)})
+
+
+def keyed_texts(texts) -> tuple[list[str], np.ndarray | None]:
+    """Every text, then its other keys, and the text row of each; None when no text has another key."""
+    texts = list(texts)
+    extra = other_keys(texts)
+    if not len(extra):
+        return texts, None
+    return texts + extra["text"].tolist(), np.concatenate([np.arange(len(texts)), extra["row"].to_numpy()])
+
+
 def label_keys(split: Split) -> pd.DataFrame:
     """The other string each label is indexed under: its transliteration, where it differs.
 
@@ -39,11 +58,7 @@ def label_keys(split: Split) -> pd.DataFrame:
     pieces, while its romanised form ("Moskovskii gosudarstvennyi universitet") shares words with
     the Latin aliases people write. A label is found through whichever of its keys is closer.
     """
-    labels = split.labels["label"]
-    folded = labels.map(transliterate)
-    same = folded.fillna("").str.casefold() == labels.str.split().str.join(" ").str.casefold()
-    keep = (folded.notna() & ~same).to_numpy()
-    return pd.DataFrame({"text": folded[keep].tolist(), "row": np.flatnonzero(keep)})
+    return other_keys(split.labels["label"])
 
 
 def encode_candidates(model, split: Split) -> dict[str, np.ndarray]:
@@ -60,11 +75,9 @@ def encode_candidates(model, split: Split) -> dict[str, np.ndarray]:
 def keyed_labels(split: Split, keys: str) -> tuple[list[str], np.ndarray | None]:
     """The text of every row of a label index with ``keys`` (the labels, then their other keys),
     and the label row of each; None when the rows are the labels, one to one."""
-    texts = split.labels["label"].tolist()
-    extra = label_keys(split) if keys == "transliterated" else None
-    if extra is None or not len(extra):
-        return texts, None
-    return texts + extra["text"].tolist(), np.concatenate([np.arange(len(texts)), extra["row"].to_numpy()])
+    if keys != "transliterated":
+        return split.labels["label"].tolist(), None
+    return keyed_texts(split.labels["label"])
 
 
 def index_vectors(embeddings: dict[str, np.ndarray], kind: str, keys: str) -> np.ndarray:

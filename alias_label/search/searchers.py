@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from alias_label.data.split import Split
 from alias_label.data.text import transliterate
 from alias_label.index.dense import KeyedIndex, build_index
-from alias_label.index.tables import Candidates, build_label_index, encode_candidates
+from alias_label.index.tables import Candidates, build_label_index, encode_candidates, keyed_texts
 from alias_label.models.encode import encode
 from alias_label.search.hybrid import HybridSearcher
 from alias_label.search.lexical import TfidfIndex
@@ -42,9 +44,19 @@ class Searcher:
 
 
 @dataclass
+class LexicalSearcher(Searcher):
+    """TF-IDF both ways. label -> alias compares both sides transliterated: the alias index holds each
+    alias's transliteration as another key and the label is transliterated, so a Latin label reaches
+    an alias written in Cyrillic and a Cyrillic label one written in Latin letters."""
+
+    def aliases_for(self, labels, k: int = 10):
+        return self.alias_index.search([transliterate(label) or label for label in labels], k)
+
+
+@dataclass
 class TransliteratedQueries:
-    """A searcher whose queries are transliterated first: a Cyrillic or CJK alias shares no character
-    n-gram with a Latin label, but its romanisation may (label -> alias queries are left as they are)."""
+    """A searcher whose alias queries are transliterated first: a Cyrillic or CJK alias shares no
+    character n-gram with a Latin label, but its romanisation may (label -> alias is the searcher's own)."""
 
     searcher: object
 
@@ -55,11 +67,16 @@ class TransliteratedQueries:
         return self.searcher.aliases_for(labels, k)
 
 
-def lexical_searcher(candidates: Candidates) -> Searcher:
-    """TF-IDF over the label keys of ``candidates``: the baseline, and a hybrid's lexical side."""
-    texts, rows = candidates.key_texts, candidates.key_rows
-    label_index = TfidfIndex(texts) if rows is None else KeyedIndex(TfidfIndex(texts), rows)
-    return Searcher("tfidf", label_index, TfidfIndex(candidates.aliases["alias"]))
+def keyed_tfidf(texts, rows: np.ndarray | None):
+    """TF-IDF over ``texts``; with ``rows``, a KeyedIndex that ranks each row at its best text."""
+    return TfidfIndex(texts) if rows is None else KeyedIndex(TfidfIndex(texts), rows)
+
+
+def lexical_searcher(candidates: Candidates) -> LexicalSearcher:
+    """TF-IDF over the label keys of ``candidates`` and over the aliases and their transliterations:
+    the baseline, and a hybrid's lexical side."""
+    return LexicalSearcher("tfidf", keyed_tfidf(candidates.key_texts, candidates.key_rows),
+                           keyed_tfidf(*keyed_texts(candidates.aliases["alias"])))
 
 
 def keys_of(searcher: Searcher) -> str:
