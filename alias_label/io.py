@@ -21,9 +21,17 @@ from alias_label.paths import paths
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s | %(message)s"
 
+# Libraries whose INFO lines ("Loading SentenceTransformer model from ...") go to the log file only:
+# on stdout they would open every lookup's answer.
+FILE_ONLY_INFO = ("sentence_transformers",)
+
+
+def _not_library_info(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.name.split(".")[0] not in FILE_ONLY_INFO
+
 
 def setup_logging(name: str) -> logging.Logger:
-    """Log to stdout and to ``logs/<name>.log`` with one fixed format."""
+    """Log to stdout and to ``logs/<name>.log`` in one format; ``FILE_ONLY_INFO``'s INFO lines to the file only."""
     log_dir = paths().logs
     log_dir.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
@@ -32,7 +40,9 @@ def setup_logging(name: str) -> logging.Logger:
         if getattr(handler, "_alias_label", False):
             root.removeHandler(handler)
     formatter = logging.Formatter(LOG_FORMAT, "%H:%M:%S")
-    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(log_dir / f"{name}.log")):
+    stdout = logging.StreamHandler(sys.stdout)
+    stdout.addFilter(_not_library_info)
+    for handler in (stdout, logging.FileHandler(log_dir / f"{name}.log")):
         handler.setFormatter(formatter)
         handler._alias_label = True
         root.addHandler(handler)

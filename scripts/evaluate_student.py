@@ -41,7 +41,7 @@ from alias_label.evaluate.timing import taking_turns
 from alias_label.index.bundle import ROLES, index_files, model_folder, require_trained
 from alias_label.index.tables import Candidates
 from alias_label.io import atomic_path, read_json, save_run_args, setup_logging, write_json
-from alias_label.metrics import DEPTH, classes_of, recall_at_k, retrieval_metrics
+from alias_label.metrics import DEPTH, classes_of, retrieval_metrics
 from alias_label.models.load import load_model, pick_device
 from alias_label.models.processes import require_one_process
 from alias_label.models.quantize import default_activation_bits, int8_by_default
@@ -49,7 +49,13 @@ from alias_label.paths import paths
 from alias_label.search.abstain import abstain_quality, precision_interval
 from alias_label.search.rerank import RERANKER_FILE
 from alias_label.search.retriever import Retriever, add_int8_scheme_arg, as_hybrid, as_rerank, check_split, load_dense
-from alias_label.search.scoring import correct_classes, is_right, ranked_metrics
+from alias_label.search.scoring import (
+    correct_classes,
+    is_right,
+    label_to_alias_gold,
+    label_to_alias_recall,
+    ranked_metrics,
+)
 from alias_label.search.searchers import dense_searcher, keys_of, lexical_searcher
 
 NAME = "evaluate_student"
@@ -145,12 +151,6 @@ def base_model(args, device: str):
                       prompts.get("document", ""))
 
 
-def label_to_alias_queries(split, pairs: pd.DataFrame) -> tuple[list[str], list[set[int]]]:
-    """Each held-out label, with the alias-table rows of its held-out aliases as the gold set."""
-    grouped = pairs.groupby("label")["alias"].agg(list)
-    return grouped.index.tolist(), [set(split.alias_rows(aliases).tolist()) for aliases in grouped]
-
-
 def accuracy(retriever, split, split_name: str, kinds: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
     """Metrics of one system, overall and per alias kind, plus its ranked label rows and scores per query."""
     pairs = split.pairs(split_name)
@@ -170,9 +170,11 @@ def accuracy(retriever, split, split_name: str, kinds: np.ndarray) -> tuple[dict
     ranked_classes, gold_classes = correct_classes(split, ranked, pairs["label"])
     metrics["by_kind"] = {kind: retrieval_metrics(ranked_classes[kinds == kind], gold_classes[kinds == kind])
                           for kind in ALIAS_KINDS if (kinds == kind).any()}
-    labels, gold_sets = label_to_alias_queries(split, pairs)
-    _, alias_ranked = retriever.aliases_for(labels, 10)
-    metrics["label_to_alias_recall10"] = recall_at_k(alias_ranked, gold_sets, 10)
+    labels, gold = label_to_alias_gold(split, pairs, kinds)
+    recall = label_to_alias_recall(retriever.aliases_for(labels, 10)[1], gold)
+    metrics["label_to_alias_recall10"] = recall["all"]
+    for kind, part in metrics["by_kind"].items():
+        part["label_to_alias_recall10"] = recall[kind]
     return metrics, ranked, scores
 
 

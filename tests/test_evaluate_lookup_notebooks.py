@@ -22,6 +22,7 @@ from alias_label.models.quantize import INT8_SCHEMES, FullRangeDynamicLinear, cp
 from alias_label.paths import REPO_ROOT
 from alias_label.search.lexical import TfidfIndex
 from alias_label.search.retriever import load_dense
+from alias_label.search.scoring import label_to_alias_gold, label_to_alias_recall
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,25 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
         assert 0 < abstain["val_coverage"] <= 1
         assert abstain["reads"] == ("probability" if name.endswith("rerank") else "score")
     assert "abstain" not in report["systems"]["tfidf"] and "abstain" not in report["systems"]["tfidf_translit"]
+    for system in report["systems"].values():
+        assert all(0 <= part["label_to_alias_recall10"] <= 1 for part in system["by_kind"].values())
+
+
+def test_label_to_alias_recall_by_kind_counts_each_labels_aliases_of_that_kind():
+    from types import SimpleNamespace
+
+    rows = {"MIT": 0, "Massachusetts Tech": 1, "МТИ": 2, "UdeG": 3, "U de Guadalajara": 4}
+    split = SimpleNamespace(alias_rows=lambda aliases: np.array([rows[alias] for alias in aliases], dtype=np.int64))
+    pairs = pd.DataFrame({"label": ["Massachusetts Institute of Technology"] * 3 + ["Universidad de Guadalajara"] * 2,
+                          "alias": list(rows)})
+    kinds = np.array(["acronym", "same_script", "cross_script", "acronym", "same_script"])
+    labels, gold = label_to_alias_gold(split, pairs, kinds)
+    assert labels == ["Massachusetts Institute of Technology", "Universidad de Guadalajara"]
+    assert gold["all"] == [{0, 1, 2}, {3, 4}] and gold["cross_script"] == [{2}, set()]
+    # The first label finds its acronym and its other-script alias, the second only its acronym.
+    ranked = np.array([[0, 2, 9, 9], [3, 9, 9, 9]])
+    assert label_to_alias_recall(ranked, gold) == pytest.approx(
+        {"all": (2 / 3 + 1 / 2) / 2, "acronym": 1.0, "same_script": 0.0, "cross_script": 1.0})
 
 
 def test_the_abstain_table_says_which_settings_missed_the_target_on_validation():
@@ -216,6 +236,9 @@ def test_lookup_forward_reverse_and_min_score(in_pipeline_home, capsys):
     assert 0 <= matches["confidence"].iloc[0] <= 1 and matches["confidence"].iloc[1:].isna().all()
     printed = capsys.readouterr().out
     assert f"1. {lookup_cli.shown(matches['score'].iloc[0])}  {label}" in printed
+    # sentence-transformers' note of the model it loads goes to the log file, not before the answer.
+    assert "Loading SentenceTransformer model" not in printed
+    assert "Loading SentenceTransformer model" in (in_pipeline_home / "logs/test_lookup.log").read_text()
     if not matches["confident"].iloc[0]:
         assert f"no confident match (probability right {lookup_cli.shown(matches['confidence'].iloc[0])})" in printed
     reverse = lookup_cli.main(lookup_cli.parse_args(["--reverse", "--model", "student", label, "-k", "2"]))
