@@ -25,7 +25,7 @@ from alias_label.search.cross import (
 )
 from alias_label.search.features import COLUMN, FEATURES
 from alias_label.search.rerank import RERANKER_FILE
-from alias_label.train.cross_encoder import mined_pairs
+from alias_label.train.cross_encoder import mined_pairs, train_cross_encoder
 
 
 class LengthModel:
@@ -80,6 +80,21 @@ def crossed(home, pipeline_home):
     for folder in ("data", "models", "faiss"):
         shutil.copytree(pipeline_home / folder, home / folder)
     return home / "models/trained/alias_label_teacher"
+
+
+def test_the_same_pairs_and_seed_train_the_same_cross_encoder(tiny_model):
+    import torch
+
+    pairs = {"query": ["UdeG", "MIT", "Oxford"] * 4, "passage": ["Universidad de Guadalajara", "Harvard", "Oxford"] * 4,
+             "label": [1.0, 0.0, 1.0] * 4}
+    # Other draws from the global generator in between must not change the model.
+    first = train_cross_encoder(pairs, str(tiny_model), "cpu", batch_size=4, seed=5)
+    torch.rand(7)
+    second = train_cross_encoder(pairs, str(tiny_model), "cpu", batch_size=4, seed=5)
+    other = train_cross_encoder(pairs, str(tiny_model), "cpu", batch_size=4, seed=6)
+    weights = [dict(model.model.named_parameters()) for model in (first, second, other)]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    assert not all(torch.equal(weights[0][name], weights[2][name]) for name in weights[0])
 
 
 def test_the_pipelines_teacher_reranks_with_its_cross_encoder(in_pipeline_home):

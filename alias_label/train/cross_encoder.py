@@ -56,7 +56,11 @@ def train_cross_encoder(pairs: dict, base: str, device: str, epochs: float = 1, 
         CrossEncoderTrainingArguments,
     )
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from transformers import set_seed
 
+    # The scoring head is initialised when the model is built, before the trainer seeds anything:
+    # seeded here, the same pairs and seed give the same cross-encoder.
+    set_seed(seed)
     cross = CrossEncoder(base, num_labels=1, device=device, max_length=max_length)
     if layers is not None and layers < cross[0].auto_model.config.num_hidden_layers:
         reduce_layers(cross, layers)
