@@ -20,10 +20,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 from harness import save_results
 
-from alias_label.data.kinds import ALIAS_KINDS, alias_kind
+from alias_label.data.kinds import ALIAS_KINDS, pair_kinds
 from alias_label.data.split import load_split
 from alias_label.index.tables import Candidates
 from alias_label.search.acronym import AcronymIndex
@@ -57,7 +56,7 @@ UNIONS = {"union": "acronym_initialisms", "union_initialisms": "acronym"}
 def recall_table(channels: dict, split, part: str, ks: list[int]) -> dict:
     pairs = split.pairs(part)
     gold = split.label_rows(pairs["label"])
-    kinds = np.array([alias_kind(a, lab) for a, lab in zip(pairs["alias"], pairs["label"], strict=True)])
+    kinds = pair_kinds(pairs)
     results = channel_results(channels, pairs["alias"], max(ks))
     table = {}
     for k in ks:

@@ -18,10 +18,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 from harness import save_results
 
-from alias_label.data.kinds import alias_kind
+from alias_label.data.kinds import pair_kinds
 from alias_label.data.split import load_split
 from alias_label.index.tables import keyed_texts
 from alias_label.search.hybrid import HybridSearcher
@@ -48,7 +47,7 @@ def lexical_sides(hybrid: HybridSearcher, aliases: list[str]) -> dict:
 
 def recall_table(hybrid: HybridSearcher, split, part: str) -> dict:
     pairs = split.pairs(part)
-    kinds = np.array([alias_kind(a, lab) for a, lab in zip(pairs["alias"], pairs["label"], strict=True)])
+    kinds = pair_kinds(pairs)
     labels, gold = label_to_alias_gold(split, pairs, kinds)
     table = {"dense": label_to_alias_recall(hybrid.dense.aliases_for(labels, 10)[1], gold)}
     for name, lexical in lexical_sides(hybrid, split.aliases["alias"].tolist()).items():

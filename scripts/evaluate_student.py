@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alias_label.data.kinds import ALIAS_KINDS, alias_kind
+from alias_label.data.kinds import ALIAS_KINDS, pair_kinds
 from alias_label.data.split import load_split
 from alias_label.errors import run_main
 from alias_label.evaluate.report import markdown_tables, save_plots
@@ -291,7 +291,7 @@ def main(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     split = load_split(args.processed_dir)
     pairs = split.pairs(args.split)
-    kinds = np.array([alias_kind(a, lab) for a, lab in zip(pairs["alias"], pairs["label"], strict=True)])
+    kinds = pair_kinds(pairs)
     retrievers = build_retrievers(args, split, pick_device(args.device))
     systems, ranked, scores = {}, {}, {}
     queries = pairs["alias"].tolist()

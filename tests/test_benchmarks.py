@@ -169,7 +169,7 @@ def test_candidate_recall_grows_with_k_and_the_union_holds_every_channel(in_pipe
 def test_reverse_search_compares_the_lexical_sides_and_its_default_is_the_lookups(in_pipeline_home, tmp_path):
     import reverse_search
 
-    from alias_label.data.kinds import alias_kind
+    from alias_label.data.kinds import pair_kinds
     from alias_label.search.scoring import label_to_alias_gold, label_to_alias_recall
 
     figures = reverse_search.main(reverse_search.parse_args(["--tag", "other", "--results-dir", str(tmp_path)]))
@@ -182,7 +182,7 @@ def test_reverse_search_compares_the_lexical_sides_and_its_default_is_the_lookup
         assert all(0 <= value <= 1 for row in table.values() for value in row.values())
         # The default row is what a reverse lookup gives.
         pairs = split.pairs(part)
-        kinds = np.array([alias_kind(a, lab) for a, lab in zip(pairs["alias"], pairs["label"], strict=True)])
+        kinds = pair_kinds(pairs)
         labels, gold = label_to_alias_gold(split, pairs, kinds)
         ranked = load_retriever("teacher").aliases_for(labels, 10)[1]
         assert table["hybrid, both transliterated"] == pytest.approx(label_to_alias_recall(ranked, gold))

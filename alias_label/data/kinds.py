@@ -21,3 +21,10 @@ def alias_kind(alias: str, label: str) -> str:
     if " " not in alias.strip() and 2 <= len(letters) <= 10 and capitals >= 2 and capitals * 2 >= len(letters):
         return "acronym"
     return "same_script" if dominant_script(alias) == dominant_script(label) else "cross_script"
+
+
+def pair_kinds(pairs):
+    """The kind of each (alias, label) row of a pairs table, as an array aligned with its rows."""
+    import numpy as np
+
+    return np.array([alias_kind(alias, label) for alias, label in zip(pairs["alias"], pairs["label"], strict=True)])
