@@ -6,6 +6,7 @@ import json
 import shutil
 
 import distill_sweep
+import encode_batch
 import encode_memory
 import generated_scale
 import gpu_throughput
@@ -103,6 +104,36 @@ def test_int8_schemes_reports_quality_and_speed_of_each(in_pipeline_home, tmp_pa
         assert row["speedup_encode"] == pytest.approx(speed["teacher_float32"]["encode_p50_ms"] / row["encode_p50_ms"])
     layers = figures["student_layers"]
     assert read_json(tmp_path / f"int8_schemes_layers{layers}.json")["quality"] == json.loads(json.dumps(quality))
+
+
+def test_encode_batch_times_each_size_against_the_baseline_with_the_teacher(in_pipeline_home, tmp_path):
+    figures = encode_batch.main(encode_batch.parse_args(["--sizes", "4", "16", "--texts", "40", "--rounds", "2",
+                                                         "--results-dir", str(tmp_path)]))
+    saved = read_json(tmp_path / "encode_batch.json")
+    assert saved["sizes"] == figures["sizes"]
+    assert saved["model"] == str(in_pipeline_home / "models/trained/alias_label_teacher")
+    assert set(saved["sizes"]) == {"4", "16", "128"} and saved["texts"] == 40
+    baseline = saved["sizes"]["128"]["texts_per_s"]
+    for size in saved["sizes"].values():
+        assert len(size["rounds_texts_per_s"]) == 2
+        assert size["texts_per_s"] == pytest.approx(np.median(size["rounds_texts_per_s"]))
+        assert size["vs_baseline"] == pytest.approx(size["texts_per_s"] / baseline)
+
+
+def test_cross_encoder_training_times_both_samplers_on_mined_pairs(in_pipeline_home, tiny_model, tmp_path):
+    import cross_encoder_training
+
+    figures = cross_encoder_training.main(cross_encoder_training.parse_args(
+        ["--base", str(tiny_model), "--aliases", "8", "--negatives", "2", "--batch-size", "4", "--rounds", "2",
+         "--results-dir", str(tmp_path)]))
+    saved = read_json(tmp_path / "cross_encoder_training.json")
+    assert saved["samplers"] == figures["samplers"] and saved["pairs"] == 8 * 3
+    ours, library = saved["samplers"]["length buckets"], saved["samplers"]["library"]
+    assert saved["speedup"] == pytest.approx(library["seconds"] / ours["seconds"])
+    for result in (ours, library):
+        assert len(result["rounds_seconds"]) == 2 and result["seconds"] == min(result["rounds_seconds"])
+        assert result["padding_ratio"] >= 1.0
+    assert ours["padding_ratio"] <= library["padding_ratio"]
 
 
 def test_encode_memory_compares_three_approaches(tmp_path):

@@ -148,6 +148,11 @@ def test_the_direct_forward_pass_scores_as_sentence_transformers_predict_does(in
     assert "Loading weights" not in capfd.readouterr().err
     assert isinstance(scorer.model, PairModel) and scorer.model.traced is not None
     assert np.allclose(scorer.model.predict(pairs, batch_size=2), reference, atol=1e-5)
+    # Past one batch, pairs are batched by length; each score still lands at its own pair.
+    many = [pairs[i % 3] if i % 4 else (f"alias {i}", "a label of many words " * (i % 5)) for i in range(11)]
+    one_by_one = np.concatenate([scorer.model.predict([pair]) for pair in many])
+    assert len(set(np.round(one_by_one, 6))) > 3
+    np.testing.assert_allclose(scorer.model.predict(many, batch_size=3), one_by_one, atol=1e-5)
     int8 = load_cross_encoder(folder.parent, np.array(["x"], dtype=object), "cpu", int8_scheme="per-channel")
     assert np.allclose(int8.model.predict(pairs), reference, atol=0.05)
     assert len(scorer.model.predict([])) == 0

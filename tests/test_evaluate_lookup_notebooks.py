@@ -46,6 +46,7 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
             assert 0 <= system[key] <= 1, (name, key)
         assert system["top1"] <= system["top5"] <= system["top10"]
         assert system["p95_ms"] >= system["p50_ms"]
+        assert system["queries_per_s"] > 0
     assert 0 <= report["agreement"] <= 1
     bands = report["agreement_by_teacher_margin"]
     assert sum(band["n"] for band in bands) == report["n_queries"]

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from alias_label.models.encode import encode
+from alias_label.models.encode import CPU_BATCH, encode
 from alias_label.models.load import load_model
 from alias_label.models.quantize import quantize_int8
 from alias_label.models.traced import PairLogits, sentence_embeddings, trace_encoder, trace_pairs, traced
 
+# Each list one batch on a CPU (longer ones go through the library's own loop, untraced).
 TEXTS = [["Universidad de Guadalajara"], ["MIT", "Massachusetts Institute of Technology", "a b"],
-         [f"name number {i} of a longer list" for i in range(40)], [" ".join(["word"] * 100), "x"]]
+         [f"name number {i} of a longer list" for i in range(CPU_BATCH)], [" ".join(["word"] * 100), "x"]]
 
 
 def refuse_eager_calls(model, monkeypatch):

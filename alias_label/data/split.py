@@ -95,7 +95,12 @@ class Split:
 
     def label_rows(self, labels) -> np.ndarray:
         """Row ids in the label table (= label index) of the given label strings."""
-        return _positions(self.labels["label"], labels)
+        return self._label_positions.loc[list(labels)].to_numpy()
+
+    @functools.cached_property
+    def _label_positions(self) -> pd.Series:
+        # Built once: its hash table makes each later lookup cost only the strings looked up.
+        return _positions(self.labels["label"])
 
     @functools.cached_property
     def label_classes(self) -> np.ndarray:
@@ -111,11 +116,16 @@ class Split:
 
     def alias_rows(self, aliases) -> np.ndarray:
         """Row ids in the alias table (= alias index) of the given alias strings."""
-        return _positions(self.aliases["alias"], aliases)
+        return self._alias_positions.loc[list(aliases)].to_numpy()
+
+    @functools.cached_property
+    def _alias_positions(self) -> pd.Series:
+        return _positions(self.aliases["alias"])
 
 
-def _positions(table_column: pd.Series, values) -> np.ndarray:
-    return pd.Series(np.arange(len(table_column)), index=table_column.to_numpy()).loc[list(values)].to_numpy()
+def _positions(table_column: pd.Series) -> pd.Series:
+    """Each value of a table column -> its row."""
+    return pd.Series(np.arange(len(table_column)), index=table_column.to_numpy())
 
 
 def _table_fingerprint(table: pd.DataFrame) -> str:

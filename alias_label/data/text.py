@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 _WHITESPACE = re.compile(r"\s+")
@@ -22,6 +23,12 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+# Folding and transliteration are pure and see the same words again and again (every label's words
+# when a reranker loads, each several times): a bounded cache answers the repeats.
+TEXT_CACHE = 1 << 16
+
+
+@functools.lru_cache(maxsize=TEXT_CACHE)
 def fold(text: str) -> str:
     """``text`` case-folded with its accents removed: "Mário" and "mario" fold alike, "Мир" stays Cyrillic."""
     import unicodedata
@@ -39,6 +46,7 @@ def match_key(text: str) -> str:
     return _NOT_ALPHANUMERIC.sub("", fold(text))
 
 
+@functools.lru_cache(maxsize=TEXT_CACHE)
 def transliterate(text: str) -> str | None:
     """``text`` in ASCII (accents folded, other scripts romanised by unidecode); None when that changes nothing."""
     from unidecode import unidecode

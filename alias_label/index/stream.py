@@ -14,7 +14,7 @@ from alias_label.models.load import embedding_dim
 
 
 def encode_to_file(model, texts, kind: str, target: Path, index=None, chunk_rows: int = STREAM_CHUNK_ROWS,
-                   batch_size: int = 128) -> np.ndarray:
+                   batch_size: int | None = None) -> np.ndarray:
     """Encode into a memory-mapped .npy at ``target``, adding each chunk to ``index`` as it arrives.
 
     Whole-table Python lists and copies never exist, so peak memory is one chunk plus the index.
@@ -60,7 +60,7 @@ def shard_path(target: Path, rank: int, world: int) -> Path:
 
 
 def encode_across_processes(model, texts, kind: str, target: Path, processes, index=None, shards: str = "files",
-                            chunk_rows: int = STREAM_CHUNK_ROWS, batch_size: int = 128) -> np.ndarray | None:
+                            chunk_rows: int = STREAM_CHUNK_ROWS, batch_size: int | None = None) -> np.ndarray | None:
     """``encode_to_file`` spread over the processes of ``accelerate launch``: each encodes its whole
     chunks, and the main process writes them, in order, into ``target`` and ``index``.
 

@@ -8,20 +8,33 @@ import torch
 from alias_label.models.load import inference_precision, prompt_for
 from alias_label.models.traced import sentence_embeddings
 
+# Texts per forward pass, by device. A CPU encodes short names faster in small batches, whose
+# activations stay in its caches (docs/speed.md); a GPU wants large ones.
+CPU_BATCH = 32
+DEVICE_BATCH = 128
+PROGRESS_MIN_TEXTS = 640  # shorter lists take seconds; a bar would only clutter the log
 
-def encode(model, texts, kind: str = "query", batch_size: int = 128, progress: bool | None = None) -> np.ndarray:
+
+def default_batch_size(device) -> int:
+    return CPU_BATCH if str(device) == "cpu" else DEVICE_BATCH
+
+
+def encode(model, texts, kind: str = "query", batch_size: int | None = None, progress: bool | None = None,
+           ) -> np.ndarray:
     """Unit-normalised float32 embeddings, batched, with a progress bar on long lists.
 
     Normalised vectors make inner product equal cosine, which is what IndexFlatIP ranks by. Long
     lists on a GPU take the high-throughput path (alias_label/models/fast_encode.py).
+    ``batch_size``: texts per forward pass (default: ``default_batch_size`` of the model's device).
     """
     texts = list(texts)
+    batch_size = batch_size or default_batch_size(model.device)
     if str(model.device).startswith("cuda") and len(texts) > 4 * batch_size:
         from alias_label.models.fast_encode import fast_encode
 
         return fast_encode(model, texts, kind)
     if progress is None:
-        progress = len(texts) > 5 * batch_size
+        progress = len(texts) > PROGRESS_MIN_TEXTS
     with inference_precision(str(model.device)):
         if 0 < len(texts) <= batch_size:
             return _encode_one_batch(model, texts, kind)
@@ -52,7 +65,8 @@ def _encode_one_batch(model, texts: list[str], kind: str) -> np.ndarray:
 STREAM_CHUNK_ROWS = 32_768  # rows encoded per chunk when streaming: memory stays flat at any table size
 
 
-def encode_stream(model, texts, kind: str = "query", chunk_rows: int = STREAM_CHUNK_ROWS, batch_size: int = 128):
+def encode_stream(model, texts, kind: str = "query", chunk_rows: int = STREAM_CHUNK_ROWS,
+                  batch_size: int | None = None):
     """(start row, embeddings) chunk by chunk, in input order; only one chunk is ever in memory."""
     for start in range(0, len(texts), chunk_rows):
         yield start, encode(model, texts[start:start + chunk_rows], kind=kind, batch_size=batch_size,

@@ -66,16 +66,30 @@ class PairModel:
     traced: Callable | None = None  # the network's trace: its tokeniser's tensors -> logits
 
     def predict(self, pairs: list[tuple[str, str]], batch_size: int = 32) -> np.ndarray:
-        scores = []
+        """One score per pair, in input order. Pairs past one batch are batched by token count, so
+        each batch pads to little more than its own length, not to the longest label nearby."""
+        if not pairs:
+            return np.empty(0, np.float32)
+        if len(pairs) <= batch_size:
+            return self._scores(self.tokenizer([a for a, _ in pairs], [b for _, b in pairs], padding=True,
+                                               truncation=True, max_length=self.max_length, return_tensors="pt"))
+        encoded = self.tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation=True,
+                                 max_length=self.max_length)
+        order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+        scores = np.empty(len(pairs), dtype=np.float32)
+        for start in range(0, len(pairs), batch_size):
+            rows = order[start:start + batch_size]
+            batch = self.tokenizer.pad({key: [values[i] for i in rows] for key, values in encoded.items()},
+                                       return_tensors="pt")
+            scores[rows] = self._scores(batch)
+        return scores
+
+    def _scores(self, inputs) -> np.ndarray:
+        """The sigmoid of the network's one logit for each pair of a tokenised, padded batch."""
         with torch.inference_mode():
-            for start in range(0, len(pairs), batch_size):
-                batch = pairs[start:start + batch_size]
-                inputs = self.tokenizer([a for a, _ in batch], [b for _, b in batch], padding=True, truncation=True,
-                                        max_length=self.max_length, return_tensors="pt").to(self.device)
-                logits = (self.network(**inputs).logits if self.traced is None
-                          else self.traced(dict(inputs)))[:, 0].float()
-                scores.append(torch.sigmoid(logits).cpu().numpy())
-        return np.concatenate(scores) if scores else np.empty(0, np.float32)
+            inputs = inputs.to(self.device)
+            logits = (self.network(**inputs).logits if self.traced is None else self.traced(dict(inputs)))[:, 0]
+            return torch.sigmoid(logits.float()).cpu().numpy()
 
 
 @dataclass

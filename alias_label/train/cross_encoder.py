@@ -17,6 +17,7 @@ import pandas as pd
 from alias_label.data.split import Split
 from alias_label.search.features import COLUMN
 from alias_label.train.distill import reduce_layers
+from alias_label.train.trainer import batch_sampler
 
 
 def train_sample(split: Split, size: int, seed: int) -> pd.DataFrame:
@@ -46,9 +47,11 @@ def mined_pairs(table, aliases: list[str], gold: list[str], labels: np.ndarray, 
 
 
 def train_cross_encoder(pairs: dict, base: str, device: str, epochs: float = 1, batch_size: int = 32,
-                        lr: float = 3e-5, max_length: int = 48, seed: int = 13, layers: int | None = None):
+                        lr: float = 3e-5, max_length: int = 48, seed: int = 13, layers: int | None = None,
+                        length_buckets: bool = True):
     """A ``CrossEncoder`` with one output, trained from ``base`` on the (query, passage, label) pairs;
-    with ``layers``, from that many of the base's transformer layers, evenly spaced."""
+    with ``layers``, from that many of the base's transformer layers, evenly spaced.
+    ``length_buckets`` False trains on the library's random batches instead (for comparison)."""
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (
         CrossEncoder,
@@ -64,13 +67,17 @@ def train_cross_encoder(pairs: dict, base: str, device: str, epochs: float = 1, 
     cross = CrossEncoder(base, num_labels=1, device=device, max_length=max_length)
     if layers is not None and layers < cross[0].auto_model.config.num_hidden_layers:
         reduce_layers(cross, layers)
+    dataset = Dataset.from_dict(pairs)
     # Nothing is saved along the way: a run takes minutes on a CPU, and the model is saved whole at the end.
+    # Batches are cut from windows sorted by length, as the bi-encoders' are: a pair pads to the
+    # longest label in its batch, and a pointwise loss has no use for batches of mixed lengths.
     with tempfile.TemporaryDirectory() as output:
         training_args = CrossEncoderTrainingArguments(
             output_dir=output, num_train_epochs=epochs, per_device_train_batch_size=batch_size, learning_rate=lr,
             warmup_steps=0.1, seed=seed, use_cpu=not str(device).startswith("cuda"), save_strategy="no",
-            eval_strategy="no", report_to="none", logging_steps=200)
-        trainer = CrossEncoderTrainer(model=cross, args=training_args, train_dataset=Dataset.from_dict(pairs),
+            eval_strategy="no", report_to="none", logging_steps=200,
+            batch_sampler=batch_sampler(dataset, unique=False, model=cross) if length_buckets else "batch_sampler")
+        trainer = CrossEncoderTrainer(model=cross, args=training_args, train_dataset=dataset,
                                       loss=BinaryCrossEntropyLoss(cross))
         trainer.train()
     return cross
