@@ -2,8 +2,9 @@
 
 A label -> alias lookup is the hybrid's in every search mode: the model's alias index fused with
 TF-IDF over the aliases. This compares three TF-IDF sides, alone and fused at the model's
-calibrated weight: both strings as written; the aliases also under their transliterations; and
-both sides transliterated (the aliases under both keys, the label transliterated: the default).
+calibrated label -> alias weight and exponent: both strings as written; the aliases also under
+their transliterations; and both sides transliterated (the aliases under both keys, the label
+transliterated: the default).
 Each held-out label is a query, its held-out aliases the gold set, on val and test.
 
 Reads   data/processed/, the trained model (default: the teacher), its indexes and calibration
@@ -16,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from harness import save_results
@@ -51,7 +53,7 @@ def recall_table(hybrid: HybridSearcher, split, part: str) -> dict:
     labels, gold = label_to_alias_gold(split, pairs, kinds)
     table = {"dense": label_to_alias_recall(hybrid.dense.aliases_for(labels, 10)[1], gold)}
     for name, lexical in lexical_sides(hybrid, split.aliases["alias"].tolist()).items():
-        fused = HybridSearcher(hybrid.name, hybrid.dense, lexical, hybrid.weight, hybrid.depth, hybrid.exponent)
+        fused = replace(hybrid, lexical=lexical)
         table[f"tfidf, {name}"] = label_to_alias_recall(lexical.aliases_for(labels, 10)[1], gold)
         table[f"hybrid, {name}"] = label_to_alias_recall(fused.aliases_for(labels, 10)[1], gold)
     for name, row in table.items():
@@ -63,7 +65,8 @@ def main(args) -> dict:
     split = load_split()
     retriever = load_retriever(args.model, mode="hybrid")
     check_split(retriever, split.fingerprint)
-    figures = {"model": args.model, **{part: recall_table(retriever.searcher, split, part) for part in ("val", "test")}}
+    figures = {"model": args.model, "reverse_fusion": retriever.calibration.get("reverse_fusion"),
+               **{part: recall_table(retriever.searcher, split, part) for part in ("val", "test")}}
     save_results("reverse_search" + (f"_{args.tag}" if args.tag else ""), figures, args.results_dir)
     return figures
 

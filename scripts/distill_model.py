@@ -258,7 +258,8 @@ def index_and_validate(student, split, embeddings: dict, args) -> dict:
     """
     index_embeddings = embeddings if args.index_vectors == "teacher" else encode_candidates(student, split)
     write_indexes(index_embeddings, split, args.output, "student", args.index_dir, args)
-    dense = Searcher("student", build_label_index(index_embeddings, split, args.label_keys), None, student)
+    dense = Searcher("student", build_label_index(index_embeddings, split, args.label_keys),
+                     build_index(index_embeddings["aliases"]), student)
     calibrate(args.output, "student", split, dense, args.target_precision, args.rerank_candidates,
               args.cross_encoder)
     metrics, _, ranked = score_split(dense, split, "val")

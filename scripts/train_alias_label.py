@@ -233,7 +233,8 @@ def index_and_validate(model, split, args) -> dict:
     embeddings = encode_candidates(model, split)
     write_cache(embeddings, split, args.output, args.cache_dir)
     write_indexes(embeddings, split, args.output, "teacher", args.index_dir, args)
-    dense = Searcher("teacher", build_label_index(embeddings, split, args.label_keys), None, model)
+    dense = Searcher("teacher", build_label_index(embeddings, split, args.label_keys),
+                     build_index(embeddings["aliases"]), model)
     calibrate(args.output, "teacher", split, dense, args.target_precision, args.rerank_candidates,
               args.cross_encoder)
     return score_split(dense, split, "val")[0]

@@ -27,9 +27,41 @@ def test_training_saves_a_calibration_that_matches_its_model(in_pipeline_home, r
     assert calibration["fusion"]["weight"] in WEIGHT_GRID.tolist()
     assert calibration["fusion"]["exponent"] in EXPONENT_GRID
     assert calibration["fusion"]["val_top1"] == max(calibration["fusion"]["val_top1_by_weight"].values())
+    reverse = calibration["reverse_fusion"]
+    assert reverse["weight"] in WEIGHT_GRID.tolist() and reverse["exponent"] in EXPONENT_GRID
+    assert reverse["val_recall10"] == max(reverse["val_recall10_by_weight"].values())
     for mode in ("dense", "hybrid"):
         assert calibration["abstain"][mode]["target_precision"] == 0.95
         assert calibration["abstain"][mode]["val"]["n"] == len(load_split().val)
+
+
+def test_label_to_alias_search_fuses_at_the_reverse_weight(in_pipeline_home):
+    split = load_split()
+    hybrid = load_retriever("teacher", mode="hybrid")
+    dense = load_retriever("teacher", mode="dense")
+    reverse = read_json(in_pipeline_home / "models/trained/alias_label_teacher/calibration.json")["reverse_fusion"]
+    labels = split.test["label"].unique().tolist()
+    expected = fuse(dense.searcher.aliases_for(labels, 100), hybrid.searcher.lexical.aliases_for(labels, 100),
+                    reverse["weight"], 5, reverse["exponent"])
+    scores, ids = hybrid.searcher.aliases_for(labels, 5)
+    np.testing.assert_array_equal(ids, expected[1])
+    np.testing.assert_allclose(scores, expected[0])
+
+
+def test_a_calibration_without_the_reverse_weight_warns_and_fuses_at_the_other(in_pipeline_home, caplog):
+    from dataclasses import replace
+
+    from alias_label.search.retriever import as_hybrid
+
+    dense = load_retriever("teacher", mode="dense")
+    older = {key: value for key, value in dense.calibration.items() if key != "reverse_fusion"}
+    hybrid = as_hybrid(replace(dense, calibration=older))
+    assert "has no label -> alias fusion weight" in caplog.text and "scripts/calibrate.py" in caplog.text
+    assert hybrid.searcher.reverse is None
+    fusion = older["fusion"]
+    assert (hybrid.searcher.weight, hybrid.searcher.exponent) == (fusion["weight"], fusion["exponent"])
+    reverse = dense.calibration["reverse_fusion"]
+    assert as_hybrid(dense).searcher.reverse == (reverse["weight"], reverse["exponent"])
 
 
 def test_hybrid_retriever_fuses_dense_and_tfidf_at_the_calibrated_weight(in_pipeline_home):

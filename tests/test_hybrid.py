@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from alias_label.search.abstain import abstain_quality, confident, fit_abstain, margins, rounded
-from alias_label.search.hybrid import fit_fusion_weight, fuse
+from alias_label.search.hybrid import HybridSearcher, fit_fusion_weight, fit_reverse_fusion, fuse
 
 
 def ranked(scores, ids):
@@ -65,6 +65,39 @@ def test_fit_fusion_weight_takes_an_exponent_when_no_plain_weight_gets_both_righ
     assert fitted["val_top1"] == 1.0 and fitted["exponent"] < 1.0
     scores, ids = fuse(dense, lexical, fitted["weight"], 1, fitted["exponent"])
     assert ids[:, 0].tolist() == [1, 7]
+
+
+def test_fit_reverse_fusion_reads_how_many_of_each_labels_aliases_come_back():
+    # Label 0 has aliases 1 and 2; dense finds 1 first and 2 nowhere, lexical finds both. Label 1
+    # has alias 7, which both find. At k=10 lexical alone recalls everything, dense half of label 0.
+    dense = ranked([[0.9, 0.5], [0.8, 0.3]], [[1, 3], [7, 8]])
+    lexical = ranked([[0.6, 0.5], [0.7, 0.2]], [[2, 1], [7, 9]])
+    fitted = fit_reverse_fusion(dense, lexical, [{1, 2}, {7}])
+    curve = fitted["val_recall10_by_weight"]
+    assert curve["1.00"] == pytest.approx(0.75) and curve["0.00"] == 1.0
+    assert fitted["val_recall10"] == 1.0 and fitted["weight"] < 1.0
+
+
+class Lists:
+    """A searcher returning fixed ranked lists in both directions."""
+
+    def __init__(self, forward, backward):
+        self.forward, self.backward = forward, backward
+
+    def labels_for(self, queries, k):
+        return tuple(a[:, :k] for a in self.forward)
+
+    def aliases_for(self, queries, k):
+        return tuple(a[:, :k] for a in self.backward)
+
+
+def test_the_hybrid_fuses_each_direction_at_its_own_weight():
+    dense = Lists(ranked([[0.9, 0.5]], [[1, 2]]), ranked([[0.9, 0.5]], [[1, 2]]))
+    lexical = Lists(ranked([[0.8, 0.6]], [[2, 1]]), ranked([[0.8, 0.6]], [[2, 1]]))
+    hybrid = HybridSearcher("h", dense, lexical, 1.0, reverse=(0.0, 1.0))
+    assert hybrid.labels_for(["q"], 1)[1][0, 0] == 1  # dense alone
+    assert hybrid.aliases_for(["q"], 1)[1][0, 0] == 2  # lexical alone
+    assert HybridSearcher("h", dense, lexical, 1.0).aliases_for(["q"], 1)[1][0, 0] == 1  # no reverse: the same weight
 
 
 def test_margins_and_confident():

@@ -1,4 +1,4 @@
-"""Fitting, saving and loading a trained model's calibration: fusion weight and abstain settings.
+"""Fitting, saving and loading a trained model's calibration: fusion weights and abstain settings.
 
 One function, ``calibrate``, fits them on the validation split, and the reranker too; the teacher
 and student scripts, ``build_index.py`` and ``calibrate.py`` all call it. The result is saved in
@@ -13,6 +13,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from alias_label.data.kinds import pair_kinds
 from alias_label.data.split import Split
 from alias_label.errors import UserError
 from alias_label.index.bundle import model_name
@@ -21,9 +22,9 @@ from alias_label.io import read_json, write_json
 from alias_label.models.load import model_fingerprint
 from alias_label.search.abstain import fit_abstain
 from alias_label.search.cross import has_cross_encoder, load_cross_encoder
-from alias_label.search.hybrid import FUSION_DEPTH, fit_fusion_weight, fuse
+from alias_label.search.hybrid import FUSION_DEPTH, fit_fusion_weight, fit_reverse_fusion, fuse
 from alias_label.search.rerank import CANDIDATES_PER_CHANNEL, FirstStage, fit_reranker
-from alias_label.search.scoring import is_right
+from alias_label.search.scoring import is_right, label_to_alias_gold
 from alias_label.search.searchers import Searcher, keys_of, lexical_searcher
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def load_calibration(model_dir: Path, data_fingerprint: str, required: bool = Tr
 
 def calibrate(model_dir: Path, role: str, split: Split, dense: Searcher, target_precision: float = 0.95,
               candidates_per_channel: int = CANDIDATES_PER_CHANNEL, cross_encoder: bool = True) -> dict:
-    """Fit the fusion weight, the reranker and every mode's abstain setting on validation; save them with the model.
+    """Fit the fusion weights (alias -> label, and label -> alias), the reranker and every mode's abstain
+    setting on validation; save them with the model.
 
     ``dense`` is the float32 model's searcher (its label index and model). The reranker reads the
     model folder's cross-encoder too when it has one, unless ``cross_encoder`` is False.
@@ -95,6 +97,9 @@ def calibrate(model_dir: Path, role: str, split: Split, dense: Searcher, target_
     lexical_result = lexical.labels_for(pairs["alias"], FUSION_DEPTH)
     fusion = fit_fusion_weight(dense_result, lexical_result, split.label_classes[gold], split.label_classes)
     hybrid_result = fuse(dense_result, lexical_result, fusion["weight"], FUSION_DEPTH, fusion["exponent"])
+    labels, gold_aliases = label_to_alias_gold(split, pairs, pair_kinds(pairs))
+    reverse_fusion = fit_reverse_fusion(dense.aliases_for(labels, FUSION_DEPTH),
+                                        lexical.aliases_for(labels, FUSION_DEPTH), gold_aliases["all"])
     abstain = {}
     for mode, (scores, ids) in {"dense": dense_result, "hybrid": hybrid_result}.items():
         abstain[mode] = fit_abstain(scores, is_right(split, ids[:, 0], gold), target_precision, confidence=CONFIDENCE)
@@ -108,6 +113,7 @@ def calibrate(model_dir: Path, role: str, split: Split, dense: Searcher, target_
     reranker = fit_reranker(first_stage, split, model_dir, role, target_precision, CONFIDENCE, cross=cross)
     abstain["rerank"] = reranker["abstain"]
     calibration = {"role": role, "split": "val", "data_fingerprint": split.fingerprint,
-                   "model_fingerprint": model_fingerprint(model_dir), "fusion": fusion, "abstain": abstain}
+                   "model_fingerprint": model_fingerprint(model_dir), "fusion": fusion,
+                   "reverse_fusion": reverse_fusion, "abstain": abstain}
     write_json(Path(model_dir) / CALIBRATION_FILE, calibration)
     return calibration

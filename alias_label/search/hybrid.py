@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alias_label.metrics import classes_of, retrieval_metrics
+from alias_label.metrics import classes_of, recall_at_k, retrieval_metrics
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,16 @@ def fuse(dense: tuple[np.ndarray, np.ndarray], lexical: tuple[np.ndarray, np.nda
     return np.vstack(out_scores), np.vstack(out_ids)
 
 
+def fusion_curve(dense, lexical, measure) -> dict[tuple[float, float], tuple]:
+    """``measure(ranked rows)`` of the fused ranking at every (weight, exponent) of the grid, the plain
+    weighted sum (exponent 1) first, so that a tie keeps it."""
+    curve = {}
+    for exponent in sorted(EXPONENT_GRID, key=lambda p: p != 1.0):
+        for weight in WEIGHT_GRID:
+            curve[float(weight), exponent] = measure(fuse(dense, lexical, float(weight), FUSION_DEPTH, exponent)[1])
+    return curve
+
+
 def fit_fusion_weight(dense, lexical, gold_rows: np.ndarray, classes: np.ndarray | None = None) -> dict:
     """The weight and exponent with the best validation top-1 (then MRR), and the whole grid for the record.
 
@@ -75,19 +85,40 @@ def fit_fusion_weight(dense, lexical, gold_rows: np.ndarray, classes: np.ndarray
     With ``classes`` (``Split.label_classes``) the ranked rows are compared as classes, and
     ``gold_rows`` are classes too.
     """
-    curve = {}
-    for exponent in sorted(EXPONENT_GRID, key=lambda p: p != 1.0):
-        for weight in WEIGHT_GRID:
-            ranked = fuse(dense, lexical, float(weight), FUSION_DEPTH, exponent)[1]
-            metrics = retrieval_metrics(ranked if classes is None else classes_of(ranked, classes), gold_rows)
-            curve[float(weight), exponent] = (metrics["top1"], metrics["mrr"])
+    def measure(ranked):
+        metrics = retrieval_metrics(ranked if classes is None else classes_of(ranked, classes), gold_rows)
+        return metrics["top1"], metrics["mrr"]
+
+    curve = fusion_curve(dense, lexical, measure)
     best = max(curve, key=lambda setting: curve[setting])
     log.info("fusion weight %.2f, exponent %.2f: val top1 %.4f (dense alone %.4f, lexical alone %.4f)", *best,
              curve[best][0], curve[1.0, 1.0][0], curve[0.0, 1.0][0])
     return {"weight": best[0], "exponent": best[1], "depth": FUSION_DEPTH, "val_top1": curve[best][0],
-            "val_top1_by_weight": {f"{w:.2f}": top1 for (w, p), (top1, _) in curve.items() if p == best[1]},
-            "val_top1_by_exponent": {f"{p:.2f}": max(top1 for (_, q), (top1, _) in curve.items() if q == p)
-                                     for p in EXPONENT_GRID}}
+            **by_grid(curve, best, "val_top1")}
+
+
+def fit_reverse_fusion(dense, lexical, gold_sets: list[set]) -> dict:
+    """The weight and exponent of label -> alias search: the best validation recall@10 (then recall@1).
+
+    A label has several aliases, so the fit reads how many of them come back, not one top answer;
+    and the two directions weigh the sides differently (TF-IDF over short aliases finds a long
+    label's words where an embedding of the label matches an embedding of each alias less well),
+    so the weight is fitted apart. ``gold_sets``: each label query's alias rows.
+    """
+    curve = fusion_curve(dense, lexical, lambda ranked: (recall_at_k(ranked, gold_sets, 10),
+                                                         recall_at_k(ranked, gold_sets, 1)))
+    best = max(curve, key=lambda setting: curve[setting])
+    log.info("label -> alias fusion weight %.2f, exponent %.2f: val recall@10 %.4f (dense alone %.4f, lexical "
+             "alone %.4f)", *best, curve[best][0], curve[1.0, 1.0][0], curve[0.0, 1.0][0])
+    return {"weight": best[0], "exponent": best[1], "depth": FUSION_DEPTH, "val_recall10": curve[best][0],
+            **by_grid(curve, best, "val_recall10")}
+
+
+def by_grid(curve: dict, best: tuple[float, float], name: str) -> dict:
+    """The record of a fit: the measure at each weight (at the best exponent), and the best at each exponent."""
+    return {f"{name}_by_weight": {f"{w:.2f}": value[0] for (w, p), value in curve.items() if p == best[1]},
+            f"{name}_by_exponent": {f"{p:.2f}": max(value[0] for (_, q), value in curve.items() if q == p)
+                                    for p in EXPONENT_GRID}}
 
 
 @dataclass
@@ -100,16 +131,17 @@ class HybridSearcher:
     weight: float
     depth: int = FUSION_DEPTH
     exponent: float = 1.0  # applied to the lexical score before weighting
+    reverse: tuple[float, float] | None = None  # label -> alias (weight, exponent); None: the same as alias -> label
 
-    def _fused(self, method: str, queries, k: int):
+    def _fused(self, method: str, queries, k: int, weight: float, exponent: float):
         queries = list(queries)
         depth = max(self.depth, k)
         dense = getattr(self.dense, method)(queries, depth)
         lexical = getattr(self.lexical, method)(queries, depth)
-        return fuse(dense, lexical, self.weight, k, self.exponent)
+        return fuse(dense, lexical, weight, k, exponent)
 
     def labels_for(self, aliases, k: int = 10):
-        return self._fused("labels_for", aliases, k)
+        return self._fused("labels_for", aliases, k, self.weight, self.exponent)
 
     def aliases_for(self, labels, k: int = 10):
-        return self._fused("aliases_for", labels, k)
+        return self._fused("aliases_for", labels, k, *(self.reverse or (self.weight, self.exponent)))

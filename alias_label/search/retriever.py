@@ -13,6 +13,7 @@ calibrated abstain, and the student in int8 on a CPU.
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from alias_label.search.calibration import CALIBRATION_FILE, calibration_command
 from alias_label.search.cross import CROSS_FEATURES, load_cross_encoder
 from alias_label.search.rerank import FirstStage, RerankSearcher, load_reranker
 from alias_label.search.searchers import Searcher, hybrid_of
+
+log = logging.getLogger(__name__)
 
 MODES = ("rerank", "hybrid", "dense")
 LOOKUP_COLUMNS = ["query", "rank", "qid", "score", "confidence", "confident"]  # the label or alias column after qid
@@ -177,6 +180,9 @@ def as_hybrid(dense: Retriever, lexical: Searcher | None = None) -> Retriever:
     if dense.calibration is None:
         raise UserError(f"{dense.model_dir} has no valid {CALIBRATION_FILE} for hybrid search. "
                         f"Fit it with: {calibration_command(dense.model_dir)}")
+    if "reverse_fusion" not in dense.calibration:
+        log.warning("%s has no label -> alias fusion weight, so label -> alias search fuses at the alias -> label "
+                    "one. Refit it with: %s", dense.model_dir / CALIBRATION_FILE, calibration_command(dense.model_dir))
     hybrid = hybrid_of(dense.searcher, dense.candidates, dense.calibration, lexical)
     return Retriever(hybrid.name, hybrid, dense.candidates, dense.calibration["abstain"]["hybrid"], dense.calibration,
                      dense.model_dir, dense.int8_scheme)

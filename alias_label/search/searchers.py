@@ -92,7 +92,9 @@ def dense_searcher(name: str, model, split: Split, keys: str = "transliterated")
 
 def hybrid_of(dense: Searcher, candidates: Candidates, calibration: dict,
               lexical: Searcher | None = None) -> HybridSearcher:
-    """A trained model's searcher fused with TF-IDF at its calibrated weight and exponent."""
-    fusion = calibration["fusion"]
+    """A trained model's searcher fused with TF-IDF at its calibrated weights and exponents, one pair
+    for each direction (a calibration without the label -> alias pair uses the other for both)."""
+    fusion, reverse = calibration["fusion"], calibration.get("reverse_fusion")
     return HybridSearcher(f"{dense.name}_hybrid", dense, lexical or lexical_searcher(candidates), fusion["weight"],
-                          fusion["depth"], fusion["exponent"])
+                          fusion["depth"], fusion["exponent"],
+                          None if reverse is None else (reverse["weight"], reverse["exponent"]))
