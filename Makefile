@@ -76,6 +76,8 @@ pipeline: setup
 bench: setup
 	$(BIN)/python benchmarks/query_latency.py
 	$(BIN)/python benchmarks/rerank_latency.py
+	$(BIN)/python benchmarks/encode_batch.py
+	$(BIN)/python benchmarks/cross_encoder_speed.py
 	$(BIN)/python benchmarks/int8_schemes.py
 	$(BIN)/python benchmarks/index_scale.py $(BENCH_INDEX_ARGS)
 	$(BIN)/python benchmarks/hnsw_ef_sweep.py

@@ -1,4 +1,4 @@
-"""Fit a trained model's hybrid fusion weight, reranker and abstain thresholds on validation.
+"""Fit a trained model's hybrid fusion weights, reranker and abstain thresholds on validation.
 
 The teacher and student scripts run this step themselves when they finish; run it again to
 pick another target precision, or after rebuilding an index.
@@ -6,7 +6,8 @@ pick another target precision, or after rebuilding an index.
 Reads   data/processed/ (the val split), the model folder (models/trained/alias_label_{teacher,student}/
         or --model) and the FAISS indexes its indexes.json names.
 Writes  <model folder>/calibration.json: the fusion weight (best val top-1 of weight * dense +
-        (1 - weight) * TF-IDF ** exponent) and, for dense and hybrid search, the score threshold
+        (1 - weight) * TF-IDF ** exponent), label -> alias search's own (best val recall@10)
+        and, for dense and hybrid search, the score threshold
         and runner-up margin with the highest val coverage at the target precision;
         <model folder>/reranker.json, reranker_boosters.json and reranker_confidence.json: the
         reranker, with the cross-encoder's scores among its features when the folder has one

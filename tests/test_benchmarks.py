@@ -120,20 +120,24 @@ def test_encode_batch_times_each_size_against_the_baseline_with_the_teacher(in_p
         assert size["vs_baseline"] == pytest.approx(size["texts_per_s"] / baseline)
 
 
-def test_cross_encoder_training_times_both_samplers_on_mined_pairs(in_pipeline_home, tiny_model, tmp_path):
-    import cross_encoder_training
+def test_cross_encoder_speed_times_both_ways_of_training_and_scoring(in_pipeline_home, tiny_model, tmp_path):
+    import cross_encoder_speed
 
-    figures = cross_encoder_training.main(cross_encoder_training.parse_args(
-        ["--base", str(tiny_model), "--aliases", "8", "--negatives", "2", "--batch-size", "4", "--rounds", "2",
-         "--results-dir", str(tmp_path)]))
-    saved = read_json(tmp_path / "cross_encoder_training.json")
-    assert saved["samplers"] == figures["samplers"] and saved["pairs"] == 8 * 3
-    ours, library = saved["samplers"]["length buckets"], saved["samplers"]["library"]
-    assert saved["speedup"] == pytest.approx(library["seconds"] / ours["seconds"])
-    for result in (ours, library):
-        assert len(result["rounds_seconds"]) == 2 and result["seconds"] == min(result["rounds_seconds"])
-        assert result["padding_ratio"] >= 1.0
-    assert ours["padding_ratio"] <= library["padding_ratio"]
+    figures = cross_encoder_speed.main(cross_encoder_speed.parse_args(
+        ["--base", str(tiny_model), "--aliases", "8", "--negatives", "2", "--score-aliases", "6", "--batch-size", "4",
+         "--rounds", "2", "--results-dir", str(tmp_path)]))
+    saved = read_json(tmp_path / "cross_encoder_speed.json")
+    assert saved["training"] == figures["training"] and saved["training"]["pairs"] == 8 * 3
+    for part, (ours, baseline) in {"training": ("length buckets", "library"),
+                                   "scoring": ("sorted by length", "in their order")}.items():
+        ways = saved[part]["ways"]
+        assert saved[part]["speedup"] == pytest.approx(ways[baseline]["seconds"] / ways[ours]["seconds"])
+        for result in ways.values():
+            assert len(result["rounds_seconds"]) == 2 and result["seconds"] == min(result["rounds_seconds"])
+            assert result["padding_ratio"] >= 1.0
+        assert ways[ours]["padding_ratio"] <= ways[baseline]["padding_ratio"]
+    # Sorting only regroups the pairs: every pair keeps its score.
+    assert saved["scoring"]["pairs"] > 0 and saved["scoring"]["max_score_difference"] < 1e-4
 
 
 def test_encode_memory_compares_three_approaches(tmp_path):
