@@ -70,7 +70,7 @@ def train_cross_encoder(pairs: dict, base: str, device: str, epochs: float = 1, 
     dataset = Dataset.from_dict(pairs)
     # Nothing is saved along the way: a run takes minutes on a CPU, and the model is saved whole at the end.
     # Batches are cut from windows sorted by length, as the bi-encoders' are: a pair pads to the
-    # longest label in its batch, and a pointwise loss has no use for batches of mixed lengths.
+    # longest pair in its batch, and the pointwise loss never compares the pairs of a batch.
     with tempfile.TemporaryDirectory() as output:
         training_args = CrossEncoderTrainingArguments(
             output_dir=output, num_train_epochs=epochs, per_device_train_batch_size=batch_size, learning_rate=lr,
