@@ -202,6 +202,8 @@ def test_candidate_recall_grows_with_k_and_the_union_holds_every_channel(in_pipe
 
 
 def test_reverse_search_compares_the_lexical_sides_and_its_default_is_the_lookups(in_pipeline_home, tmp_path):
+    from dataclasses import replace
+
     import reverse_search
 
     from alias_label.data.kinds import pair_kinds
@@ -213,7 +215,8 @@ def test_reverse_search_compares_the_lexical_sides_and_its_default_is_the_lookup
     split = load_split()
     for part in ("val", "test"):
         table = figures[part]["recall10"]
-        assert set(table) == {"dense", *(f"{mode}, {side}" for mode in ("tfidf", "hybrid") for side in sides)}
+        assert set(table) == {"dense", *(f"{mode}, {side}" for mode in ("tfidf", "hybrid") for side in sides),
+                              f"{reverse_search.FORWARD}, both transliterated"}
         assert all(0 <= value <= 1 for row in table.values() for value in row.values())
         # The default row is what a reverse lookup gives.
         pairs = split.pairs(part)
@@ -221,6 +224,9 @@ def test_reverse_search_compares_the_lexical_sides_and_its_default_is_the_lookup
         labels, gold = label_to_alias_gold(split, pairs, kinds)
         ranked = load_retriever("teacher").aliases_for(labels, 10)[1]
         assert table["hybrid, both transliterated"] == pytest.approx(label_to_alias_recall(ranked, gold))
+        forward = replace(load_retriever("teacher", mode="hybrid").searcher, reverse=None)
+        assert table[f"{reverse_search.FORWARD}, both transliterated"] == pytest.approx(
+            label_to_alias_recall(forward.aliases_for(labels, 10)[1], gold))
 
 
 def test_rerank_ablation_refits_without_each_group(in_pipeline_home, tmp_path):
