@@ -14,7 +14,8 @@ order are mostly padding. Two places batch many pairs:
 
 The two ways take turns for several rounds and each keeps its fastest run, so that a drift in the
 machine's speed does not decide the ratio. Also reported: padded tokens per real token of each
-way's batches, and the largest difference between the two ways' scores.
+way's batches (for the library's random batches, those of a seeded shuffle of the pairs), and the
+largest difference between the two ways' scores.
 
 Reads   data/processed/, the trained model (default: the teacher) with its indexes, calibration
         and cross-encoder
@@ -86,6 +87,14 @@ def fastest(ways: dict, rounds: int) -> dict[str, list[float]]:
     return seconds
 
 
+def compared(seconds: dict[str, list[float]], pairs: int, padding: dict[str, float], baseline: str, ours: str,
+             ) -> dict:
+    """Each way's fastest run, pace and padding, and how much faster ``ours`` ran than ``baseline``."""
+    ways = {name: {"seconds": min(runs), "rounds_seconds": runs, "pairs_per_s": pairs / min(runs),
+                   "padding_ratio": padding[name]} for name, runs in seconds.items()}
+    return {"pairs": pairs, "ways": ways, "speedup": ways[baseline]["seconds"] / ways[ours]["seconds"]}
+
+
 def training(stage: FirstStage, split, labels: np.ndarray, args) -> dict:
     """Train on the same mined pairs with each sampler; padding of each sampler's batches."""
     from datasets import Dataset
@@ -106,12 +115,8 @@ def training(stage: FirstStage, split, labels: np.ndarray, args) -> dict:
                "length buckets": list(LengthBucketBatchSampler(Dataset.from_dict(pairs), args.batch_size, False,
                                                                valid_label_columns=["label"], seed=13,
                                                                tokenizer=tokenizer, max_length=MAX_LENGTH))}
-    figures = {"pairs": len(lengths), "ways": {
-        name: {"seconds": min(seconds[name]), "rounds_seconds": seconds[name],
-               "pairs_per_s": len(lengths) / min(seconds[name]), "padding_ratio": padding_ratio(lengths, batches[name])}
-        for name in SAMPLERS}}
-    figures["speedup"] = figures["ways"]["library"]["seconds"] / figures["ways"]["length buckets"]["seconds"]
-    return figures
+    return compared(seconds, len(lengths), {name: padding_ratio(lengths, cut) for name, cut in batches.items()},
+                    "library", "length buckets")
 
 
 def scoring(stage: FirstStage, split, dense, args) -> dict:
@@ -135,11 +140,9 @@ def scoring(stage: FirstStage, split, dense, args) -> dict:
     lengths = pair_lengths(scorer.model.tokenizer, pairs)
     by_length = np.argsort(lengths, kind="stable")
     batches = {"in their order": cuts, "sorted by length": [by_length[cut] for cut in cuts]}
-    figures = {"pairs": len(pairs), "max_score_difference": float(np.abs(in_order() - sorted_by_length()).max()),
-               "ways": {name: {"seconds": min(seconds[name]), "rounds_seconds": seconds[name],
-                               "pairs_per_s": len(pairs) / min(seconds[name]),
-                               "padding_ratio": padding_ratio(lengths, batches[name])} for name in ways}}
-    figures["speedup"] = figures["ways"]["in their order"]["seconds"] / figures["ways"]["sorted by length"]["seconds"]
+    figures = compared(seconds, len(pairs), {name: padding_ratio(lengths, cut) for name, cut in batches.items()},
+                       "in their order", "sorted by length")
+    figures["max_score_difference"] = float(np.abs(in_order() - sorted_by_length()).max())
     return figures
 
 
