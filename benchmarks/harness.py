@@ -45,6 +45,16 @@ def percentiles(milliseconds: list[float]) -> dict:
     return {"p50_ms": float(np.percentile(milliseconds, 50)), "p95_ms": float(np.percentile(milliseconds, 95))}
 
 
+def summary(fits: list[dict]) -> dict:
+    """Mean, standard deviation and range of each figure over several fits (None where a fit has none)."""
+    out = {}
+    for key in fits[0]:
+        values = [fit[key] for fit in fits if fit[key] is not None]
+        out[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "min": float(np.min(values)),
+                    "max": float(np.max(values))}
+    return out
+
+
 def save_results(name: str, figures: dict, results_dir: Path | None = None) -> Path:
     """benchmarks/results/<name>.json: the exact command, the machine, then the figures."""
     target = Path(results_dir or RESULTS) / f"{name}.json"

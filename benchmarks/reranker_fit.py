@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness import add_reranker_args, reranker_tables, save_results
+from harness import add_reranker_args, reranker_tables, save_results, summary
 
 from alias_label.search.calibration import CONFIDENCE
 from alias_label.search.rerank import (
@@ -78,14 +78,6 @@ def one_fit(tables: dict, columns: list[str], lookup_model: str, seed: int, targ
             "val_coverage": fitted["abstain"]["val"]["coverage"], "test_coverage": test["abstain"]["coverage"],
             "test_precision": test["abstain"]["precision"],
             "predict_ms": predict_ms(fitted["boosters"], tables["test"][1])}
-
-
-def summary(fits: list[dict]) -> dict:
-    out = {}
-    for key in fits[0]:
-        values = [fit[key] for fit in fits if fit[key] is not None]
-        out[key] = {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
-    return out
 
 
 def main(args) -> dict:

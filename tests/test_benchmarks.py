@@ -260,6 +260,37 @@ def test_reranker_fit_compares_fold_models_with_one_refit(in_pipeline_home, tmp_
     assert read_json(tmp_path / "reranker_fit_teacher.json")["seeds"] == [1, 2]
 
 
+def test_reranker_rounding_refits_on_perturbed_copies(in_pipeline_home, tmp_path):
+    import reranker_rounding
+
+    figures = reranker_rounding.main(reranker_rounding.parse_args(["--copies", "2", "--results-dir", str(tmp_path)]))
+    assert set(figures["variants"]) == set(reranker_rounding.VARIANTS)
+    saved = read_json(in_pipeline_home / "models/trained/alias_label_teacher/reranker.json")
+    default = figures["variants"]["default"]
+    # The first fit is on the features as computed: the pipeline's own reranker, figure for figure.
+    assert default["fits"][0]["val_top1"] == saved["val_out_of_fold"]["top1"]
+    assert default["fits"][0]["threshold"] == saved["abstain"]["threshold"]
+    assert figures["variants"]["no row or column sampling"]["params"]["subsample"] == 1.0
+    for variant in figures["variants"].values():
+        assert len(variant["fits"]) == 2
+        coverage = variant["summary"]["val_coverage"]
+        assert coverage["min"] <= coverage["mean"] <= coverage["max"] <= 1 and coverage["std"] >= 0
+    assert read_json(tmp_path / "reranker_rounding_teacher.json")["copies"] == 2
+
+
+def test_a_perturbed_copy_moves_every_value_by_about_a_part_in_a_million():
+    import reranker_rounding
+
+    matrix = np.array([[0.5, 2.0], [np.nan, -1.0]], dtype=np.float32)
+    table = ([np.arange(2)], [matrix], [np.array([1, 0])], np.array([7]))
+    assert reranker_rounding.perturbed(table, 0) is table
+    _, (copy,), _, _ = reranker_rounding.perturbed(table, 3)
+    assert copy.dtype == np.float32 and np.isnan(copy[1, 0])
+    finite = np.isfinite(matrix)
+    relative = np.abs(copy[finite] / matrix[finite] - 1)
+    assert relative.max() < 1e-5 and (copy[finite] != matrix[finite]).any()
+
+
 def test_the_ceiling_is_the_most_kept_at_the_target_precision():
     import abstain_confidence
 
