@@ -564,3 +564,24 @@ def test_other_kind_resumes_both_trainings_and_evaluates_both_splits(tmp_path):
     assert evaluations == [[], ["--split", "val", "--output-dir", str(tmp_path / "logs/metrics/val")]]
     fresh = other_kind.pipeline_steps(tmp_path / "table.csv", other_kind.parse_args(["--home", str(tmp_path)]))
     assert all("--resume" not in step for step in fresh)
+
+
+def test_ranker_batch_scores_a_batch_both_ways_alike(in_pipeline_home, tmp_path):
+    import ranker_batch
+
+    figures = ranker_batch.main(ranker_batch.parse_args(["--runs", "2", "--queries", "6",
+                                                         "--results-dir", str(tmp_path)]))
+    for role in ("teacher", "student"):
+        row = figures[role]
+        assert row["aliases"] == 6 and row["candidates"] >= 6 and row["models"] > 1
+        assert row["max_abs_diff"] == 0.0 and row["speedup"] > 0 and row["batch_lookup_s"] > 0
+        assert all(len(times) == 2 for times in row["seconds"].values())
+    assert read_json(tmp_path / "ranker_batch.json")["runs"] == 2
+
+
+def test_ranker_batch_refuses_to_time_nothing(capsys):
+    import ranker_batch
+
+    with pytest.raises(SystemExit):
+        ranker_batch.parse_args(["--runs", "0"])
+    assert "--runs 0: time each way at least once" in capsys.readouterr().err

@@ -31,6 +31,7 @@ from alias_label.search.rerank import (
     load_reranker,
     mean_raw,
     out_of_fold,
+    predict_each,
     top_shares,
     training_table,
 )
@@ -146,6 +147,22 @@ def test_the_fold_models_that_fit_the_abstain_rank_at_lookup(reranked):
         assert np.allclose(raw[i], np.mean(unseen, axis=0))
         mean = np.mean([booster.predict(matrices[i]) for booster in searcher.boosters], axis=0)
         assert np.allclose(mean_raw(searcher.boosters, [matrices[i]], searcher.columns)[0], mean)
+
+
+def test_the_boosters_score_many_aliases_in_one_call_as_they_score_each_alone(reranked):
+    split, _, first_stage, _, searcher = reranked
+    _, matrices, _, _ = training_table(first_stage, split, "val")
+    matrices = [matrices[0], matrices[1][:0], *matrices[1:]]  # an alias with no candidates among them
+    booster = searcher.boosters[0]
+    each = predict_each(booster, matrices)
+    assert [len(scores) for scores in each] == [len(matrix) for matrix in matrices] and len(each[1]) == 0
+    for matrix, scores in zip(matrices, each, strict=True):
+        if len(matrix):
+            np.testing.assert_array_equal(scores, booster.predict(matrix))
+    alone = [mean_raw(searcher.boosters, [matrix], searcher.columns)[0] for matrix in matrices]
+    for together, by_itself in zip(mean_raw(searcher.boosters, matrices, searcher.columns), alone, strict=True):
+        np.testing.assert_array_equal(together, by_itself)
+    assert predict_each(booster, [matrices[1]])[0].shape == (0,)
 
 
 def test_the_shares_a_lookup_returns_are_those_the_temperature_was_fitted_on(reranked):
