@@ -51,20 +51,12 @@ def per_alias(boosters: list, matrices: list[np.ndarray], columns: list[int]) ->
     return [mean_raw(boosters, [matrix], columns)[0] for matrix in matrices]
 
 
-def batch_features(searcher, aliases: list[str]) -> list[np.ndarray]:
-    """The candidates' feature matrices of a batch, as ``RerankSearcher.labels_with_confidence`` builds them."""
-    rows, features = searcher.first_stage.candidates(aliases)
-    if searcher.cross is not None:
-        features = searcher.cross.extend(aliases, rows, features)
-    return [matrix[:, searcher.columns] for matrix in features]
-
-
 def compare(retriever, aliases: list[str], runs: int) -> dict:
     searcher = retriever.searcher
     began = time.perf_counter()
     retriever.labels_with_confidence(aliases, 10)
     lookup_s = time.perf_counter() - began
-    matrices = batch_features(searcher, aliases)
+    _, matrices = searcher.candidate_features(aliases)
     columns = list(range(matrices[0].shape[1]))
     ways = {"one call per alias": per_alias, "one call per model": mean_raw}
     seconds, scores = {way: [] for way in ways}, {}

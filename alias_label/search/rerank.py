@@ -210,10 +210,7 @@ class RerankSearcher:
         """(scores, label rows, abstain scores): the abstain setting reads each alias's probability
         that its top answer is right (``confidence.abstain_scores``)."""
         aliases = list(aliases)
-        rows, features = self.first_stage.candidates(aliases)
-        if self.cross is not None:
-            features = self.cross.extend(aliases, rows, features)
-        matrices = [matrix[:, self.columns] for matrix in features]
+        rows, matrices = self.candidate_features(aliases)
         raw = mean_raw(self.boosters, matrices, list(range(len(self.columns))))
         scores = np.zeros((len(aliases), k), dtype=np.float32)
         ids = np.full((len(aliases), k), -1, dtype=np.int64)
@@ -224,6 +221,13 @@ class RerankSearcher:
                 scores[i, :len(order)] = shares(candidate_raw, self.temperature)[order]
         probability = probabilities(self.confidence, top_answer_features(raw, matrices, self.temperature))
         return scores, ids, abstain_scores(probability)
+
+    def candidate_features(self, aliases: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per alias, its candidate label rows and their features in the columns the ranking models read."""
+        rows, features = self.first_stage.candidates(aliases)
+        if self.cross is not None:
+            features = self.cross.extend(aliases, rows, features)
+        return rows, [matrix[:, self.columns] for matrix in features]
 
     def labels_for(self, aliases, k: int = 10):
         return self.labels_with_confidence(aliases, k)[:2]
