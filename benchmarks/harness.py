@@ -21,7 +21,7 @@ from alias_label.io import write_json
 from alias_label.models.encode import encode
 from alias_label.paths import REPO_ROOT
 from alias_label.search.cross import has_cross_encoder, load_cross_encoder
-from alias_label.search.rerank import FirstStage, columns_of, training_table
+from alias_label.search.rerank import CANDIDATES_PER_CHANNEL, FirstStage, columns_of, training_table
 from alias_label.search.retriever import check_split, load_dense
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -161,10 +161,10 @@ def add_reranker_args(parser, seeds: bool = False) -> None:
     parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
 
 
-def reranker_tables(model: str) -> tuple:
+def reranker_tables(model: str, k: int = CANDIDATES_PER_CHANNEL) -> tuple:
     """What a reranker is fitted and scored on, computed once: the split, the model's dense retriever,
-    its first stage, the val and test aliases' candidates and features (``training_table``), and the
-    names of the features' columns.
+    its first stage (``k`` candidates a channel), the val and test aliases' candidates and features
+    (``training_table``), and the names of the features' columns.
 
     As ``calibrate`` fits the saved reranker: the model runs in float32, and the model folder's
     cross-encoder, when it has one, adds its columns; so a refit here with every column and the
@@ -173,7 +173,7 @@ def reranker_tables(model: str) -> tuple:
     split = load_split()
     dense = load_dense(model, "cpu", int8=False)
     check_split(dense, split.fingerprint)
-    stage = FirstStage.build(dense.searcher, dense.candidates, dense.calibration["fusion"])
+    stage = FirstStage.build(dense.searcher, dense.candidates, dense.calibration["fusion"], k)
     cross = None
     if has_cross_encoder(dense.model_dir):
         cross = load_cross_encoder(dense.model_dir, dense.candidates.labels["label"].to_numpy(), "cpu")

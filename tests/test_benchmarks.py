@@ -278,6 +278,35 @@ def test_reranker_rounding_refits_on_perturbed_copies(in_pipeline_home, tmp_path
     assert read_json(tmp_path / "reranker_rounding_teacher.json")["copies"] == 2
 
 
+def test_candidates_per_channel_refits_at_each_k(in_pipeline_home, tmp_path):
+    import candidates_per_channel
+
+    figures = candidates_per_channel.main(candidates_per_channel.parse_args(
+        ["--ks", "50", "2", "--latency-queries", "4", "--results-dir", str(tmp_path)]))
+    wide, narrow = figures["ks"]["50"], figures["ks"]["2"]
+    # At the default K the refit is the pipeline's own reranker, figure for figure.
+    saved = read_json(in_pipeline_home / "models/trained/alias_label_teacher/reranker.json")
+    assert wide["val"] == saved["val_out_of_fold"] and wide["abstain"]["threshold"] == saved["abstain"]["threshold"]
+    # Each channel's top 2 is part of its top 50, so the narrow union holds fewer labels and no more gold ones.
+    for part in ("val", "test"):
+        assert narrow[part]["mean_candidates"] < wide[part]["mean_candidates"]
+        assert narrow[part]["candidate_recall"] <= wide[part]["candidate_recall"]
+        kinds = wide[f"{part}_by_kind"]
+        assert sum(kind["n"] for kind in kinds.values()) == wide[part]["n"]
+        right = sum(kind["top1"] * kind["n"] for kind in kinds.values())
+        assert right == pytest.approx(wide[part]["top1"] * wide[part]["n"])
+    assert all(row["lookup"]["p50_ms"] > 0 for row in (wide, narrow)) and figures["latency_queries"] == 4
+    assert read_json(tmp_path / "candidates_per_channel_teacher.json")["ks"]["2"]["test"] == narrow["test"]
+
+
+def test_candidates_per_channel_refuses_an_empty_channel(capsys):
+    import candidates_per_channel
+
+    with pytest.raises(SystemExit):
+        candidates_per_channel.parse_args(["--ks", "50", "0"])
+    assert "each channel proposes at least 1 candidate" in capsys.readouterr().err
+
+
 def test_a_perturbed_copy_moves_every_value_by_about_a_part_in_a_million():
     import reranker_rounding
 
