@@ -19,6 +19,7 @@ from alias_label.index.cache import cache_paths
 from alias_label.index.dense import IndexSpec, build_index, save_index
 from alias_label.io import write_json
 from alias_label.models.encode import encode
+from alias_label.models.quantize import cpu_has_vnni
 from alias_label.paths import REPO_ROOT
 from alias_label.search.cross import has_cross_encoder, load_cross_encoder
 from alias_label.search.rerank import CANDIDATES_PER_CHANNEL, FirstStage, columns_of, training_table
@@ -38,7 +39,9 @@ def machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "python": platform.python_version(), "torch": torch.__version__}
+            "python": platform.python_version(), "torch": torch.__version__,
+            # int8 speed, and every float's last bits, differ between CPUs with and without VNNI.
+            "avx512_vnni": cpu_has_vnni()}
 
 
 def percentiles(milliseconds: list[float]) -> dict:
