@@ -29,7 +29,7 @@ from alias_label.data.kinds import pair_kinds
 from alias_label.data.split import load_split
 from alias_label.evaluate.timing import taking_turns
 from alias_label.search.calibration import CONFIDENCE
-from alias_label.search.cross import CROSS_FEATURES, load_cross_encoder
+from alias_label.search.cross import CROSS_FEATURES, has_cross_encoder, load_cross_encoder
 from alias_label.search.rerank import (
     FirstStage,
     RerankSearcher,
@@ -75,16 +75,12 @@ def refit(model: str, k: int, target_precision: float) -> tuple:
     return figures, fitted, columns
 
 
-def searcher(user, fitted: dict, k: int, columns: list[str]) -> RerankSearcher:
-    """A reranked search over K candidates a channel with the refitted models, the model run as users run it."""
-    hybrid = as_hybrid(user)
-    cross = None
-    if CROSS_FEATURES[0] in columns:
-        cross = load_cross_encoder(user.model_dir, user.candidates.labels["label"].to_numpy(), "cpu", None,
-                                   user.int8_scheme)
+def searcher(user, hybrid, cross, fitted: dict, k: int, columns: list[str]) -> RerankSearcher:
+    """A reranked search over K candidates a channel with the refitted models, the model run as users
+    run it; ``hybrid`` lends its TF-IDF search and label -> alias lookups, ``cross`` scores the pairs."""
     stage = FirstStage.build(user.searcher, user.candidates, user.calibration["fusion"], k, hybrid.searcher.lexical)
     return RerankSearcher(f"k{k}", stage, fitted["boosters"], fitted["temperature"], columns, hybrid.searcher,
-                          fitted["confidence"], cross)
+                          fitted["confidence"], cross if CROSS_FEATURES[0] in columns else None)
 
 
 def lookup_ms(searcher: RerankSearcher, alias: str) -> float:
@@ -96,9 +92,14 @@ def lookup_ms(searcher: RerankSearcher, alias: str) -> float:
 def main(args) -> dict:
     rows, searchers = {}, {}
     user = load_dense(args.model, "cpu")
+    hybrid = as_hybrid(user)
+    cross = None
+    if has_cross_encoder(user.model_dir):
+        cross = load_cross_encoder(user.model_dir, user.candidates.labels["label"].to_numpy(), "cpu", None,
+                                   user.int8_scheme)
     for k in args.ks:
         rows[k], fitted, columns = refit(args.model, k, args.target_precision)
-        searchers[k] = searcher(user, fitted, k, columns)
+        searchers[k] = searcher(user, hybrid, cross, fitted, k, columns)
         test = rows[k]["test"]
         print(f"K={k}: {test['mean_candidates']:.0f} candidates, val top-1 {rows[k]['val']['top1']:.2%}, "
               f"test top-1 {test['top1']:.2%} (recall {test['candidate_recall']:.2%}), abstain test precision "
