@@ -132,6 +132,20 @@ def test_missing_or_stale_calibration_names_the_fix(home, pipeline_home):
     assert refitted["fusion"] == saved["fusion"]
 
 
+def test_a_refit_at_another_number_of_candidates_says_so_and_lookups_read_it(home, pipeline_home, caplog):
+    import shutil
+
+    for folder in ("data", "faiss", "models"):
+        shutil.copytree(pipeline_home / folder, home / folder)
+    calibrate_cli.main(calibrate_cli.parse_args(["--model", "teacher", "--rerank-candidates", "3"]))
+    assert "with 3 candidates a channel; the one it replaces had 50 (pass --rerank-candidates 50" in caplog.text
+    assert read_json(home / "models/trained/alias_label_teacher/reranker.json")["candidates_per_channel"] == 3
+    assert load_retriever("teacher").searcher.first_stage.k == 3
+    caplog.clear()
+    calibrate_cli.main(calibrate_cli.parse_args(["--model", "teacher", "--rerank-candidates", "3"]))
+    assert "candidates a channel" not in caplog.text
+
+
 def test_calibrate_rejects_an_impossible_target(capsys):
     with pytest.raises(SystemExit) as exit_info:
         calibrate_cli.parse_args(["--target-precision", "1.5"])

@@ -23,7 +23,7 @@ from alias_label.models.load import model_fingerprint
 from alias_label.search.abstain import fit_abstain
 from alias_label.search.cross import has_cross_encoder, load_cross_encoder
 from alias_label.search.hybrid import FUSION_DEPTH, fit_fusion_weight, fit_reverse_fusion, fuse
-from alias_label.search.rerank import CANDIDATES_PER_CHANNEL, FirstStage, fit_reranker
+from alias_label.search.rerank import CANDIDATES_PER_CHANNEL, RERANKER_FILE, FirstStage, fit_reranker
 from alias_label.search.scoring import is_right, label_to_alias_gold
 from alias_label.search.searchers import Searcher, keys_of, lexical_searcher
 
@@ -81,6 +81,16 @@ def load_calibration(model_dir: Path, data_fingerprint: str, required: bool = Tr
     return calibration
 
 
+def warn_if_candidates_change(model_dir: Path, candidates_per_channel: int) -> None:
+    """Say so when a refit proposes another number of candidates than the reranker it replaces: every
+    script that refits takes the number as a flag, and a step run without it falls back to the default."""
+    sidecar = Path(model_dir) / RERANKER_FILE
+    before = read_json(sidecar).get("candidates_per_channel") if sidecar.exists() else None
+    if before is not None and before != candidates_per_channel:
+        log.warning("refitting the reranker of %s with %d candidates a channel; the one it replaces had %d "
+                    "(pass --rerank-candidates %d to keep that)", model_dir, candidates_per_channel, before, before)
+
+
 def calibrate(model_dir: Path, role: str, split: Split, dense: Searcher, target_precision: float = 0.95,
               candidates_per_channel: int = CANDIDATES_PER_CHANNEL, cross_encoder: bool = True) -> dict:
     """Fit the fusion weights (alias -> label, and label -> alias), the reranker and every mode's abstain
@@ -106,6 +116,7 @@ def calibrate(model_dir: Path, role: str, split: Split, dense: Searcher, target_
         log.info("%s %s abstain: score >= %.4f and margin >= %.4f -> val precision %.3f, coverage %.3f%s", role,
                  mode, abstain[mode]["threshold"], abstain[mode]["margin"], abstain[mode]["val"]["precision"],
                  abstain[mode]["val"]["coverage"], "" if abstain[mode]["met_target"] else " (target not met)")
+    warn_if_candidates_change(model_dir, candidates_per_channel)
     first_stage = FirstStage.build(dense, candidates, fusion, candidates_per_channel, lexical)
     cross = None
     if cross_encoder and has_cross_encoder(model_dir):
