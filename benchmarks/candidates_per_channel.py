@@ -29,7 +29,7 @@ from alias_label.data.kinds import pair_kinds
 from alias_label.data.split import load_split
 from alias_label.evaluate.timing import taking_turns
 from alias_label.search.calibration import CONFIDENCE
-from alias_label.search.cross import CROSS_FEATURES, has_cross_encoder, load_cross_encoder
+from alias_label.search.cross import has_cross_encoder, load_cross_encoder
 from alias_label.search.rerank import (
     FirstStage,
     RerankSearcher,
@@ -77,10 +77,11 @@ def refit(model: str, k: int, target_precision: float) -> tuple:
 
 def searcher(user, hybrid, cross, fitted: dict, k: int, columns: list[str]) -> RerankSearcher:
     """A reranked search over K candidates a channel with the refitted models, the model run as users
-    run it; ``hybrid`` lends its TF-IDF search and label -> alias lookups, ``cross`` scores the pairs."""
+    run it; ``hybrid`` lends its TF-IDF search and label -> alias lookups, ``cross`` (the model's
+    cross-encoder, whose columns the refit read when it has one) scores the pairs."""
     stage = FirstStage.build(user.searcher, user.candidates, user.calibration["fusion"], k, hybrid.searcher.lexical)
     return RerankSearcher(f"k{k}", stage, fitted["boosters"], fitted["temperature"], columns, hybrid.searcher,
-                          fitted["confidence"], cross if CROSS_FEATURES[0] in columns else None)
+                          fitted["confidence"], cross)
 
 
 def lookup_ms(searcher: RerankSearcher, alias: str) -> float:
