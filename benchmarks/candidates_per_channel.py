@@ -10,7 +10,7 @@ time, run as users run it (the student in int8).
 
 Reads   data/processed/, the trained model (default: the teacher) with its indexes, calibration
         and cross-encoder
-Writes  benchmarks/results/candidates_per_channel_<model>.json
+Writes  benchmarks/results/candidates_per_channel_<model>[_<tag>].json
 
 Example:
     python benchmarks/candidates_per_channel.py --model student --ks 50 100
@@ -49,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="candidates each channel proposes, one refit each (default: 50 100)")
     parser.add_argument("--latency-queries", type=int, default=200,
                         help="test aliases looked up one at a time at each K (default: 200)")
+    parser.add_argument("--tag", default=None,
+                        help="appended to the results file's name, for a run on other data (another ALIAS_LABEL_HOME)")
     args = parser.parse_args(argv)
     if min(args.ks) < 1:
         parser.error(f"--ks {' '.join(map(str, args.ks))}: each channel proposes at least 1 candidate")
@@ -114,7 +116,8 @@ def main(args) -> dict:
         rows[k]["lookup"] = percentiles(times[k])
         print(f"K={k}: single lookup p50 {rows[k]['lookup']['p50_ms']:.1f} ms")
     figures = {"model": args.model, "latency_queries": len(aliases), "ks": {str(k): row for k, row in rows.items()}}
-    save_results(f"candidates_per_channel_{Path(str(args.model)).name}", figures, args.results_dir)
+    name = f"candidates_per_channel_{Path(str(args.model)).name}" + (f"_{args.tag}" if args.tag else "")
+    save_results(name, figures, args.results_dir)
     return figures
 
 

@@ -282,7 +282,7 @@ def test_candidates_per_channel_refits_at_each_k(in_pipeline_home, tmp_path):
     import candidates_per_channel
 
     figures = candidates_per_channel.main(candidates_per_channel.parse_args(
-        ["--ks", "50", "2", "--latency-queries", "4", "--results-dir", str(tmp_path)]))
+        ["--ks", "50", "2", "--latency-queries", "4", "--tag", "other", "--results-dir", str(tmp_path)]))
     wide, narrow = figures["ks"]["50"], figures["ks"]["2"]
     # At the default K the refit is the pipeline's own reranker, figure for figure.
     saved = read_json(in_pipeline_home / "models/trained/alias_label_teacher/reranker.json")
@@ -296,7 +296,7 @@ def test_candidates_per_channel_refits_at_each_k(in_pipeline_home, tmp_path):
         right = sum(kind["top1"] * kind["n"] for kind in kinds.values())
         assert right == pytest.approx(wide[part]["top1"] * wide[part]["n"])
     assert all(row["lookup"]["p50_ms"] > 0 for row in (wide, narrow)) and figures["latency_queries"] == 4
-    assert read_json(tmp_path / "candidates_per_channel_teacher.json")["ks"]["2"]["test"] == narrow["test"]
+    assert read_json(tmp_path / "candidates_per_channel_teacher_other.json")["ks"]["2"]["test"] == narrow["test"]
 
 
 def test_candidates_per_channel_refuses_an_empty_channel(capsys):
