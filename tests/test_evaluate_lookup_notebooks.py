@@ -246,6 +246,9 @@ def test_lookup_forward_reverse_and_min_score(in_pipeline_home, capsys):
     assert "alias" in reverse.columns and len(reverse) == 2
     unsure = lookup_cli.main(lookup_cli.parse_args([alias, "--min-score", "1.01"]))
     assert not unsure["confident"].any()
+    # a runner-up is never a confident match, even where its score clears the setting
+    sure = lookup_cli.main(lookup_cli.parse_args([alias, "-k", "3", "--min-score", "0"]))
+    assert sure["confident"].tolist() == [True, False, False]
     assert "no confident match (best score" in capsys.readouterr().out
 
 

@@ -101,9 +101,11 @@ class Retriever:
         each query's first row, is what the calibrated abstain setting reads: in rerank mode the
         estimated probability that the top match is right, in the other modes its score. A top
         match is confident when it clears the calibrated setting (alias -> label only, the direction
-        it was fitted on), or when its score clears ``min_score`` when given. A match that is not
-        confident is still reported, flagged, so every query has its rows: k, or as many candidates
-        as it has. ``qid`` joins with ``|`` the ids of every entity that carries the label.
+        it was fitted on), or when its score clears ``min_score`` when given. Only a top match can
+        be: the rows below it are runners-up, so filtering on ``confident`` keeps one accepted match
+        a query. A match that is not confident is still reported, flagged, so every query has its
+        rows: k, or as many candidates as it has. ``qid`` joins with ``|`` the ids of every entity
+        that carries the label.
         """
         queries = [queries] if isinstance(queries, str) else list(queries)
         if k < 1:
@@ -128,7 +130,8 @@ class Retriever:
                                                 start=1):
                 rows.append({"query": query, "rank": rank, "qid": "|".join(qids[row]), column: texts[row],
                              "score": rounded(float(score), 4),
-                             "confidence": rounded(float(top), 4) if rank == 1 else None, "confident": bool(sure)})
+                             "confidence": rounded(float(top), 4) if rank == 1 else None,
+                             "confident": bool(sure) and rank == 1})
         return pd.DataFrame(rows, columns=LOOKUP_COLUMNS[:3] + [column] + LOOKUP_COLUMNS[3:]).astype(
             {"confidence": "float64"})
 

@@ -116,7 +116,7 @@ def candidates_of(matches: pd.DataFrame, column: str) -> dict[str, list[dict]]:
     for text, rows in matches.groupby("query", sort=False):
         grouped[text] = [{"id": row.qid, "name": getattr(row, column),
                           "score": rounded(100 * float(row.score), 2, top=100.0),
-                          **({"match": bool(row.confident and row.rank == 1)} if column == "label" else {})}
+                          **({"match": bool(row.confident)} if column == "label" else {})}
                          for row in rows.itertuples()]
     return grouped
 
