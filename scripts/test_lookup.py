@@ -48,7 +48,7 @@ from alias_label.models.load import pick_device
 from alias_label.models.processes import Processes
 from alias_label.paths import paths
 from alias_label.search.abstain import rounded
-from alias_label.search.retriever import LOOKUP_COLUMNS, add_retriever_args, load_retriever
+from alias_label.search.retriever import add_retriever_args, load_retriever
 
 NAME = "test_lookup"
 log = logging.getLogger(NAME)
@@ -103,31 +103,18 @@ def read_queries(args) -> list[str]:
     return table[args.query_col].fillna("").astype(str).str.strip().tolist()
 
 
-def blocks_in_input_order(queries: list[str], matches: pd.DataFrame, column: str, start: int) -> pd.DataFrame:
-    """One block of rows per query, numbered by input row; a blank query, or one without a candidate,
-    gets a single row flagged as no match, so the output joins back to the input table."""
-    by_query = dict(tuple(matches.groupby("query", sort=False))) if len(matches) else {}
-    blocks = []
-    for offset, query in enumerate(queries):
-        block = by_query.get(query) if query else None
-        if block is None:
-            block = pd.DataFrame([{"query": query, "rank": pd.NA, "qid": "", column: "", "score": pd.NA,
-                                   "confidence": pd.NA, "confident": False}])
-        blocks.append(block.assign(input_row=start + offset))
-    table = pd.concat(blocks, ignore_index=True)
-    return table[["input_row", *matches.columns]].astype({"rank": "Int64"})
+def numbered_by_input_row(matches: pd.DataFrame, start: int) -> pd.DataFrame:
+    """``lookup``'s rows, one block a query in input order, each numbered by its input row: a block
+    starts at a rank 1, or at the single row of a query without a match."""
+    first_rows = matches["rank"].fillna(1).eq(1)
+    return matches.assign(input_row=start + first_rows.cumsum() - 1)[["input_row", *matches.columns]]
 
 
-def lookup_rows(args, retriever, queries: list[str], first: int, last: int) -> pd.DataFrame:
+def lookup_rows(args, retriever, queries: list[str], first: int, last: int) -> pd.DataFrame | None:
     """The blocks of input rows [first, last), looked up --batch-size queries at a time."""
-    column = "alias" if args.reverse else "label"
-    blocks = []
-    for start in tqdm(range(first, last, args.batch_size), desc="lookup", unit="batch"):
-        chunk = queries[start:min(last, start + args.batch_size)]
-        texts = list(dict.fromkeys(query for query in chunk if query))
-        matches = retriever.lookup(texts, args.k, args.reverse, args.min_score) if texts else \
-            pd.DataFrame(columns=LOOKUP_COLUMNS[:3] + [column] + LOOKUP_COLUMNS[3:])
-        blocks.append(blocks_in_input_order(chunk, matches, column, start))
+    blocks = [numbered_by_input_row(retriever.lookup(queries[start:min(last, start + args.batch_size)], args.k,
+                                                     args.reverse, args.min_score), start)
+              for start in tqdm(range(first, last, args.batch_size), desc="lookup", unit="batch")]
     return pd.concat(blocks, ignore_index=True) if blocks else None
 
 

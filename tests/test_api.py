@@ -86,6 +86,29 @@ def test_a_lookup_deeper_than_the_candidates_lists_each_candidate_once(in_pipeli
     assert table["rank"].tolist() == list(range(1, len(table) + 1))
 
 
+def test_a_column_with_gaps_and_repeats_keeps_one_block_a_query_in_input_order(in_pipeline_home):
+    import numpy as np
+
+    retriever = load_retriever("teacher")
+    column = pd.Series(["MIT", None, "  MIT ", np.nan, "UdeG", ""], name="name")
+    table = retriever.lookup(column, k=2)
+    assert table["query"].tolist() == ["MIT", "MIT", "", "  MIT ", "  MIT ", "", "UdeG", "UdeG", ""]
+    assert table["rank"].tolist() == [1, 2, pd.NA, 1, 2, pd.NA, 1, 2, pd.NA]
+    blank = table[table["rank"].isna()]
+    assert (blank["label"] == "").all() and (blank["qid"] == "").all() and not blank["confident"].any()
+    assert blank["score"].isna().all() and blank["confidence"].isna().all()
+    # a padded repeat is the same search: the same rows, and the same rows as the name alone
+    ranked = table.dropna(subset=["rank"]).drop(columns="query").reset_index(drop=True)
+    pd.testing.assert_frame_equal(ranked.iloc[0:2].reset_index(drop=True), ranked.iloc[2:4].reset_index(drop=True))
+    alone = retriever.lookup(["MIT"], k=2).drop(columns="query")
+    pd.testing.assert_frame_equal(ranked.iloc[0:2].reset_index(drop=True), alone)
+    empty = retriever.lookup([], k=2)
+    assert empty.empty and list(empty.columns) == list(table.columns)
+    with pytest.raises(UserError, match=r"query 1 is int 42, not text\. Pass strings \(e\.g\. table\[column\]"
+                                        r"\.astype\(str\)\); None or NaN is a blank query"):
+        retriever.lookup(["MIT", 42])
+
+
 def test_a_teacher_saved_elsewhere_is_looked_up_by_its_folder(home, tiny_model, swot_slice, tmp_path):
     output, index_dir = tmp_path / "my_teacher", tmp_path / "my_indexes"
     train_alias_label.main(train_alias_label.parse_args(

@@ -37,6 +37,23 @@ MODES = ("rerank", "hybrid", "dense")
 LOOKUP_COLUMNS = ["query", "rank", "qid", "score", "confidence", "confident"]  # the label or alias column after qid
 
 
+def no_match(query: str, column: str) -> dict:
+    """The one row of a query without a match: a blank one, or one that has no candidate."""
+    return {"query": query, "rank": pd.NA, "qid": "", column: "", "score": None, "confidence": None,
+            "confident": False}
+
+
+def query_texts(queries) -> list[str]:
+    """``queries`` as a list of strings, a missing value (None, NaN) as a blank one; anything else
+    that is not text is refused, as searching its printed form would answer a question nobody asked."""
+    texts = [queries] if isinstance(queries, str) else list(queries)
+    for position, query in enumerate(texts):
+        if not isinstance(query, str) and not (query is None or (pd.api.types.is_scalar(query) and pd.isna(query))):
+            raise UserError(f"query {position} is {type(query).__name__} {query!r}, not text. Pass strings "
+                            "(e.g. table[column].astype(str)); None or NaN is a blank query.")
+    return [query if isinstance(query, str) else "" for query in texts]
+
+
 def add_retriever_args(parser) -> None:
     """The flags of ``load_retriever``, for every script that looks things up: model, mode, device, int8."""
     parser.add_argument("--model", default="teacher",
@@ -97,43 +114,54 @@ class Retriever:
         """Ranked matches for each query, as a table: query, rank, qid, label (or alias), score,
         confidence, confident.
 
-        Forward, an alias finds labels; with ``reverse``, a label finds aliases. ``confidence``, on
-        each query's first row, is what the calibrated abstain setting reads: in rerank mode the
-        estimated probability that the top match is right, in the other modes its score. A top
-        match is confident when it clears the calibrated setting (alias -> label only, the direction
-        it was fitted on), or when its score clears ``min_score`` when given. Only a top match can
-        be: the rows below it are runners-up, so filtering on ``confident`` keeps one accepted match
-        a query. A match that is not confident is still reported, flagged, so every query has its
-        rows: k, or as many candidates as it has. ``qid`` joins with ``|`` the ids of every entity
-        that carries the label.
+        Forward, an alias finds labels; with ``reverse``, a label finds aliases. ``queries`` is one
+        string or any sequence of them (a list, a table's column); a missing value (None, NaN) is a
+        blank query. ``confidence``, on each query's first row, is what the calibrated abstain setting
+        reads: in rerank mode the estimated probability that the top match is right, in the other
+        modes its score. A top match is confident when it clears the calibrated setting (alias ->
+        label only, the direction it was fitted on), or when its score clears ``min_score`` when
+        given. Only a top match can be: the rows below it are runners-up, so filtering on
+        ``confident`` keeps one accepted match a query. A match that is not confident is still
+        reported, flagged, so every query has its rows, in input order: k, or as many candidates as
+        it has; a blank query, or one without a candidate, gets one row without a match. ``qid``
+        joins with ``|`` the ids of every entity that carries the label.
         """
-        queries = [queries] if isinstance(queries, str) else list(queries)
         if k < 1:
             raise UserError(f"k={k}: ask for at least one match")
-        table, column = (self.candidates.aliases, "alias") if reverse else (self.candidates.labels, "label")
+        queries = query_texts(queries)
+        column = "alias" if reverse else "label"
+        # Each distinct text is searched once, so a name repeated down a column gets the same rows each time.
+        texts = list(dict.fromkeys(query.strip() for query in queries if query.strip()))
+        found = dict(zip(texts, self._matches(texts, k, reverse, min_score, column), strict=True)) if texts else {}
+        rows = [{**match, "query": query} if match else no_match(query, column)
+                for query in queries for match in (found.get(query.strip()) or [None])]
+        table = pd.DataFrame(rows, columns=LOOKUP_COLUMNS[:3] + [column] + LOOKUP_COLUMNS[3:])
+        return table.astype({"rank": "Int64", "confidence": "float64"})
+
+    def _matches(self, texts: list[str], k: int, reverse: bool, min_score: float | None, column: str) -> list:
+        """Each text's ranked matches, as lists of rows (``lookup``'s columns, the query left out)."""
+        table = self.candidates.aliases if reverse else self.candidates.labels
         # The margin to the runner-up needs a second candidate even when one match is asked for.
         if reverse:
-            scores, ids = self.aliases_for(queries, max(k, 2))
+            scores, ids = self.aliases_for(texts, max(k, 2))
             read = scores[:, :2]
         else:
-            scores, ids, read = self.labels_with_confidence(queries, max(k, 2))
+            scores, ids, read = self.labels_with_confidence(texts, max(k, 2))
         if min_score is not None:
             is_confident = confident(scores, {"threshold": min_score, "margin": 0.0})
         else:
             is_confident = confident(read, None if reverse else self.abstain)
-        texts, qids = table[column].to_numpy(), table["qids"].to_numpy()
-        rows = []
-        for query, row_scores, row_ids, top, sure in zip(queries, scores[:, :k], ids[:, :k], read[:, 0],
-                                                         is_confident, strict=True):
+        names, qids = table[column].to_numpy(), table["qids"].to_numpy()
+        matches = []
+        for row_scores, row_ids, top, sure in zip(scores[:, :k], ids[:, :k], read[:, 0], is_confident, strict=True):
             # A search with fewer than k candidates pads with row -1.
-            for rank, (score, row) in enumerate(zip(row_scores[row_ids >= 0], row_ids[row_ids >= 0], strict=True),
-                                                start=1):
-                rows.append({"query": query, "rank": rank, "qid": "|".join(qids[row]), column: texts[row],
+            matches.append([{"rank": rank, "qid": "|".join(qids[row]), column: names[row],
                              "score": rounded(float(score), 4),
                              "confidence": rounded(float(top), 4) if rank == 1 else None,
-                             "confident": bool(sure) and rank == 1})
-        return pd.DataFrame(rows, columns=LOOKUP_COLUMNS[:3] + [column] + LOOKUP_COLUMNS[3:]).astype(
-            {"confidence": "float64"})
+                             "confident": bool(sure) and rank == 1}
+                            for rank, (score, row) in enumerate(zip(row_scores[row_ids >= 0], row_ids[row_ids >= 0],
+                                                                    strict=True), start=1)])
+        return matches
 
 
 def load_retriever(model: str | Path = "teacher", mode: str = "rerank", device: str = "cpu", int8: bool | None = None,
