@@ -41,6 +41,7 @@ from alias_label.models.encode import encode
 from alias_label.models.load import load_model, model_fingerprint, pick_device, precision_name, resolve_model
 from alias_label.paths import paths
 from alias_label.search.calibration import add_calibration_args, calibrate, check_target
+from alias_label.search.folds import check_folds
 from alias_label.search.scoring import score_split
 from alias_label.search.searchers import Searcher
 from alias_label.train.augment import AUGMENTATIONS, augmented_pairs
@@ -251,6 +252,7 @@ def main(args: argparse.Namespace) -> dict:
     state = PartialState(cpu=not device.startswith("cuda"))
     with timed("data", timings, log), state.main_process_first():
         split = ensure_split(args)
+    check_folds(split.val["qid"].to_numpy())  # before training, not after it: the reranker is fitted last
     model = load_model(args.base_model, device, args.max_seq_length, args.query_prompt, args.doc_prompt)
     if state.is_main_process:
         log.info("teacher: base=%s device=%s precision=%s processes=%d train_pairs=%d labels=%d",

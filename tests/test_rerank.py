@@ -16,6 +16,7 @@ from alias_label.io import read_json
 from alias_label.models.load import load_model
 from alias_label.search.confidence import probabilities, top_answer_features
 from alias_label.search.features import FEATURES, GROUPS, LabelTable, aligned_initials, pair_features, site_name
+from alias_label.search.folds import check_folds
 from alias_label.search.rerank import (
     BOOSTERS_FILE,
     CONFIDENCE_FILE,
@@ -26,6 +27,7 @@ from alias_label.search.rerank import (
     booster_params,
     entity_folds,
     fit_abstain_shares,
+    fit_boosters,
     fit_out_of_fold,
     fit_reranker,
     load_reranker,
@@ -207,8 +209,28 @@ def test_of_temperatures_that_keep_as_many_aliases_the_highest_is_chosen():
 
 def test_one_entity_cannot_be_cut_into_folds():
     table = ([np.zeros(2)], [np.zeros((2, len(FEATURES)))], [np.array([1, 0])], np.array(["only"]))
-    with pytest.raises(UserError, match="holds 1 entity"):
+    with pytest.raises(UserError, match=r"holds 1 alias\(es\) of 1 entity\(ies\), too few for the reranker"):
         fit_out_of_fold(table, FEATURES, 0.95, 0.9)
+
+
+@pytest.mark.parametrize("entities, enough", [
+    (["a", "a", "b"], False),            # the fold holding out "a" would learn from one alias
+    (["a", "b"], False),
+    (["a", "a", "a", "b", "c"], True),    # every fold learns from two aliases at least
+    (["a", "b", "c"], True),
+])
+def test_folds_need_two_aliases_to_learn_from_besides_the_largest_entity(entities, enough):
+    if enough:
+        check_folds(np.array(entities))
+    else:
+        with pytest.raises(UserError, match=r"needs two entities and at least 2 aliases besides those of the entity "
+                                            r"with the most\. Give validation more entities with --val-frac"):
+            check_folds(np.array(entities))
+
+
+def test_a_reranker_fold_without_a_gold_candidate_says_so():
+    with pytest.raises(UserError, match="none of the 2 validation aliases a reranker fold learns from has its gold"):
+        fit_boosters([np.zeros((3, 2)), np.zeros((3, 2))], [np.zeros(3, int), np.zeros(3, int)], [0, 1], seed=1)
 
 
 def test_folds_never_split_an_entity():

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import train_alias_label
 
 from alias_label.data.split import load_split
+from alias_label.errors import UserError
 from alias_label.index.bundle import load_bundle_indexes
 from alias_label.index.dense import load_index
 from alias_label.index.tables import label_keys
@@ -111,6 +113,18 @@ def test_resume_refuses_checkpoints_of_another_split(home, tiny_model, swot_slic
     train_alias_label.main(train_alias_label.parse_args([*base, "--stop-after-steps", "2"]))
     with pytest.raises(Exception, match="rerun without --resume"):
         train_alias_label.main(train_alias_label.parse_args([*base, "--split-seed", "5", "--resume"]))
+
+
+def test_a_validation_split_too_small_for_the_reranker_is_refused_before_training(home, tiny_model, tmp_path):
+    table = tmp_path / "five.csv"
+    pd.DataFrame({"qid": [f"Q{i}" for i in range(5)], "label": [f"Institute number {i}" for i in range(5)],
+                  "alias": [f"IN{i}" for i in range(5)]}).to_csv(table, index=False)
+    args = train_alias_label.parse_args(["--data", str(table), "--base-model", str(tiny_model), "--rounds", "1"])
+    with pytest.raises(UserError, match=r"the validation split holds 1 alias\(es\) of 1 entity\(ies\), too few "
+                                        r"for the reranker.*--val-frac"):
+        train_alias_label.main(args)
+    assert (home / "data/processed/split.json").exists()  # the split is written; no training ran
+    assert not (home / "models/trained/alias_label_teacher").exists() and not (home / "faiss").exists()
 
 
 def test_augmented_second_round_with_symmetric_loss_and_early_stopping(home, pipeline_home, swot_slice, caplog):

@@ -50,7 +50,7 @@ from alias_label.search.confidence import (
 )
 from alias_label.search.cross import CROSS_FEATURES, CrossScorer
 from alias_label.search.features import FEATURES, GROUPS, LabelTable, pair_features
-from alias_label.search.folds import entity_folds, shares
+from alias_label.search.folds import check_folds, entity_folds, shares
 from alias_label.search.searchers import lexical_searcher
 
 log = logging.getLogger(__name__)
@@ -265,6 +265,11 @@ def fit_boosters(features: list[np.ndarray], relevance: list[np.ndarray], column
     import lightgbm
 
     useful = [i for i, rel in enumerate(relevance) if rel.any()]
+    if not useful:
+        raise UserError(f"none of the {len(relevance)} validation aliases a reranker fold learns from has its gold "
+                        "label among its candidates, so it has nothing to learn; give validation more aliases "
+                        "(--val-frac, e.g. 0.3, on prepare_data.py and train_alias_label.py alike) or each "
+                        "channel more candidates (--rerank-candidates)")
     ranker = lightgbm.LGBMRanker(**(params or BOOSTER_PARAMS), random_state=seed)
     ranker.fit(np.vstack([features[i][:, columns] for i in useful]), np.concatenate([relevance[i] for i in useful]),
                group=[len(relevance[i]) for i in useful])
@@ -356,10 +361,8 @@ def fit_out_of_fold(table, features: list[str], target_precision: float, confide
     fitted on the latter would not carry over to it.
     """
     rows, matrices, relevance, entities = table
+    check_folds(entities)
     distinct = len(set(entities))
-    if distinct < 2:
-        raise UserError(f"the reranker is fitted in entity folds, but the validation split holds {distinct} "
-                        "entity; rebuild the split with more entities (python scripts/prepare_data.py)")
     columns = [columns_of.index(name) for name in features]
     raw, boosters = out_of_fold(matrices, relevance, entities, columns, min(folds, distinct), seed, params,
                                  repeats)
