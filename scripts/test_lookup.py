@@ -88,6 +88,9 @@ def print_matches(matches: pd.DataFrame, column: str, reads: str = "best score")
     for query, rows in matches.groupby("query", sort=False):
         print(f"\n{query!r}")
         first = rows.iloc[0]
+        if pd.isna(first["rank"]):
+            print("  no match")
+            continue
         if not first["confident"]:
             print(f"  no confident match ({reads} {shown(first['confidence'])})")
         for row in rows.itertuples():

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import test_lookup as lookup_cli
@@ -14,6 +15,7 @@ import train_alias_label
 from conftest import TEACHER_SMOKE
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
+import alias_label.search.retriever as retriever_module
 from alias_label import Retriever, load_retriever
 from alias_label.errors import UserError
 from alias_label.io import read_json
@@ -86,9 +88,7 @@ def test_a_lookup_deeper_than_the_candidates_lists_each_candidate_once(in_pipeli
     assert table["rank"].tolist() == list(range(1, len(table) + 1))
 
 
-def test_a_column_with_gaps_and_repeats_keeps_one_block_a_query_in_input_order(in_pipeline_home):
-    import numpy as np
-
+def test_a_column_with_gaps_and_repeats_keeps_one_block_a_query_in_input_order(in_pipeline_home, monkeypatch):
     retriever = load_retriever("teacher")
     column = pd.Series(["MIT", None, "  MIT ", np.nan, "UdeG", ""], name="name")
     table = retriever.lookup(column, k=2)
@@ -102,6 +102,9 @@ def test_a_column_with_gaps_and_repeats_keeps_one_block_a_query_in_input_order(i
     pd.testing.assert_frame_equal(ranked.iloc[0:2].reset_index(drop=True), ranked.iloc[2:4].reset_index(drop=True))
     alone = retriever.lookup(["MIT"], k=2).drop(columns="query")
     pd.testing.assert_frame_equal(ranked.iloc[0:2].reset_index(drop=True), alone)
+    # a long column is searched in chunks, to the same rows
+    monkeypatch.setattr(retriever_module, "LOOKUP_CHUNK", 1)
+    pd.testing.assert_frame_equal(retriever.lookup(column, k=2), table)
     empty = retriever.lookup([], k=2)
     assert empty.empty and list(empty.columns) == list(table.columns)
     with pytest.raises(UserError, match=r"query 1 is int 42, not text\. Pass strings \(e\.g\. table\[column\]"

@@ -21,7 +21,7 @@ from alias_label.models.encode import encode
 from alias_label.models.quantize import INT8_SCHEMES, FullRangeDynamicLinear, cpu_has_vnni, quantize_int8
 from alias_label.paths import REPO_ROOT
 from alias_label.search.lexical import TfidfIndex
-from alias_label.search.retriever import load_dense
+from alias_label.search.retriever import load_dense, no_match
 from alias_label.search.scoring import label_to_alias_gold, label_to_alias_recall
 
 
@@ -369,6 +369,11 @@ def test_lookup_and_evaluator_take_int8(in_pipeline_home, capsys):
     assert bits == (8 if cpu_has_vnni() else 7)
     assert f"In int8 (per-tensor, {bits}-bit activations): student." in (
         in_pipeline_home / "int8_eval/evaluation.md").read_text()
+
+
+def test_a_query_without_a_match_prints_so(capsys):
+    lookup_cli.print_matches(pd.DataFrame([no_match("x", "label")]), "label")
+    assert capsys.readouterr().out == "\n'x'\n  no match\n"
 
 
 def test_lookup_batch_keeps_every_input_row_in_order_and_writes_no_formulas(in_pipeline_home, tmp_path):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 from alias_label.errors import UserError
 from alias_label.index.bundle import fix_command, load_bundle_indexes, model_folder, require_trained
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("rerank", "hybrid", "dense")
 LOOKUP_COLUMNS = ["query", "rank", "qid", "score", "confidence", "confident"]  # the label or alias column after qid
+LOOKUP_CHUNK = 1024  # distinct queries searched at a time by ``Retriever.lookup``
 
 
 def no_match(query: str, column: str) -> dict:
@@ -130,9 +132,14 @@ class Retriever:
             raise UserError(f"k={k}: ask for at least one match")
         queries = query_texts(queries)
         column = "alias" if reverse else "label"
-        # Each distinct text is searched once, so a name repeated down a column gets the same rows each time.
+        # Each distinct text is searched once, so a name repeated down a column gets the same rows each time;
+        # a long column goes in chunks, so the candidates' features of only one chunk are held at a time.
         texts = list(dict.fromkeys(query.strip() for query in queries if query.strip()))
-        found = dict(zip(texts, self._matches(texts, k, reverse, min_score, column), strict=True)) if texts else {}
+        starts = range(0, len(texts), LOOKUP_CHUNK)
+        found = {}
+        for start in tqdm(starts, desc="lookup", unit="chunk", disable=len(starts) < 2):
+            chunk = texts[start:start + LOOKUP_CHUNK]
+            found.update(zip(chunk, self._matches(chunk, k, reverse, min_score, column), strict=True))
         rows = [{**match, "query": query} if match else no_match(query, column)
                 for query in queries for match in (found.get(query.strip()) or [None])]
         table = pd.DataFrame(rows, columns=LOOKUP_COLUMNS[:3] + [column] + LOOKUP_COLUMNS[3:])
