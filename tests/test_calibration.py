@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import calibrate as calibrate_cli
 import numpy as np
 import pytest
@@ -95,6 +97,24 @@ def test_keyed_tfidf_finds_a_label_by_its_transliteration(in_pipeline_home):
     assert plain.label_index.ntotal == keyed.label_index.ntotal == len(split.labels)
 
 
+def test_a_setting_that_missed_its_target_flags_no_match_and_says_so(home, pipeline_home, caplog):
+    shutil.copytree(pipeline_home / "models", home / "models")
+    shutil.copytree(pipeline_home / "faiss", home / "faiss")
+    sidecar = home / "models/trained/alias_label_teacher/reranker.json"
+    reranker = read_json(sidecar)
+    # every answer clears the threshold; only whether the target was met differs
+    for met in (True, False):
+        write_json(sidecar, {**reranker, "abstain": {**reranker["abstain"], "threshold": 0.0, "met_target": met}})
+        caplog.clear()
+        retriever = load_retriever("teacher")
+        matches = retriever.lookup(["MIT", "UdeG"], k=2)
+        assert matches["confident"].tolist() == [met, False, met, False]
+        warned = "did not reach 95% precision on validation, so no lookup is flagged confident" in caplog.text
+        assert warned == (not met) and ("python scripts/calibrate.py --model teacher --target-precision 0.9" in
+                                        caplog.text) == (not met)
+    assert retriever.lookup(["MIT"], k=1, min_score=0.0)["confident"].tolist() == [True]  # a bar of your own
+
+
 def test_lookup_flags_matches_below_the_calibrated_setting(in_pipeline_home):
     split = load_split()
     queries = split.test["alias"].tolist()
@@ -102,13 +122,14 @@ def test_lookup_flags_matches_below_the_calibrated_setting(in_pipeline_home):
         retriever = load_retriever("teacher", mode=mode)
         scores, _, read = retriever.labels_with_confidence(queries, 2)
         matches = lookup_cli.main(lookup_cli.parse_args([queries[0], "--mode", mode, "-k", "2"]))
-        assert matches["confident"].iloc[0] == confident(read[:1], retriever.abstain)[0]
+        assert matches["confident"].iloc[0] == (confident(read[:1], retriever.abstain)[0] and retriever.target_met)
         assert matches["score"].iloc[0] == pytest.approx(scores[0, 0], abs=1e-4)
         assert matches["confidence"].iloc[0] == pytest.approx(read[0, 0], abs=1e-4)
         assert matches["confidence"].iloc[1:].isna().all()  # one per query, on its top match
         if mode == "rerank":  # the probability that the top answer is right, thresholded alone
             assert retriever.abstain["reads"] == "probability" and retriever.abstain["margin"] == 0.0
-            assert matches["confident"].iloc[0] == (read[0, 0] >= retriever.abstain["threshold"])
+            cleared = read[0, 0] >= retriever.abstain["threshold"]
+            assert matches["confident"].iloc[0] == (cleared and retriever.target_met)
         else:  # the score itself, with a margin to the runner-up
             assert np.array_equal(read, scores[:, :2])
 

@@ -95,6 +95,11 @@ class Retriever:
     def data_fingerprint(self) -> str:
         return self.candidates.data_fingerprint
 
+    @property
+    def target_met(self) -> bool:
+        """Whether the mode's abstain setting met its precision target on validation (or accepts all)."""
+        return not self.abstain or bool(self.abstain.get("met_target", True))
+
     def labels_for(self, aliases, k: int = 10):
         """(scores, label rows) of the k best labels of each alias, best first."""
         return self.searcher.labels_for(aliases, k)
@@ -122,7 +127,8 @@ class Retriever:
         reads: in rerank mode the estimated probability that the top match is right, in the other
         modes its score. A top match is confident when it clears the calibrated setting (alias ->
         label only, the direction it was fitted on), or when its score clears ``min_score`` when
-        given. Only a top match can be: the rows below it are runners-up, so filtering on
+        given; when the calibrated setting missed its target on validation, no match is. Only a top
+        match can be: the rows below it are runners-up, so filtering on
         ``confident`` keeps one accepted match a query. A match that is not confident is still
         reported, flagged, so every query has its rows, in input order: k, or as many candidates as
         it has; a blank query, or one without a candidate, gets one row without a match. ``qid``
@@ -156,8 +162,11 @@ class Retriever:
             scores, ids, read = self.labels_with_confidence(texts, max(k, 2))
         if min_score is not None:
             is_confident = confident(scores, {"threshold": min_score, "margin": 0.0})
+        elif reverse:
+            is_confident = confident(read, None)
         else:
-            is_confident = confident(read, None if reverse else self.abstain)
+            # A setting that missed its target on validation vouches for no answer, even its most precise.
+            is_confident = confident(read, self.abstain) & self.target_met
         names, qids = table[column].to_numpy(), table["qids"].to_numpy()
         matches = []
         for row_scores, row_ids, top, sure in zip(scores[:, :k], ids[:, :k], read[:, 0], is_confident, strict=True):
@@ -187,9 +196,13 @@ def load_retriever(model: str | Path = "teacher", mode: str = "rerank", device: 
     if int8_scheme not in INT8_SCHEMES:
         raise UserError(f"int8_scheme={int8_scheme!r}: choose one of {', '.join(INT8_SCHEMES)}")
     dense = load_dense(model, device, int8, int8_scheme, calibrated=mode != "dense")
-    if mode == "dense":
-        return dense
-    return as_hybrid(dense) if mode == "hybrid" else as_rerank(dense)
+    retriever = dense if mode == "dense" else as_hybrid(dense) if mode == "hybrid" else as_rerank(dense)
+    if not retriever.target_met:
+        log.warning("%s: the %s abstain setting did not reach %.0f%% precision on validation, so no lookup is flagged "
+                    "confident. Refit with a lower target (%s --target-precision 0.9), or give validation more "
+                    "aliases; min_score sets a bar of your own", retriever.model_dir, mode,
+                    100 * retriever.abstain["target_precision"], calibration_command(retriever.model_dir))
+    return retriever
 
 
 def load_dense(model: str | Path, device: str, int8: bool | None = None, int8_scheme: str = "per-channel",
