@@ -83,8 +83,9 @@ def shown(score: float) -> str:
     return f"{value:.3f}" if value == round(score, 3) else str(value)
 
 
-def print_matches(matches: pd.DataFrame, column: str, reads: str = "best score") -> None:
-    """Each query's matches; ``reads``: what the abstain setting compared, shown when it is not confident."""
+def print_matches(matches: pd.DataFrame, column: str, reads: str = "best score", note: str = "") -> None:
+    """Each query's matches; ``reads``: what the abstain setting compared, shown when it is not
+    confident, with ``note`` after it (why no match can be)."""
     for query, rows in matches.groupby("query", sort=False):
         print(f"\n{query!r}")
         first = rows.iloc[0]
@@ -92,7 +93,7 @@ def print_matches(matches: pd.DataFrame, column: str, reads: str = "best score")
             print("  no match")
             continue
         if not first["confident"]:
-            print(f"  no confident match ({reads} {shown(first['confidence'])})")
+            print(f"  no confident match ({reads} {shown(first['confidence'])}{note})")
         for row in rows.itertuples():
             print(f"  {row.rank:>2}. {shown(row.score)}  {getattr(row, column)}  [{row.qid}]")
 
@@ -140,11 +141,13 @@ def run_batch(args, retriever, processes: Processes) -> Path | None:
     return output
 
 
-def abstain_reads(args, retriever) -> str:
+def abstain_reads(args, retriever) -> tuple[str, str]:
     """What decides "no confident match": the calibrated setting's reading (in rerank mode, the
-    probability that the top match is right), or the score against --min-score or in reverse."""
+    probability that the top match is right), or the score against --min-score or in reverse; and
+    a note where the calibrated setting missed its target, so that no match can be confident."""
     calibrated = not args.reverse and args.min_score is None and retriever.abstain
-    return "probability right" if calibrated and retriever.abstain.get("reads") == "probability" else "best score"
+    reads = "probability right" if calibrated and retriever.abstain.get("reads") == "probability" else "best score"
+    return reads, "; the setting missed its target on validation" if calibrated and not retriever.target_met else ""
 
 
 def interactive(args, retriever, column: str) -> None:
@@ -157,7 +160,7 @@ def interactive(args, retriever, column: str) -> None:
         if not query:
             return
         matches = retriever.lookup([query], args.k, args.reverse, args.min_score)
-        print_matches(matches, column, abstain_reads(args, retriever))
+        print_matches(matches, column, *abstain_reads(args, retriever))
 
 
 def main(args: argparse.Namespace):
@@ -172,7 +175,7 @@ def main(args: argparse.Namespace):
     if args.query is None:
         return interactive(args, retriever, column)
     matches = retriever.lookup([args.query], args.k, args.reverse, args.min_score)
-    print_matches(matches, column, abstain_reads(args, retriever))
+    print_matches(matches, column, *abstain_reads(args, retriever))
     return matches
 
 

@@ -97,7 +97,7 @@ def test_keyed_tfidf_finds_a_label_by_its_transliteration(in_pipeline_home):
     assert plain.label_index.ntotal == keyed.label_index.ntotal == len(split.labels)
 
 
-def test_a_setting_that_missed_its_target_flags_no_match_and_says_so(home, pipeline_home, caplog):
+def test_a_setting_that_missed_its_target_flags_no_match_and_says_so(home, pipeline_home, caplog, capsys):
     shutil.copytree(pipeline_home / "models", home / "models")
     shutil.copytree(pipeline_home / "faiss", home / "faiss")
     sidecar = home / "models/trained/alias_label_teacher/reranker.json"
@@ -112,6 +112,11 @@ def test_a_setting_that_missed_its_target_flags_no_match_and_says_so(home, pipel
         warned = "did not reach 95% precision on validation, so no lookup is flagged confident" in caplog.text
         assert warned == (not met) and ("python scripts/calibrate.py --model teacher --target-precision 0.9" in
                                         caplog.text) == (not met)
+        capsys.readouterr()
+        lookup_cli.main(lookup_cli.parse_args(["MIT", "-k", "1"]))
+        printed = capsys.readouterr().out
+        assert ("; the setting missed its target on validation)" in printed) == (not met)
+        assert ("no confident match" in printed) == (not met)
     assert retriever.lookup(["MIT"], k=1, min_score=0.0)["confident"].tolist() == [True]  # a bar of your own
 
 
