@@ -14,6 +14,10 @@ def margins(scores: np.ndarray) -> np.ndarray:
     return scores[:, 0] - scores[:, 1]
 
 
+# What a fit's log says of a setting that missed its target: lookups then flag no answer confident.
+TARGET_MISSED = " (target not met: no lookup in this mode is flagged confident)"
+
+
 def confident(scores: np.ndarray, abstain: dict | None) -> np.ndarray:
     """Which top-1 matches clear the calibrated threshold and margin."""
     if not abstain:

@@ -20,7 +20,7 @@ from alias_label.index.bundle import model_name
 from alias_label.index.tables import Candidates
 from alias_label.io import read_json, write_json
 from alias_label.models.load import model_fingerprint
-from alias_label.search.abstain import fit_abstain
+from alias_label.search.abstain import TARGET_MISSED, fit_abstain
 from alias_label.search.cross import has_cross_encoder, load_cross_encoder
 from alias_label.search.hybrid import FUSION_DEPTH, fit_fusion_weight, fit_reverse_fusion, fuse
 from alias_label.search.rerank import CANDIDATES_PER_CHANNEL, RERANKER_FILE, FirstStage, fit_reranker
@@ -115,7 +115,7 @@ def calibrate(model_dir: Path, role: str, split: Split, dense: Searcher, target_
         abstain[mode] = fit_abstain(scores, is_right(split, ids[:, 0], gold), target_precision, confidence=CONFIDENCE)
         log.info("%s %s abstain: score >= %.4f and margin >= %.4f -> val precision %.3f, coverage %.3f%s", role,
                  mode, abstain[mode]["threshold"], abstain[mode]["margin"], abstain[mode]["val"]["precision"],
-                 abstain[mode]["val"]["coverage"], "" if abstain[mode]["met_target"] else " (target not met)")
+                 abstain[mode]["val"]["coverage"], "" if abstain[mode]["met_target"] else TARGET_MISSED)
     warn_if_candidates_change(model_dir, candidates_per_channel)
     first_stage = FirstStage.build(dense, candidates, fusion, candidates_per_channel, lexical)
     cross = None

@@ -35,7 +35,7 @@ from alias_label.io import atomic_path, read_json, write_json
 from alias_label.metrics import classes_of
 from alias_label.models.encode import encode
 from alias_label.models.load import model_fingerprint
-from alias_label.search.abstain import abstain_quality, fit_abstain
+from alias_label.search.abstain import TARGET_MISSED, abstain_quality, fit_abstain
 from alias_label.search.acronym import AcronymIndex
 from alias_label.search.candidates import union
 from alias_label.search.confidence import (
@@ -448,7 +448,7 @@ def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: s
              "a probability of %.3f that the top answer is right -> val precision %.3f, coverage %.3f%s", role,
              "" if cross is None else " with the cross-encoder", val["top1"], val["candidate_recall"],
              abstain["threshold"], abstain["val"]["precision"] or 0.0, abstain["val"]["coverage"],
-             "" if abstain["met_target"] else " (target not met)")
+             "" if abstain["met_target"] else TARGET_MISSED)
     return sidecar
 
 
