@@ -83,16 +83,16 @@ def shown(score: float) -> str:
     return f"{value:.3f}" if value == round(score, 3) else str(value)
 
 
-def print_matches(matches: pd.DataFrame, column: str, reads: str = "best score", note: str = "") -> None:
+def print_matches(matches: pd.DataFrame, column: str, reads: str | None = "best score", note: str = "") -> None:
     """Each query's matches; ``reads``: what the abstain setting compared, shown when it is not
-    confident, with ``note`` after it (why no match can be)."""
+    confident, with ``note`` after it (why no match can be); None where nothing decides."""
     for query, rows in matches.groupby("query", sort=False):
         print(f"\n{query!r}")
         first = rows.iloc[0]
         if pd.isna(first["rank"]):
             print("  no match")
             continue
-        if not first["confident"]:
+        if not first["confident"] and reads is not None:
             print(f"  no confident match ({reads} {shown(first['confidence'])}{note})")
         for row in rows.itertuples():
             print(f"  {row.rank:>2}. {shown(row.score)}  {getattr(row, column)}  [{row.qid}]")
@@ -141,13 +141,18 @@ def run_batch(args, retriever, processes: Processes) -> Path | None:
     return output
 
 
-def abstain_reads(args, retriever) -> tuple[str, str]:
-    """What decides "no confident match": the calibrated setting's reading (in rerank mode, the
-    probability that the top match is right), or the score against --min-score or in reverse; and
-    a note where the calibrated setting missed its target, so that no match can be confident."""
-    calibrated = not args.reverse and args.min_score is None and retriever.abstain
-    reads = "probability right" if calibrated and retriever.abstain.get("reads") == "probability" else "best score"
-    return reads, "; the setting missed its target on validation" if calibrated and not retriever.target_met else ""
+def abstain_reads(args, retriever) -> tuple[str | None, str]:
+    """What decides "no confident match": the score against --min-score, or the calibrated setting's
+    reading (in rerank mode, the probability that the top match is right), with a note where no
+    setting can make a match confident; None in reverse without --min-score, where nothing decides."""
+    if args.min_score is not None:
+        return "best score", ""
+    if args.reverse:
+        return None, ""
+    probability = retriever.abstain and retriever.abstain.get("reads") == "probability"
+    note = "" if retriever.vouches else "; the setting missed its target on validation" if retriever.abstain else \
+        "; no calibrated setting"
+    return ("probability right" if probability else "best score"), note
 
 
 def interactive(args, retriever, column: str) -> None:

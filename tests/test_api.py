@@ -71,8 +71,9 @@ def test_lookup_both_directions_and_a_single_string(in_pipeline_home):
     reverse = retriever.lookup([label], k=2, reverse=True)
     assert list(reverse.columns) == ["query", "rank", "qid", "alias", "score", "confidence", "confident"]
     assert len(reverse) == 2 and reverse["confidence"].iloc[0] == reverse["score"].iloc[0]
-    # the abstain setting was fitted alias -> label only, so a top alias is confident; a runner-up never is
-    assert reverse["confident"].tolist() == [True, False]
+    # no abstain setting was fitted label -> alias, so no alias is confident but by a bar of one's own
+    assert not reverse["confident"].any()
+    assert retriever.lookup([label], k=2, reverse=True, min_score=-1.0)["confident"].tolist() == [True, False]
     assert not retriever.lookup(["MIT"], k=1, min_score=1.01)["confident"].any()
     with pytest.raises(UserError, match="k=0: ask for at least one match"):
         retriever.lookup(["MIT"], k=0)

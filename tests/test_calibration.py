@@ -118,6 +118,12 @@ def test_a_setting_that_missed_its_target_flags_no_match_and_says_so(home, pipel
         assert ("; the setting missed its target on validation)" in printed) == (not met)
         assert ("no confident match" in printed) == (not met)
     assert retriever.lookup(["MIT"], k=1, min_score=0.0)["confident"].tolist() == [True]  # a bar of your own
+    # a model without a calibration answers in dense mode, flagging nothing, and says how to fit one
+    (home / "models/trained/alias_label_teacher/calibration.json").unlink()
+    caplog.clear()
+    assert not load_retriever("teacher", mode="dense").lookup(["MIT", "UdeG"], k=1)["confident"].any()
+    assert ("the dense model has no calibrated abstain setting, so no lookup is flagged confident. Fit one with: "
+            "python scripts/calibrate.py --model teacher") in caplog.text
 
 
 def test_lookup_flags_matches_below_the_calibrated_setting(in_pipeline_home):
@@ -127,14 +133,14 @@ def test_lookup_flags_matches_below_the_calibrated_setting(in_pipeline_home):
         retriever = load_retriever("teacher", mode=mode)
         scores, _, read = retriever.labels_with_confidence(queries, 2)
         matches = lookup_cli.main(lookup_cli.parse_args([queries[0], "--mode", mode, "-k", "2"]))
-        assert matches["confident"].iloc[0] == (confident(read[:1], retriever.abstain)[0] and retriever.target_met)
+        assert matches["confident"].iloc[0] == (confident(read[:1], retriever.abstain)[0] and retriever.vouches)
         assert matches["score"].iloc[0] == pytest.approx(scores[0, 0], abs=1e-4)
         assert matches["confidence"].iloc[0] == pytest.approx(read[0, 0], abs=1e-4)
         assert matches["confidence"].iloc[1:].isna().all()  # one per query, on its top match
         if mode == "rerank":  # the probability that the top answer is right, thresholded alone
             assert retriever.abstain["reads"] == "probability" and retriever.abstain["margin"] == 0.0
             cleared = read[0, 0] >= retriever.abstain["threshold"]
-            assert matches["confident"].iloc[0] == (cleared and retriever.target_met)
+            assert matches["confident"].iloc[0] == (cleared and retriever.vouches)
         else:  # the score itself, with a margin to the runner-up
             assert np.array_equal(read, scores[:, :2])
 

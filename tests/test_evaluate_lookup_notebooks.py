@@ -247,6 +247,7 @@ def test_lookup_forward_reverse_and_min_score(in_pipeline_home, capsys):
         assert f"no confident match (probability right {read}{note})" in printed
     reverse = lookup_cli.main(lookup_cli.parse_args(["--reverse", "--model", "student", label, "-k", "2"]))
     assert "alias" in reverse.columns and len(reverse) == 2
+    assert "no confident match" not in capsys.readouterr().out  # nothing judges label -> alias answers
     unsure = lookup_cli.main(lookup_cli.parse_args([alias, "--min-score", "1.01"]))
     assert not unsure["confident"].any()
     # a runner-up is never a confident match, even where its score clears the setting

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -96,9 +97,10 @@ class Retriever:
         return self.candidates.data_fingerprint
 
     @property
-    def target_met(self) -> bool:
-        """Whether the mode's abstain setting met its precision target on validation (or accepts all)."""
-        return not self.abstain or bool(self.abstain.get("met_target", True))
+    def vouches(self) -> bool:
+        """Whether the mode has an abstain setting that met its precision target on validation: only
+        then can a lookup flag an answer confident."""
+        return bool(self.abstain) and bool(self.abstain.get("met_target", True))
 
     def labels_for(self, aliases, k: int = 10):
         """(scores, label rows) of the k best labels of each alias, best first."""
@@ -125,14 +127,14 @@ class Retriever:
         string or any sequence of them (a list, a table's column); a missing value (None, NaN) is a
         blank query. ``confidence``, on each query's first row, is what the calibrated abstain setting
         reads: in rerank mode the estimated probability that the top match is right, in the other
-        modes its score. A top match is confident when it clears the calibrated setting (alias ->
-        label only, the direction it was fitted on), or when its score clears ``min_score`` when
-        given; when the calibrated setting missed its target on validation, no match is. Only a top
-        match can be: the rows below it are runners-up, so filtering on
-        ``confident`` keeps one accepted match a query. A match that is not confident is still
-        reported, flagged, so every query has its rows, in input order: k, or as many candidates as
-        it has; a blank query, or one without a candidate, gets one row without a match. ``qid``
-        joins with ``|`` the ids of every entity that carries the label.
+        modes its score. A top match is confident when its score clears ``min_score`` when given,
+        else when it clears the mode's calibrated setting, if that met its target on validation
+        (alias -> label only, the direction it was fitted on). Only a top match can be: the rows
+        below it are runners-up, so filtering on ``confident`` keeps one accepted match a query. A
+        match that is not confident is still reported, flagged, so every query has its rows, in
+        input order: k, or as many candidates as it has; a blank query, or one without a candidate,
+        gets one row without a match. ``qid`` joins with ``|`` the ids of every entity that carries
+        the label.
         """
         if k < 1:
             raise UserError(f"k={k}: ask for at least one match")
@@ -162,11 +164,11 @@ class Retriever:
             scores, ids, read = self.labels_with_confidence(texts, max(k, 2))
         if min_score is not None:
             is_confident = confident(scores, {"threshold": min_score, "margin": 0.0})
-        elif reverse:
-            is_confident = confident(read, None)
+        elif reverse or not self.vouches:
+            # No setting was fitted label -> alias, and one that missed its target vouches for no answer.
+            is_confident = np.zeros(len(texts), dtype=bool)
         else:
-            # A setting that missed its target on validation vouches for no answer, even its most precise.
-            is_confident = confident(read, self.abstain) & self.target_met
+            is_confident = confident(read, self.abstain)
         names, qids = table[column].to_numpy(), table["qids"].to_numpy()
         matches = []
         for row_scores, row_ids, top, sure in zip(scores[:, :k], ids[:, :k], read[:, 0], is_confident, strict=True):
@@ -197,11 +199,14 @@ def load_retriever(model: str | Path = "teacher", mode: str = "rerank", device: 
         raise UserError(f"int8_scheme={int8_scheme!r}: choose one of {', '.join(INT8_SCHEMES)}")
     dense = load_dense(model, device, int8, int8_scheme, calibrated=mode != "dense")
     retriever = dense if mode == "dense" else as_hybrid(dense) if mode == "hybrid" else as_rerank(dense)
-    if not retriever.target_met:
-        log.warning("%s: the %s abstain setting did not reach %.0f%% precision on validation, so no lookup is flagged "
-                    "confident. Refit with a lower target (%s --target-precision 0.9), or give validation more "
-                    "aliases; min_score sets a bar of your own", retriever.model_dir, mode,
-                    100 * retriever.abstain["target_precision"], calibration_command(retriever.model_dir))
+    if not retriever.vouches:
+        fit = calibration_command(retriever.model_dir)
+        why, fix = (f"abstain setting did not reach {retriever.abstain['target_precision']:.0%} precision on "
+                    "validation", f"Refit with a lower target ({fit} --target-precision 0.9), or give validation "
+                    "more aliases") if retriever.abstain else ("model has no calibrated abstain setting",
+                                                               f"Fit one with: {fit}")
+        log.warning("%s: the %s %s, so no lookup is flagged confident. %s; min_score sets a bar of your own",
+                    retriever.model_dir, mode, why, fix)
     return retriever
 
 
