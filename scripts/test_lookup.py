@@ -48,7 +48,7 @@ from alias_label.models.load import pick_device
 from alias_label.models.processes import Processes
 from alias_label.paths import paths
 from alias_label.search.abstain import rounded
-from alias_label.search.retriever import add_retriever_args, load_retriever
+from alias_label.search.retriever import LOOKUP_BATCH, add_retriever_args, load_retriever
 
 NAME = "test_lookup"
 log = logging.getLogger(NAME)
@@ -68,12 +68,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_encoding_arg(parser)
     parser.add_argument("--output", type=Path, default=None,
                         help="CSV written in batch mode (default: logs/lookup_results.csv)")
-    parser.add_argument("--batch-size", type=int, default=256, help="queries encoded at a time in batch mode")
+    parser.add_argument("--batch-size", type=int, default=LOOKUP_BATCH,
+                        help=f"rows of --batch searched at a time (default: {LOOKUP_BATCH})")
     args = parser.parse_args(argv)
     if args.query is not None and not args.query.strip():
         parser.error("the query is empty; give an alias, e.g. \"UdeG\", or leave it out for a prompt")
     if args.k < 1:
         parser.error("-k must be at least 1")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
     return args
 
 
@@ -115,9 +118,10 @@ def numbered_by_input_row(matches: pd.DataFrame, start: int) -> pd.DataFrame:
 
 
 def lookup_rows(args, retriever, queries: list[str], first: int, last: int) -> pd.DataFrame | None:
-    """The blocks of input rows [first, last), looked up --batch-size queries at a time."""
+    """The blocks of input rows [first, last), looked up --batch-size rows at a time: whole batches of
+    rows, so that one process or several search each query in the same company, to the same rows."""
     blocks = [numbered_by_input_row(retriever.lookup(queries[start:min(last, start + args.batch_size)], args.k,
-                                                     args.reverse, args.min_score), start)
+                                                     args.reverse, args.min_score, args.batch_size), start)
               for start in tqdm(range(first, last, args.batch_size), desc="lookup", unit="batch")]
     return pd.concat(blocks, ignore_index=True) if blocks else None
 

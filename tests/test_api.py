@@ -15,7 +15,6 @@ import train_alias_label
 from conftest import TEACHER_SMOKE
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
-import alias_label.search.retriever as retriever_module
 from alias_label import Retriever, load_retriever
 from alias_label.errors import UserError
 from alias_label.io import read_json
@@ -89,7 +88,7 @@ def test_a_lookup_deeper_than_the_candidates_lists_each_candidate_once(in_pipeli
     assert table["rank"].tolist() == list(range(1, len(table) + 1))
 
 
-def test_a_column_with_gaps_and_repeats_keeps_one_block_a_query_in_input_order(in_pipeline_home, monkeypatch):
+def test_a_column_with_gaps_and_repeats_keeps_one_block_a_query_in_input_order(in_pipeline_home):
     retriever = load_retriever("teacher")
     column = pd.Series(["MIT", None, "  MIT ", np.nan, "UdeG", ""], name="name")
     table = retriever.lookup(column, k=2)
@@ -103,9 +102,10 @@ def test_a_column_with_gaps_and_repeats_keeps_one_block_a_query_in_input_order(i
     pd.testing.assert_frame_equal(ranked.iloc[0:2].reset_index(drop=True), ranked.iloc[2:4].reset_index(drop=True))
     alone = retriever.lookup(["MIT"], k=2).drop(columns="query")
     pd.testing.assert_frame_equal(ranked.iloc[0:2].reset_index(drop=True), alone)
-    # a long column is searched in chunks, to the same rows
-    monkeypatch.setattr(retriever_module, "LOOKUP_CHUNK", 1)
-    pd.testing.assert_frame_equal(retriever.lookup(column, k=2), table)
+    # a long column is searched in batches, to the same rows
+    pd.testing.assert_frame_equal(retriever.lookup(column, k=2, batch_size=1), table)
+    with pytest.raises(UserError, match="batch_size=0: search at least one query at a time"):
+        retriever.lookup(column, batch_size=0)
     empty = retriever.lookup([], k=2)
     assert empty.empty and list(empty.columns) == list(table.columns)
     with pytest.raises(UserError, match=r"query 1 is int 42, not text\. Pass strings \(e\.g\. table\[column\]"

@@ -418,10 +418,14 @@ def test_lookup_interactive(in_pipeline_home, monkeypatch, capsys):
     assert "'MIT'" in capsys.readouterr().out
 
 
-def test_lookup_cli_rejects_an_empty_query(capsys):
+@pytest.mark.parametrize("argv, message", [
+    ([""], "the query is empty"),
+    (["--batch", "q.csv", "--batch-size", "0"], "--batch-size must be at least 1"),
+])
+def test_lookup_cli_rejects_an_empty_query_or_batch(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
-        lookup_cli.parse_args([""])
-    assert exit_info.value.code == 2 and "the query is empty" in capsys.readouterr().err
+        lookup_cli.parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_lookup_cli_names_the_fix_for_a_folder_with_no_model(home, caplog):

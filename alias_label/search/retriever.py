@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("rerank", "hybrid", "dense")
 LOOKUP_COLUMNS = ["query", "rank", "qid", "score", "confidence", "confident"]  # the label or alias column after qid
-LOOKUP_CHUNK = 1024  # distinct queries searched at a time by ``Retriever.lookup``
+LOOKUP_BATCH = 256  # distinct queries searched at a time by ``Retriever.lookup``
 
 
 def no_match(query: str, column: str) -> dict:
@@ -119,7 +119,8 @@ class Retriever:
         """(scores, alias rows) of the k best aliases of each label, best first."""
         return self.searcher.aliases_for(labels, k)
 
-    def lookup(self, queries, k: int = 5, reverse: bool = False, min_score: float | None = None) -> pd.DataFrame:
+    def lookup(self, queries, k: int = 5, reverse: bool = False, min_score: float | None = None,
+               batch_size: int = LOOKUP_BATCH) -> pd.DataFrame:
         """Ranked matches for each query, as a table: query, rank, qid, label (or alias), score,
         confidence, confident.
 
@@ -134,20 +135,22 @@ class Retriever:
         match that is not confident is still reported, flagged, so every query has its rows, in
         input order: k, or as many candidates as it has; a blank query, or one without a candidate,
         gets one row without a match. ``qid`` joins with ``|`` the ids of every entity that carries
-        the label.
+        the label. Each distinct text is searched once, ``batch_size`` of them at a time.
         """
         if k < 1:
             raise UserError(f"k={k}: ask for at least one match")
+        if batch_size < 1:
+            raise UserError(f"batch_size={batch_size}: search at least one query at a time")
         queries = query_texts(queries)
         column = "alias" if reverse else "label"
-        # Each distinct text is searched once, so a name repeated down a column gets the same rows each time;
-        # a long column goes in chunks, so the candidates' features of only one chunk are held at a time.
+        # A name repeated down a column is searched once, and so gets the same rows each time; a long
+        # column goes in batches, so that the candidates' features of only one batch are held at a time.
         texts = list(dict.fromkeys(query.strip() for query in queries if query.strip()))
-        starts = range(0, len(texts), LOOKUP_CHUNK)
+        starts = range(0, len(texts), batch_size)
         found = {}
-        for start in tqdm(starts, desc="lookup", unit="chunk", disable=len(starts) < 2):
-            chunk = texts[start:start + LOOKUP_CHUNK]
-            found.update(zip(chunk, self._matches(chunk, k, reverse, min_score, column), strict=True))
+        for start in tqdm(starts, desc="lookup", unit="batch", disable=len(starts) < 2):
+            batch = texts[start:start + batch_size]
+            found.update(zip(batch, self._matches(batch, k, reverse, min_score, column), strict=True))
         rows = [{**match, "query": query} if match else no_match(query, column)
                 for query in queries for match in (found.get(query.strip()) or [None])]
         table = pd.DataFrame(rows, columns=LOOKUP_COLUMNS[:3] + [column] + LOOKUP_COLUMNS[3:])
