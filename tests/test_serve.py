@@ -268,7 +268,10 @@ def test_reverse_route_gives_aliases_of_a_label(client, retriever):
     assert_valid("reconciliation-result-batch", single.json())
     batch = client.post("/reverse", data={"queries": json.dumps({"x": {"query": label, "limit": 3}})})
     assert batch.json()["x"] == single.json()["q0"]
-    assert client.get("/reverse").status_code == 400
+    for blank in ({}, {"query": ""}):
+        answer = client.get("/reverse", params=blank)
+        assert answer.status_code == 400 and answer.json()["message"].startswith(
+            "no label to look up: ask /reverse?query=LABEL, or send a batch as queries=")
     assert client.get("/reverse", params={"query": label, "limit": "many"}).status_code == 400
 
 

@@ -140,8 +140,11 @@ def create_app(retriever, info: ServiceInfo, public_url: str | None = None) -> F
         fields = await read_form(request, max_bytes)
         if "query" in fields and "queries" not in fields:
             queries = [parse_query("q0", {"query": fields["query"], "limit": _number(fields.get("limit", "5"))})]
-        else:
-            queries = parse_batch(fields.get("queries"), info.batch_size)
+        elif "queries" in fields:
+            queries = parse_batch(fields["queries"], info.batch_size)
+        else:  # a blank query= arrives as no parameter at all
+            raise BadRequest(400, "no label to look up: ask /reverse?query=LABEL, or send a batch as "
+                                  "queries={\"q0\": {\"query\": \"...\"}}")
         return await respond(queries, reverse=True)
 
     @app.get("/preview", response_class=HTMLResponse)
