@@ -36,7 +36,7 @@ import pandas as pd
 
 from alias_label.data.kinds import ALIAS_KINDS, pair_kinds
 from alias_label.data.split import load_split
-from alias_label.errors import run_main
+from alias_label.errors import UserError, run_main
 from alias_label.evaluate.report import markdown_tables, save_plots
 from alias_label.evaluate.timing import taking_turns
 from alias_label.index.bundle import ROLES, index_files, model_folder, require_trained
@@ -108,6 +108,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.output_dir = Path(args.output_dir or paths().metrics)
     args.teacher, args.student = (Path(getattr(args, role) or model_folder(role)) for role in ROLES)
     return args
+
+
+def model_of(system: str) -> str:
+    """The trained model a system reads: its own, or for base the teacher, whose record names its start."""
+    return "teacher" if system == "base" else HYBRID_OF.get(system, system)
+
+
+def require_models(args) -> None:
+    """Every model the asked-for systems need is trained; else the command that builds it, and the
+    one that scores the systems that can be scored without it."""
+    for role in ROLES:
+        needing = [name for name in args.systems if model_of(name) == role]
+        if needing:
+            try:
+                require_trained(getattr(args, role), role)
+            except UserError as err:
+                others = [name for name in args.systems if name not in needing]
+                raise UserError(f"{err}, or score the other systems without it: python scripts/evaluate_student.py "
+                                f"--systems {' '.join(others)}" if others else str(err)) from None
 
 
 def build_retrievers(args, split, device: str) -> dict:
@@ -290,6 +309,7 @@ def main(args: argparse.Namespace) -> dict:
     save_run_args(NAME, args)
     require_one_process("scripts/evaluate_student.py")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    require_models(args)
     split = load_split(args.processed_dir)
     pairs = split.pairs(args.split)
     kinds = pair_kinds(pairs)

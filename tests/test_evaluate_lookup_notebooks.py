@@ -193,6 +193,11 @@ def test_evaluator_names_the_fix_for_a_missing_student(home, pipeline_home):
     shutil.copytree(pipeline_home / "models/trained/alias_label_teacher", home / "models/trained/alias_label_teacher")
     with pytest.raises(UserError, match="no trained model at .*_student. Build it with: python scripts/distill_model"):
         evaluate_student.main(evaluate_student.parse_args(["--systems", "student"]))
+    # by default, the systems the teacher alone can score are named too
+    with pytest.raises(UserError, match=r"distill_model.py, or score the other systems without it: python "
+                                        r"scripts/evaluate_student.py --systems teacher hybrid rerank base tfidf "
+                                        r"tfidf_translit$"):
+        evaluate_student.main(evaluate_student.parse_args([]))
     (home / "faiss/labels.index").unlink()
     with pytest.raises(UserError, match="index not found: .*labels.index.* python scripts/train_alias_label.py"):
         evaluate_student.main(evaluate_student.parse_args(["--systems", "teacher"]))
