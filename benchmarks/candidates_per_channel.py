@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness import add_reranker_args, percentiles, reranker_tables, save_results
+from harness import add_reranker_args, percentiles, reranker_inputs, save_results, tables_at
 
 from alias_label.data.kinds import pair_kinds
 from alias_label.data.split import load_split
@@ -34,6 +34,7 @@ from alias_label.search.rerank import (
     FirstStage,
     RerankSearcher,
     booster_params,
+    columns_of,
     fit_out_of_fold,
     mean_raw,
     ranked_outcome,
@@ -64,9 +65,12 @@ def by_kind(raw: list[np.ndarray], relevance: list[np.ndarray], kinds: np.ndarra
                    "n": int((kinds == kind).sum())} for kind in np.unique(kinds)}
 
 
-def refit(model: str, k: int, target_precision: float) -> tuple:
-    """The reranker refitted on K candidates a channel; its figures, fitted models and feature columns."""
-    split, dense, _, tables, columns = reranker_tables(model, k)
+def refit(inputs: tuple, k: int, target_precision: float) -> tuple:
+    """The reranker refitted on K candidates a channel, from ``reranker_inputs``; its figures, fitted
+    models and feature columns."""
+    split, dense, cross = inputs
+    _, tables = tables_at(split, dense, cross, k)
+    columns = columns_of(cross)
     fitted = fit_out_of_fold(tables["val"], columns, target_precision, CONFIDENCE,
                              params=booster_params(dense.name), columns_of=columns)
     test = score_table(fitted, tables["test"], columns, columns_of=columns)
@@ -100,8 +104,9 @@ def main(args) -> dict:
     if has_cross_encoder(user.model_dir):
         cross = load_cross_encoder(user.model_dir, user.candidates.labels["label"].to_numpy(), "cpu", None,
                                    user.int8_scheme)
+    inputs = reranker_inputs(args.model)
     for k in args.ks:
-        rows[k], fitted, columns = refit(args.model, k, args.target_precision)
+        rows[k], fitted, columns = refit(inputs, k, args.target_precision)
         searchers[k] = searcher(user, hybrid, cross, fitted, k, columns)
         test = rows[k]["test"]
         print(f"K={k}: {test['mean_candidates']:.0f} candidates, val top-1 {rows[k]['val']['top1']:.2%}, "

@@ -164,6 +164,25 @@ def add_reranker_args(parser, seeds: bool = False) -> None:
     parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
 
 
+def reranker_inputs(model: str) -> tuple:
+    """What every refit of a model's reranker reads, loaded once: the split, the model's dense
+    retriever in float32 and its cross-encoder (None when it has none), as ``calibrate`` reads them."""
+    split = load_split()
+    dense = load_dense(model, "cpu", int8=False)
+    check_split(dense, split.fingerprint)
+    cross = None
+    if has_cross_encoder(dense.model_dir):
+        cross = load_cross_encoder(dense.model_dir, dense.candidates.labels["label"].to_numpy(), "cpu")
+    return split, dense, cross
+
+
+def tables_at(split, dense, cross, k: int = CANDIDATES_PER_CHANNEL) -> tuple:
+    """The first stage at ``k`` candidates a channel, and the val and test aliases' candidates and
+    features under it (``training_table``)."""
+    stage = FirstStage.build(dense.searcher, dense.candidates, dense.calibration["fusion"], k)
+    return stage, {part: training_table(stage, split, part, cross) for part in ("val", "test")}
+
+
 def reranker_tables(model: str, k: int = CANDIDATES_PER_CHANNEL) -> tuple:
     """What a reranker is fitted and scored on, computed once: the split, the model's dense retriever,
     its first stage (``k`` candidates a channel), the val and test aliases' candidates and features
@@ -173,12 +192,6 @@ def reranker_tables(model: str, k: int = CANDIDATES_PER_CHANNEL) -> tuple:
     cross-encoder, when it has one, adds its columns; so a refit here with every column and the
     default seed reproduces the saved one.
     """
-    split = load_split()
-    dense = load_dense(model, "cpu", int8=False)
-    check_split(dense, split.fingerprint)
-    stage = FirstStage.build(dense.searcher, dense.candidates, dense.calibration["fusion"], k)
-    cross = None
-    if has_cross_encoder(dense.model_dir):
-        cross = load_cross_encoder(dense.model_dir, dense.candidates.labels["label"].to_numpy(), "cpu")
-    tables = {part: training_table(stage, split, part, cross) for part in ("val", "test")}
+    split, dense, cross = reranker_inputs(model)
+    stage, tables = tables_at(split, dense, cross, k)
     return split, dense, stage, tables, columns_of(cross)

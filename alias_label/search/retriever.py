@@ -203,14 +203,20 @@ def load_retriever(model: str | Path = "teacher", mode: str = "rerank", device: 
     dense = load_dense(model, device, int8, int8_scheme, calibrated=mode != "dense")
     retriever = dense if mode == "dense" else as_hybrid(dense) if mode == "hybrid" else as_rerank(dense)
     if not retriever.vouches:
-        fit = calibration_command(retriever.model_dir)
-        why, fix = (f"abstain setting did not reach {retriever.abstain['target_precision']:.0%} precision on "
-                    "validation", f"Refit with a lower target ({fit} --target-precision 0.9), or give validation "
-                    "more aliases") if retriever.abstain else ("model has no calibrated abstain setting",
-                                                               f"Fit one with: {fit}")
-        log.warning("%s: the %s %s, so no lookup is flagged confident. %s; min_score sets a bar of your own",
-                    retriever.model_dir, mode, why, fix)
+        warn_not_confident(retriever, mode)
     return retriever
+
+
+def warn_not_confident(retriever: Retriever, mode: str) -> None:
+    """Say why no lookup in this mode will be flagged confident, and how to change that."""
+    fit = calibration_command(retriever.model_dir)
+    if retriever.abstain:
+        why = f"abstain setting did not reach {retriever.abstain['target_precision']:.0%} precision on validation"
+        fix = f"Refit with a lower target ({fit} --target-precision 0.9), or give validation more aliases"
+    else:
+        why, fix = "model has no calibrated abstain setting", f"Fit one with: {fit}"
+    log.warning("%s: the %s %s, so no lookup is flagged confident. %s; min_score sets a bar of your own",
+                retriever.model_dir, mode, why, fix)
 
 
 def load_dense(model: str | Path, device: str, int8: bool | None = None, int8_scheme: str = "per-channel",
