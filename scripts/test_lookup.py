@@ -42,6 +42,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from alias_label.data.table import add_encoding_arg, read_table
+from alias_label.data.text import clean_query
 from alias_label.errors import UserError, run_main
 from alias_label.io import atomic_path, setup_logging, spreadsheet_safe
 from alias_label.models.load import pick_device
@@ -71,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=LOOKUP_BATCH,
                         help=f"rows of --batch searched at a time (default: {LOOKUP_BATCH})")
     args = parser.parse_args(argv)
-    if args.query is not None and not args.query.strip():
+    if args.query is not None and not clean_query(args.query):
         parser.error("the query is empty; give an alias, e.g. \"UdeG\", or leave it out for a prompt")
     if args.k < 1:
         parser.error("-k must be at least 1")

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import unicodedata
 
 import numpy as np
 import pandas as pd
@@ -111,6 +112,20 @@ def test_a_column_with_gaps_and_repeats_keeps_one_block_a_query_in_input_order(i
     with pytest.raises(UserError, match=r"query 1 is int 42, not text\. Pass strings \(e\.g\. table\[column\]"
                                         r"\.astype\(str\)\); None or NaN is a blank query"):
         retriever.lookup(["MIT", 42])
+
+
+def test_text_that_reads_the_same_is_searched_the_same(in_pipeline_home):
+    retriever = load_retriever("teacher")
+    label = next(text for text in retriever.candidates.labels["label"] if not text.isascii()
+                 and unicodedata.normalize("NFD", text) != text)
+    forms = [label, unicodedata.normalize("NFD", label), "\ufeff" + label, label.replace(" ", " \u200b", 1)]
+    assert len(set(forms)) == 4
+    table = retriever.lookup(forms + ["\u200b"], k=2)
+    assert table["query"].tolist() == [form for form in forms for _ in range(2)] + ["\u200b"]  # as given
+    blocks = [table.iloc[start:start + 2].drop(columns="query").reset_index(drop=True) for start in (0, 2, 4, 6)]
+    for block in blocks[1:]:
+        pd.testing.assert_frame_equal(block, blocks[0])
+    assert pd.isna(table["rank"].iloc[-1]) and table["label"].iloc[-1] == ""  # nothing visible: a blank query
 
 
 def test_a_teacher_saved_elsewhere_is_looked_up_by_its_folder(home, tiny_model, swot_slice, tmp_path):

@@ -11,7 +11,7 @@ from conftest import write_csv
 from alias_label.data.split import ensure_split, load_split, make_split
 from alias_label.data.swot import build_swot_table
 from alias_label.data.table import clean_table, load_table
-from alias_label.data.text import match_key
+from alias_label.data.text import clean_query, match_key
 from alias_label.errors import UserError, run_main
 from alias_label.paths import under_home
 
@@ -114,6 +114,21 @@ def test_whitespace_normalised():
     table = pd.DataFrame([{"qid": " q1 ", "label": "Big\t  University ", "alias": " BU\n"}])
     cleaned, _ = clean_table(table.assign(description="", website=""))
     assert cleaned[["qid", "label", "alias"]].values.tolist() == [["q1", "Big University", "BU"]]
+
+
+PERSIAN_WITH_ZWNJ = "\u062f\u0627\u0646\u0634\u06af\u0627\u0647\u200c\u0647\u0627"  # "universities"
+
+
+@pytest.mark.parametrize(("text", "cleaned"), [
+    ("  MIT \t", "MIT"),
+    ("\ufeffUniversity of Vienna", "University of Vienna"),  # a byte-order mark left at a file's start
+    ("Universite\u0301 Paris Cite\u0301", "Universit\u00e9 Paris Cit\u00e9"),  # decomposed accents, composed
+    ("Tech\u00adnion\u200b \u200eHaifa", "Technion Haifa"),  # soft hyphen, zero-width space, direction mark
+    ("\u062f\u0627\u0646\u0634\u06af\u0627\u0647\u200c\u0647\u0627", PERSIAN_WITH_ZWNJ),  # the joiner kept
+    ("\u200b \ufeff", ""),
+])
+def test_clean_query_reads_text_as_it_shows(text, cleaned):
+    assert clean_query(text) == cleaned
 
 
 def test_non_string_values_rejected(tmp_path):

@@ -425,6 +425,7 @@ def test_lookup_interactive(in_pipeline_home, monkeypatch, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     ([""], "the query is empty"),
+    (["\u200b "], "the query is empty"),
     (["--batch", "q.csv", "--batch-size", "0"], "--batch-size must be at least 1"),
 ])
 def test_lookup_cli_rejects_an_empty_query_or_batch(capsys, argv, message):

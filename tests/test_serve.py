@@ -258,6 +258,16 @@ def test_suggest_folds_case_and_accents():
     assert [r["id"] for r in entities.suggest("ecole", 5, INFO.types)["result"]] == ["c"]
 
 
+def test_suggest_reads_labels_and_prefixes_as_they_show():
+    labels = pd.DataFrame({"label": ["\ufeffUniversity of Vienna Medical School", "Vienna University"],
+                           "qids": [["a"], ["b"]], "websites": [[], []]})
+    entities = Entities(labels, pd.DataFrame({"alias": [], "qids": []}))
+    # a byte-order mark before a label, or a zero-width space in the prefix, does not hide a prefix match
+    assert [r["id"] for r in entities.suggest("univ", 5, INFO.types)["result"]] == ["a", "b"]
+    assert [r["id"] for r in entities.suggest("\u200bvienna", 5, INFO.types)["result"]] == ["b", "a"]
+    assert entities.suggest("\u200b", 5, INFO.types) == {"result": []}
+
+
 def test_reverse_route_gives_aliases_of_a_label(client, retriever):
     label = retriever.candidates.labels["label"].iloc[0]
     single = client.get("/reverse", params={"query": label, "limit": "3"})

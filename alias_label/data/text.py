@@ -12,6 +12,24 @@ def normalise_space(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
+# Format characters (Unicode category Cf) do not show: a byte-order mark left at the start of a file's
+# first cell, a zero-width space or a direction mark pasted from a web page, a soft hyphen. The joiners
+# stay: ZWNJ and ZWJ change how Persian, Indic and emoji text is written.
+KEPT_FORMAT = frozenset("\u200c\u200d")
+
+
+def clean_query(text: str) -> str:
+    """``text`` as a lookup reads it: in NFC, so a decomposed "é" (e and a combining accent) is the
+    composed one, without invisible format characters, its whitespace collapsed and stripped. Text
+    that reads the same gets the same answer."""
+    if text.isascii():
+        return normalise_space(text)
+    import unicodedata
+
+    visible = "".join(ch for ch in text if ch in KEPT_FORMAT or unicodedata.category(ch) != "Cf")
+    return normalise_space(unicodedata.normalize("NFC", visible))
+
+
 CONNECTORS = {"of", "de", "di", "der", "des", "du", "da", "do", "del", "for", "für", "the", "and", "y", "e", "et",
               "und", "la", "le", "w", "im", "in", "at"}
 

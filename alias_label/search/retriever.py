@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from alias_label.data.text import clean_query
 from alias_label.errors import UserError
 from alias_label.index.bundle import fix_command, load_bundle_indexes, model_folder, require_trained
 from alias_label.index.tables import Candidates
@@ -135,7 +136,9 @@ class Retriever:
         match that is not confident is still reported, flagged, so every query has its rows, in
         input order: k, or as many candidates as it has; a blank query, or one without a candidate,
         gets one row without a match. ``qid`` joins with ``|`` the ids of every entity that carries
-        the label. Each distinct text is searched once, ``batch_size`` of them at a time.
+        the label. A query is searched in NFC, without invisible format characters (a byte-order
+        mark, a zero-width space) and with its whitespace collapsed; the ``query`` column keeps it as
+        given. Each distinct text is searched once, ``batch_size`` of them at a time.
         """
         if k < 1:
             raise UserError(f"k={k}: ask for at least one match")
@@ -143,16 +146,19 @@ class Retriever:
             raise UserError(f"batch_size={batch_size}: search at least one query at a time")
         queries = query_texts(queries)
         column = "alias" if reverse else "label"
-        # A name repeated down a column is searched once, and so gets the same rows each time; a long
-        # column goes in batches, so that the candidates' features of only one batch are held at a time.
-        texts = list(dict.fromkeys(query.strip() for query in queries if query.strip()))
+        # Text that reads the same is searched the same way: a name repeated down a column, or written
+        # with a decomposed accent or an invisible mark, is searched once and gets the same rows each
+        # time. A long column goes in batches, so that the candidates' features of only one batch are
+        # held at a time.
+        cleaned = [clean_query(query) for query in queries]
+        texts = list(dict.fromkeys(text for text in cleaned if text))
         starts = range(0, len(texts), batch_size)
         found = {}
         for start in tqdm(starts, desc="lookup", unit="batch", disable=len(starts) < 2):
             batch = texts[start:start + batch_size]
             found.update(zip(batch, self._matches(batch, k, reverse, min_score, column), strict=True))
         rows = [{**match, "query": query} if match else no_match(query, column)
-                for query in queries for match in (found.get(query.strip()) or [None])]
+                for query, text in zip(queries, cleaned, strict=True) for match in (found.get(text) or [None])]
         table = pd.DataFrame(rows, columns=LOOKUP_COLUMNS[:3] + [column] + LOOKUP_COLUMNS[3:])
         return table.astype({"rank": "Int64", "confidence": "float64"})
 

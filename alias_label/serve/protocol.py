@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from alias_label.data.text import fold
+from alias_label.data.text import clean_query, fold
 from alias_label.search.abstain import rounded
 
 VERSION = "0.2"
@@ -174,7 +174,7 @@ class Entities:
         for alias, qids in zip(aliases["alias"], aliases["qids"], strict=True):
             for qid in qids:
                 self.aliases_of.setdefault(qid, []).append(alias)
-        self.folded = np.array([fold(label) for label in self.labels], dtype=object)
+        self.folded = np.array([fold(clean_query(label)) for label in self.labels], dtype=object)
 
     def card(self, entity_id: str) -> str | None:
         """The preview card of an id, as a small HTML page, or None for an unknown id."""
@@ -199,7 +199,7 @@ class Entities:
     def suggest(self, prefix: str, limit: int, types: list[dict]) -> dict:
         """Labels that start with the prefix (shortest first), then labels that contain it, both
         compared case- and accent-free, so that "unam" suggests "Universidad Nacional Autónoma de México"."""
-        key = fold(prefix.strip())
+        key = fold(clean_query(prefix))
         if not key:
             return {"result": []}
         starts = np.flatnonzero([label.startswith(key) for label in self.folded])
