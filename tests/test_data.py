@@ -224,6 +224,19 @@ def test_ensure_split_writes_and_reuses(home, swot_slice):
     assert ensure_split(data_args(swot_slice, split_seed=99)).fingerprint != split.fingerprint
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    ({"val_frac": 2.0}, r"--val-frac \(2.0\) and --test-frac \(0.2\) must be in \(0, 1\) and sum below 1, e.g."),
+    ({"val_frac": 0.5, "test_frac": 0.5}, "sum below 1"),
+    ({"heldout_cap": -1}, "--heldout-cap -1 must be 0"),
+    ({"limit": 0}, "--limit 0 must be at least 1"),
+    ({"max_alias_entities": 0}, "--max-alias-entities 0 must be at least 1"),
+])
+def test_bad_split_flags_are_refused_before_anything_is_written(home, flags, message):
+    with pytest.raises(UserError, match=message):
+        ensure_split(data_args(None, **flags))
+    assert not (home / "data").exists()  # not even the default data, which a valid run would build first
+
+
 def test_load_split_without_one_says_how_to_build(home):
     with pytest.raises(UserError, match="python scripts/prepare_data.py"):
         load_split()

