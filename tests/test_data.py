@@ -10,7 +10,7 @@ from conftest import write_csv
 
 from alias_label.data.split import ensure_split, load_split, make_split
 from alias_label.data.swot import build_swot_table
-from alias_label.data.table import clean_table, load_table
+from alias_label.data.table import clean_table, load_table, read_table
 from alias_label.data.text import clean_query, match_key
 from alias_label.errors import UserError, run_main
 from alias_label.paths import under_home
@@ -74,6 +74,26 @@ def test_column_mapping_flags(tmp_path):
     path = write_csv(tmp_path / "d.csv", [{"id": "q1", "name": "Alpha University", "other": "AU"}])
     table, _ = load_table(path, qid_col="id", label_col="name", alias_col="other")
     assert table[["qid", "label", "alias"]].values.tolist() == [["q1", "Alpha University", "AU"]]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # spreadsheets in many locales separate fields with a semicolon; the file may open with a byte-order mark
+    ("\ufeffqid;label;alias\nq1;Universit\u00e9 de Gen\u00e8ve, Suisse;UNIGE\n",
+     [["q1", "Universit\u00e9 de Gen\u00e8ve, Suisse", "UNIGE"]]),
+    ("qid\tlabel\talias\nq1\tAlpha; Beta University\tAB\n", [["q1", "Alpha; Beta University", "AB"]]),
+    ('qid,label,alias\nq1,"Alpha; Beta University",AB\n', [["q1", "Alpha; Beta University", "AB"]]),
+])
+def test_a_csv_is_read_with_the_separator_of_its_header(tmp_path, text, expected):
+    path = tmp_path / "d.csv"
+    path.write_text(text, encoding="utf-8")
+    table, _ = load_table(path)
+    assert table[["qid", "label", "alias"]].values.tolist() == expected
+
+
+def test_a_one_column_csv_keeps_its_semicolons(tmp_path):
+    path = tmp_path / "queries.csv"
+    path.write_text("query\nAlpha; Beta University\nMIT\n", encoding="utf-8")
+    assert read_table(path).values.tolist() == [["Alpha; Beta University"], ["MIT"]]
 
 
 @pytest.mark.parametrize("content", ["", "qid,label,alias\n"])

@@ -26,8 +26,17 @@ def add_encoding_arg(parser: argparse.ArgumentParser) -> None:
                         help="text encoding of a CSV/TSV input, e.g. latin-1 or cp1252 (default: utf-8)")
 
 
+def csv_separator(path: Path, encoding: str) -> str:
+    """The field separator of a .csv file, read from its header: a comma, or else the semicolon or tab
+    that spreadsheets in many locales write instead (a one-column file has none of them)."""
+    with open(path, encoding=encoding, errors="replace", newline="") as handle:
+        header = handle.readline()
+    return next((separator for separator in (",", ";", "\t") if separator in header), ",")
+
+
 def read_table(path: Path, encoding: str = "utf-8", keep_blank_lines: bool = False) -> pd.DataFrame:
-    """A parquet, CSV or TSV file as a table of text; every problem with it is a UserError.
+    """A parquet, CSV (comma-, semicolon- or tab-separated) or TSV file as a table of text; every
+    problem with it is a UserError.
 
     ``keep_blank_lines`` keeps an empty line of a CSV as a row of missing values, so a one-column
     query file keeps the position of every row.
@@ -42,8 +51,9 @@ def read_table(path: Path, encoding: str = "utf-8", keep_blank_lines: bool = Fal
         if suffix == ".parquet":
             table = pd.read_parquet(path)
         elif suffix in (".csv", ".tsv"):
-            table = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=object, keep_default_na=False,
-                                na_values=[""], encoding=encoding, skip_blank_lines=not keep_blank_lines)
+            table = pd.read_csv(path, sep="\t" if suffix == ".tsv" else csv_separator(path, encoding), dtype=object,
+                                keep_default_na=False, na_values=[""], encoding=encoding,
+                                skip_blank_lines=not keep_blank_lines)
         else:
             raise UserError(f"{path}: unsupported file type {suffix!r}; use .parquet, .csv or .tsv")
     except pd.errors.EmptyDataError:
