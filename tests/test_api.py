@@ -114,6 +114,17 @@ def test_a_column_with_gaps_and_repeats_keeps_one_block_a_query_in_input_order(i
         retriever.lookup(["MIT", 42])
 
 
+def test_a_model_named_wrong_gets_the_names_that_work(home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=rf"no trained model at {tmp_path / 'Teacher'}\. Did you mean 'teacher'\? "
+                                        "Build it with: python scripts/train_alias_label.py --output"):
+        load_retriever("Teacher")
+    with pytest.raises(UserError, match=r"no trained model at .*giant\. Build it with"):
+        load_retriever("giant")  # any other name may be a folder to train into
+    with pytest.raises(UserError, match="the model is blank: name teacher, student or a trained model's folder"):
+        load_retriever(" ")
+
+
 def test_text_that_reads_the_same_is_searched_the_same(in_pipeline_home):
     retriever = load_retriever("teacher")
     label = next(text for text in retriever.candidates.labels["label"] if not text.isascii()

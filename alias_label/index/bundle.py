@@ -30,6 +30,8 @@ def model_folder(model: str | Path) -> Path:
     """``teacher`` and ``student`` name the default folders under models/trained/; anything else is a folder."""
     if str(model) in ROLES:
         return paths().teacher if str(model) == "teacher" else paths().student
+    if not str(model).strip():
+        raise UserError("the model is blank: name teacher, student or a trained model's folder")
     return Path(model).expanduser().resolve()
 
 
@@ -47,6 +49,12 @@ def fix_command(model_dir: Path, role: str) -> str:
     return command if model_name(model_dir) in ROLES else f"{command} --output {model_dir}"
 
 
+def role_hint(model_dir: Path) -> str:
+    """A hint for a folder that does not exist and is named like a role but for its case ("Teacher")."""
+    name = model_dir.name.casefold()
+    return f" Did you mean {name!r}?" if name in ROLES and not model_dir.exists() else ""
+
+
 def require_trained(model_dir: Path, role: str | None = None) -> dict:
     """The model's training record; a clear error with the command that builds it when there is none.
 
@@ -56,7 +64,8 @@ def require_trained(model_dir: Path, role: str | None = None) -> dict:
     role = role or ("student" if model_name(model_dir) == "student" else "teacher")
     config_path = Path(model_dir) / "training_config.json"
     if not config_path.exists():
-        raise UserError(f"no trained model at {model_dir}. Build it with: {fix_command(model_dir, role)}")
+        raise UserError(f"no trained model at {model_dir}.{role_hint(Path(model_dir))} "
+                        f"Build it with: {fix_command(model_dir, role)}")
     return read_json(config_path)
 
 
