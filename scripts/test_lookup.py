@@ -104,7 +104,7 @@ def print_matches(matches: pd.DataFrame, column: str, reads: str | None = "best 
 
 def read_queries(args) -> list[str]:
     """Every row's query, stripped, in input order; a blank or missing cell is an empty string."""
-    table = read_table(args.batch, args.encoding, keep_blank_lines=True)
+    table = read_table(args.batch, args.encoding, keep_blank_lines=True, kind="queries")
     if args.query_col not in table.columns:
         raise UserError(f"{args.batch} has no column {args.query_col!r}; found {list(table.columns)}. "
                         "Name the right one with --query-col.")
@@ -127,10 +127,9 @@ def lookup_rows(args, retriever, queries: list[str], first: int, last: int) -> p
     return pd.concat(blocks, ignore_index=True) if blocks else None
 
 
-def run_batch(args, retriever, processes: Processes) -> Path | None:
-    """Look up the batch file; under accelerate launch each process takes whole batches, and the
-    main process writes them all, in input order."""
-    queries = read_queries(args)
+def run_batch(args, queries: list[str], retriever, processes: Processes) -> Path | None:
+    """Look up the batch file's queries; under accelerate launch each process takes whole batches,
+    and the main process writes them all, in input order."""
     part = lookup_rows(args, retriever, queries, *processes.rows(len(queries), args.batch_size))
     parts = processes.gather(part)
     if parts is None:
@@ -177,9 +176,10 @@ def main(args: argparse.Namespace):
     setup_logging(NAME)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.batch:
+        queries = read_queries(args)  # a wrong file or column is told before the model loads
         with Processes.launched(pick_device(args.device)) as processes:
             retriever = load_retriever(args.model, args.mode, processes.device, args.int8, args.int8_scheme)
-            return run_batch(args, retriever, processes)
+            return run_batch(args, queries, retriever, processes)
     retriever = load_retriever(args.model, args.mode, args.device, args.int8, args.int8_scheme)
     column = "alias" if args.reverse else "label"
     if args.query is None:

@@ -408,6 +408,22 @@ def test_lookup_batch_keeps_every_input_row_in_order_and_writes_no_formulas(in_p
         lookup_cli.main(lookup_cli.parse_args(["--batch", str(queries)]))
 
 
+@pytest.mark.parametrize(("file", "content", "message"), [
+    ("nope.csv", None, r"query file not found: .*nope\.csv\. Check the --batch path"),
+    ("empty.csv", "", r"empty\.csv is empty: it needs a header row and at least one row of queries"),
+    ("header.csv", "query\n", r"header\.csv is empty: it needs at least one row of queries"),
+    ("names.xlsx", "", r"unsupported file type '\.xlsx'; use \.parquet, \.csv or \.tsv \(save a spreadsheet as CSV\)"),
+    ("names.csv", "name\nMIT\n", r"has no column 'query'; found \['name'\]\. Name the right one with --query-col"),
+])
+def test_a_wrong_batch_file_is_told_before_any_model_loads(home, tmp_path, file, content, message):
+    path = tmp_path / file
+    if content is not None:
+        path.write_text(content)
+    # ``home`` holds no model: the file's problem is what the user hears first
+    with pytest.raises(UserError, match=message):
+        lookup_cli.main(lookup_cli.parse_args(["--batch", str(path)]))
+
+
 def test_spreadsheet_safe_quotes_formula_cells_only():
     table = pd.DataFrame({"text": ["=1+1", "+44", "-x", "@SUM", "plain", "\tTAB"], "score": [-0.5, 1, 2, 3, 4, 5]})
     safe = spreadsheet_safe(table)

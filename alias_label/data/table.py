@@ -34,18 +34,25 @@ def csv_separator(path: Path, encoding: str) -> str:
     return next((separator for separator in (",", ";", "\t") if separator in header), ",")
 
 
-def read_table(path: Path, encoding: str = "utf-8", keep_blank_lines: bool = False) -> pd.DataFrame:
+# What a file read by ``read_table`` holds: what it is called, the flag that names it, what a row is.
+FILE_KINDS = {"data": ("data file", "--data", "(qid, label, alias) row"),
+              "queries": ("query file", "--batch", "row of queries")}
+
+
+def read_table(path: Path, encoding: str = "utf-8", keep_blank_lines: bool = False, kind: str = "data"
+               ) -> pd.DataFrame:
     """A parquet, CSV (comma-, semicolon- or tab-separated) or TSV file as a table of text; every
-    problem with it is a UserError.
+    problem with it is a UserError, worded for ``kind`` (a ``FILE_KINDS`` key).
 
     ``keep_blank_lines`` keeps an empty line of a CSV as a row of missing values, so a one-column
     query file keeps the position of every row.
     """
     path = Path(path)
+    name, flag, row = FILE_KINDS[kind]
     if not path.exists():
         hint = (" Build the default data with: python scripts/prepare_data.py"
-                if path == paths().default_data else " Check the --data path.")
-        raise UserError(f"data file not found: {path}.{hint}")
+                if path == paths().default_data else f" Check the {flag} path.")
+        raise UserError(f"{name} not found: {path}.{hint}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -55,9 +62,10 @@ def read_table(path: Path, encoding: str = "utf-8", keep_blank_lines: bool = Fal
                                 keep_default_na=False, na_values=[""], encoding=encoding,
                                 skip_blank_lines=not keep_blank_lines)
         else:
-            raise UserError(f"{path}: unsupported file type {suffix!r}; use .parquet, .csv or .tsv")
+            raise UserError(f"{path}: unsupported file type {suffix!r}; use .parquet, .csv or .tsv (save a "
+                            "spreadsheet as CSV)")
     except pd.errors.EmptyDataError:
-        raise UserError(f"{path} is empty: it needs a header row and at least one (qid, label, alias) row") from None
+        raise UserError(f"{path} is empty: it needs a header row and at least one {row}") from None
     except UnicodeDecodeError as err:
         bad = err.object[err.start:err.start + 1]
         raise UserError(f"{path} is not valid {encoding} text (byte {err.start} is {bad!r}). Re-save it as UTF-8, "
@@ -69,7 +77,7 @@ def read_table(path: Path, encoding: str = "utf-8", keep_blank_lines: bool = Fal
         raise UserError(f"cannot read {path} as {suffix[1:]}: {err}. Check that the file is complete and of that "
                         "type") from None
     if table.empty:
-        raise UserError(f"{path} is empty: it needs at least one (qid, label, alias) row")
+        raise UserError(f"{path} is empty: it needs at least one {row}")
     return table
 
 
