@@ -165,6 +165,18 @@ def test_numeric_qids_kept_as_text(tmp_path):
     assert table["qid"].tolist() == ["101", "102"]
 
 
+def test_whole_number_ids_with_a_gap_stay_whole_numbers(tmp_path):
+    path = tmp_path / "d.parquet"
+    # pandas stores an integer column with a missing value as floats
+    ids = pd.Series([101, None, 103], dtype="Int64").astype("float64")
+    pd.DataFrame({"qid": ids, "label": ["A Uni", "B Uni", "C Uni"], "alias": ["AU", "BU", "CU"]}).to_parquet(path)
+    table, report = load_table(path)
+    assert table["qid"].tolist() == ["101", "103"] and report["dropped_blank_qid"] == 1
+    fractional = tmp_path / "f.parquet"
+    pd.DataFrame({"qid": [1.5, 2.0], "label": ["A Uni", "B Uni"], "alias": ["AU", "BU"]}).to_parquet(fractional)
+    assert load_table(fractional)[0]["qid"].tolist() == ["1.5", "2.0"]  # not ids of whole numbers: as written
+
+
 def test_nothing_left_after_cleaning():
     table = pd.DataFrame([{"qid": "q1", "label": "", "alias": "x"}, {"qid": "", "label": "A", "alias": "y"}])
     with pytest.raises(UserError, match="nothing left after cleaning"):

@@ -113,6 +113,15 @@ def check_max_alias_entities(max_alias_entities: int) -> None:
         raise UserError(f"--max-alias-entities {max_alias_entities} must be at least 1")
 
 
+def id_text(ids: pd.Series) -> pd.Series:
+    """Ids as text: numeric ids (Wikidata numbers, database keys) are ids all the same. A column of
+    whole-number ids with a gap comes as floats, as pandas stores a missing integer; its ids are
+    written as the integers they are (101, not 101.0), so that lookups join back to their table."""
+    if pd.api.types.is_float_dtype(ids) and ids.dropna().map(float.is_integer).all():
+        ids = ids.astype("Int64")
+    return ids.map(lambda v: normalise_space(str(v)) if pd.notna(v) else "")
+
+
 def clean_table(table: pd.DataFrame, source: str = "data",
                 max_alias_entities: int = MAX_ALIAS_ENTITIES) -> tuple[pd.DataFrame, dict]:
     """Normalise whitespace, drop what cannot be used and count every drop.
@@ -124,8 +133,7 @@ def clean_table(table: pd.DataFrame, source: str = "data",
     _check_strings(table, "label", source)
     _check_strings(table, "alias", source)
     table = table.copy()
-    # Numeric ids (Wikidata numbers, database keys) are ids all the same: keep them as text.
-    table["qid"] = table["qid"].map(lambda v: normalise_space(str(v)) if pd.notna(v) else "")
+    table["qid"] = id_text(table["qid"])
     for column in ("label", "alias", "description", "website"):
         table[column] = table[column].map(lambda v: normalise_space(str(v)) if pd.notna(v) else "")
     report = {"rows_in": len(table)}
