@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from alias_label.data.text import fold
+
 KS = (1, 5, 10)
 
 
 DEPTH = 100  # MRR counts a gold label found within the first DEPTH candidates (MRR@100)
+
+
+def counts_as_right(predicted, gold) -> np.ndarray:
+    """Whether each predicted label counts as the gold one: equal up to case and accents, the
+    evaluator's rule (``Split.label_classes``, docs/search-and-abstain.md). A missing prediction
+    (a blank query's row) is wrong."""
+    return np.array([isinstance(guess, str) and guess != "" and fold(guess) == fold(answer)
+                     for guess, answer in zip(predicted, gold, strict=True)], dtype=bool)
 
 
 def classes_of(rows: np.ndarray, classes: np.ndarray) -> np.ndarray:

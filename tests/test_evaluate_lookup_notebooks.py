@@ -496,5 +496,5 @@ def test_notebooks_execute(evaluation, in_pipeline_home, name):
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
     text = "".join(out.get("text", "") for out in outputs)
-    assert "labels" in text and "aliases indexed" in text and "top-1 on these" in text
+    assert "labels" in text and "aliases indexed" in text and "top-1 on these" in text and "confident: " in text
     assert any("image/png" in out.get("data", {}) for out in outputs)

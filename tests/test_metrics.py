@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alias_label.metrics import gold_ranks, recall_at_k, retrieval_metrics
+from alias_label.metrics import counts_as_right, gold_ranks, recall_at_k, retrieval_metrics
 
 
 def test_gold_ranks():
@@ -31,3 +31,9 @@ def test_retrieval_metrics(ranks, top1, top5, mrr):
 def test_recall_at_k():
     ranked = np.array([[1, 2, 3], [4, 5, 6]])
     assert recall_at_k(ranked, [{1, 9}, {5, 6}], k=2) == pytest.approx((0.5 + 0.5) / 2)
+
+
+def test_counts_as_right_folds_case_and_accents_as_the_evaluator_does():
+    predicted = ["Centro Universitário Mario Pontes Jucá", "UNIVERSITÉ LAVAL", "Laval University", "", None]
+    gold = ["Centro Universitário Mário Pontes Jucá", "Université Laval", "Université Laval", "", "Université Laval"]
+    assert counts_as_right(predicted, gold).tolist() == [True, True, False, False, False]
