@@ -16,7 +16,9 @@ Writes  with --batch, a CSV of (input_row, query, rank, qid, label|alias, score,
         confident): one block of rows per input row, in input order, so it joins back to the input
         table on input_row (the row's position, from 0); confidence is on each block's first row.
         A blank query gets one row with no rank, flagged as no match. A text cell that would start
-        a spreadsheet formula (=, +, -, @) is written with a leading quote. Otherwise, prints.
+        a spreadsheet formula (=, +, -, @) is written with a leading quote. Until the CSV is
+        written, each finished batch of rows is kept in <output>.partial/, and --resume continues
+        an interrupted lookup from there. Otherwise, prints.
 
 Under `accelerate launch`, --batch spreads whole batches of queries over the processes (GPUs,
 nodes), and the main process writes the CSV, in input order.
@@ -26,6 +28,7 @@ Examples:
     python scripts/test_lookup.py --reverse "Universidad de Guadalajara" --model student -k 5
     python scripts/test_lookup.py "Uni Wien" --model student            # int8 on a CPU; --no-int8 for float32
     python scripts/test_lookup.py --batch my_aliases.csv --query-col name --output matches.csv
+    python scripts/test_lookup.py --batch my_aliases.csv --query-col name --output matches.csv --resume
     accelerate launch --num_processes 4 scripts/test_lookup.py --batch big.parquet --device cuda
     python scripts/test_lookup.py            # interactive prompt; an empty line quits
 """
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -49,6 +53,7 @@ from alias_label.models.load import pick_device
 from alias_label.models.processes import Processes
 from alias_label.paths import paths
 from alias_label.search.abstain import rounded
+from alias_label.search.batch import done_starts, lookup_identity, partial_dir, prepare_parts, read_parts, save_part
 from alias_label.search.retriever import LOOKUP_BATCH, add_retriever_args, load_retriever
 
 NAME = "test_lookup"
@@ -70,7 +75,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None,
                         help="CSV written in batch mode (default: logs/lookup_results.csv)")
     parser.add_argument("--batch-size", type=int, default=LOOKUP_BATCH,
-                        help=f"rows of --batch searched at a time (default: {LOOKUP_BATCH})")
+                        help=f"rows of --batch searched at a time, and saved as they finish (default: {LOOKUP_BATCH})")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted --batch lookup from its saved batches (<output>.partial/); "
+                             "the same queries, flags and model only")
     args = parser.parse_args(argv)
     if args.query is not None and not clean_query(args.query):
         parser.error("the query is empty; give an alias, e.g. \"UdeG\", or leave it out for a prompt")
@@ -78,6 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("-k must be at least 1")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.resume and not args.batch:
+        parser.error("--resume continues an interrupted --batch lookup; give the same --batch file and flags")
     return args
 
 
@@ -118,27 +128,47 @@ def numbered_by_input_row(matches: pd.DataFrame, start: int) -> pd.DataFrame:
     return matches.assign(input_row=start + first_rows.cumsum() - 1)[["input_row", *matches.columns]]
 
 
-def lookup_rows(args, retriever, queries: list[str], first: int, last: int) -> pd.DataFrame | None:
-    """The blocks of input rows [first, last), looked up --batch-size rows at a time: whole batches of
-    rows, so that one process or several search each query in the same company, to the same rows."""
-    blocks = [numbered_by_input_row(retriever.lookup(queries[start:min(last, start + args.batch_size)], args.k,
-                                                     args.reverse, args.min_score, args.batch_size), start)
-              for start in tqdm(range(first, last, args.batch_size), desc="lookup", unit="batch")]
-    return pd.concat(blocks, ignore_index=True) if blocks else None
+def batch_settings(args) -> dict:
+    """The flags that shape a batch lookup's rows, for ``--resume`` to check against."""
+    return {"query_col": args.query_col, "k": args.k, "reverse": args.reverse, "mode": args.mode,
+            "min_score": args.min_score, "batch_size": args.batch_size, "int8": args.int8,
+            "int8_scheme": args.int8_scheme, "device": args.device}
+
+
+def lookup_batches(args, retriever, queries: list[str], starts: list[int], parts: Path, done: int) -> None:
+    """Look up the batches of rows that start at ``starts`` and save each as a part: whole batches
+    of --batch-size rows, so that one process or several search each query in the same company,
+    to the same rows, whether or not the run was interrupted."""
+    total = -(-len(queries) // args.batch_size)
+    for start in tqdm(starts, desc="lookup", unit="batch", total=total, initial=done):
+        matches = retriever.lookup(queries[start:start + args.batch_size], args.k, args.reverse, args.min_score,
+                                   args.batch_size)
+        save_part(parts, start, numbered_by_input_row(matches, start))
 
 
 def run_batch(args, queries: list[str], retriever, processes: Processes) -> Path | None:
-    """Look up the batch file's queries; under accelerate launch each process takes whole batches,
-    and the main process writes them all, in input order."""
-    part = lookup_rows(args, retriever, queries, *processes.rows(len(queries), args.batch_size))
-    parts = processes.gather(part)
-    if parts is None:
-        return None
-    table = pd.concat([part for part in parts if part is not None], ignore_index=True)
-    table = table.astype({"input_row": "int64", "rank": "Int64", "confident": "bool"})
+    """Look up the batch file's queries, saving each finished batch, and write the CSV from them;
+    under accelerate launch each process takes whole batches, and the main process writes them
+    all, in input order."""
     output = Path(args.output or paths().logs / "lookup_results.csv")
+    parts = partial_dir(output)
+    identity = lookup_identity(queries, batch_settings(args), retriever.model_dir, retriever.data_fingerprint)
+    if processes.is_main:
+        prepare_parts(parts, args.resume, identity, is_main=True)
+    processes.barrier()  # no process lists or writes parts before the main one has kept or cleared them
+    done = done_starts(parts)
+    if done:
+        log.info("resuming: %d of %d batches already looked up in %s", len(done),
+                 -(-len(queries) // args.batch_size), parts)
+    left = [start for start in range(0, len(queries), args.batch_size) if start not in done]
+    lookup_batches(args, retriever, queries, processes.share(left), parts, len(done))
+    processes.barrier()
+    if not processes.is_main:
+        return None
+    table = read_parts(parts).astype({"input_row": "int64", "rank": "Int64", "confident": "bool"})
     with atomic_path(output) as tmp:
         spreadsheet_safe(table).to_csv(tmp, index=False)
+    shutil.rmtree(parts)
     blank = sum(not query for query in queries)
     log.info("%d queries (%d blank) -> %s (%d rows, %d process%s)", len(queries), blank, output, len(table),
              processes.world, "" if processes.world == 1 else "es")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -20,8 +21,9 @@ from alias_label.models import quantize
 from alias_label.models.encode import encode
 from alias_label.models.quantize import INT8_SCHEMES, FullRangeDynamicLinear, cpu_has_vnni, quantize_int8
 from alias_label.paths import REPO_ROOT
+from alias_label.search.batch import done_starts, partial_dir, prepare_parts, save_part
 from alias_label.search.lexical import TfidfIndex
-from alias_label.search.retriever import load_dense, no_match
+from alias_label.search.retriever import Retriever, load_dense, no_match
 from alias_label.search.scoring import label_to_alias_gold, label_to_alias_recall
 
 
@@ -406,6 +408,66 @@ def test_lookup_batch_keeps_every_input_row_in_order_and_writes_no_formulas(in_p
     pd.testing.assert_frame_equal(first, last)  # the same query in another batch gets the same rows
     with pytest.raises(UserError, match="has no column 'query'; found \\['name'\\]"):
         lookup_cli.main(lookup_cli.parse_args(["--batch", str(queries)]))
+
+
+def test_an_interrupted_batch_lookup_resumes_where_it_stopped(in_pipeline_home, tmp_path, monkeypatch, caplog):
+    queries = tmp_path / "q.csv"
+    pd.DataFrame({"name": ["UdeG", "MIT", "", "Batman Universitesi", "MIT", "Uni Wien", "Harvard"]}).to_csv(
+        queries, index=False)
+    flags = ["--batch", str(queries), "--query-col", "name", "-k", "2", "--batch-size", "2"]
+    whole = tmp_path / "whole.csv"
+    lookup_cli.main(lookup_cli.parse_args([*flags, "--output", str(whole)]))
+    assert not (tmp_path / "whole.csv.partial").exists()  # the parts go once the CSV is written
+
+    output, parts = tmp_path / "out.csv", tmp_path / "out.csv.partial"
+    save_part = lookup_cli.save_part
+
+    def stop_after_two(folder, start, block):
+        if len(list(folder.glob("rows-*.parquet"))) == 2:
+            raise KeyboardInterrupt
+        save_part(folder, start, block)
+
+    monkeypatch.setattr(lookup_cli, "save_part", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        lookup_cli.main(lookup_cli.parse_args([*flags, "--output", str(output)]))
+    assert not output.exists() and sorted(path.name for path in parts.glob("rows-*")) == [
+        "rows-000000000.parquet", "rows-000000002.parquet"]
+    monkeypatch.setattr(lookup_cli, "save_part", save_part)
+
+    # another lookup's flags do not continue these parts
+    with pytest.raises(UserError, match=r"the parts in .*out.csv.partial belong to another lookup \(\{'k': \(2, 3\)\}"):
+        lookup_cli.main(lookup_cli.parse_args([*flags, "-k", "3", "--output", str(output), "--resume"]))
+
+    looked_up = []
+    lookup = Retriever.lookup
+    monkeypatch.setattr(Retriever, "lookup", lambda self, texts, *a, **kw: looked_up.append(list(texts))
+                        or lookup(self, texts, *a, **kw))
+    with caplog.at_level(logging.INFO):
+        lookup_cli.main(lookup_cli.parse_args([*flags, "--output", str(output), "--resume"]))
+    assert "resuming: 2 of 4 batches already looked up" in caplog.text
+    assert looked_up == [["MIT", "Uni Wien"], ["Harvard"]]  # only the batches without a part
+    assert output.read_bytes() == whole.read_bytes() and not parts.exists()
+
+
+def test_a_fresh_batch_lookup_clears_the_parts_of_an_earlier_one(tmp_path, caplog):
+    folder = partial_dir(tmp_path / "out.csv")
+    assert folder == tmp_path / "out.csv.partial"
+    prepare_parts(folder, resume=False, identity={"k": 2}, is_main=True)
+    save_part(folder, 0, pd.DataFrame({"input_row": [0], "query": ["MIT"]}))
+    assert done_starts(folder) == {0}
+    prepare_parts(folder, resume=True, identity={"k": 2}, is_main=True)  # the same lookup: its parts are kept
+    assert done_starts(folder) == {0}
+    prepare_parts(folder, resume=False, identity={"k": 5}, is_main=True)
+    assert done_starts(folder) == set() and read_json(folder / "run.json") == {"k": 5}
+    with caplog.at_level(logging.WARNING):
+        prepare_parts(folder, resume=True, identity={"k": 5}, is_main=True)
+    assert "--resume given but" in caplog.text and "holds no part of a lookup; starting fresh" in caplog.text
+
+
+def test_resume_is_for_a_batch_lookup(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        lookup_cli.parse_args(["MIT", "--resume"])
+    assert exit_info.value.code == 2 and "--resume continues an interrupted --batch lookup" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("file", "content", "message"), [

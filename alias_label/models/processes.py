@@ -57,6 +57,11 @@ class Processes:
         start = min(n_rows, (self.rank if rank is None else rank) * per_process * chunk_rows)
         return start, min(n_rows, start + per_process * chunk_rows)
 
+    def share(self, items: list) -> list:
+        """This process's part of ``items``: contiguous, in rank order, as even as can be."""
+        per_process = -(-len(items) // self.world)
+        return items[self.rank * per_process:(self.rank + 1) * per_process]
+
     def barrier(self) -> None:
         if self.world > 1:
             from accelerate import PartialState
