@@ -2,7 +2,7 @@
 
     from alias_label import load_retriever
     retriever = load_retriever("teacher")        # or "student", or a model folder
-    retriever.lookup(["UdeG", "MIT"], k=5)       # DataFrame: query, rank, qid, label, score, confidence, confident
+    retriever.lookup(["UdeG", "MIT"], k=5)       # DataFrame: input_row, query, rank, qid, label, score, ...
 
 Importing the package is cheap: these names load their modules (torch, faiss) on first use.
 """

@@ -121,13 +121,6 @@ def read_queries(args) -> list[str]:
     return table[args.query_col].fillna("").astype(str).str.strip().tolist()
 
 
-def numbered_by_input_row(matches: pd.DataFrame, start: int) -> pd.DataFrame:
-    """``lookup``'s rows, one block a query in input order, each numbered by its input row: a block
-    starts at a rank 1, or at the single row of a query without a match."""
-    first_rows = matches["rank"].fillna(1).eq(1)
-    return matches.assign(input_row=start + first_rows.cumsum() - 1)[["input_row", *matches.columns]]
-
-
 def batch_settings(args) -> dict:
     """The flags that shape a batch lookup's rows, for ``--resume`` to check against."""
     return {"query_col": args.query_col, "k": args.k, "reverse": args.reverse, "mode": args.mode,
@@ -141,9 +134,9 @@ def lookup_batches(args, retriever, queries: list[str], starts: list[int], parts
     to the same rows, whether or not the run was interrupted."""
     total = -(-len(queries) // args.batch_size)
     for start in tqdm(starts, desc="lookup", unit="batch", total=total, initial=done):
-        matches = retriever.lookup(queries[start:start + args.batch_size], args.k, args.reverse, args.min_score,
-                                   args.batch_size)
-        save_part(parts, start, numbered_by_input_row(matches, start))
+        batch = pd.Series(queries[start:start + args.batch_size])
+        batch.index += start  # each row numbered by its place in the input
+        save_part(parts, start, retriever.lookup(batch, args.k, args.reverse, args.min_score, args.batch_size))
 
 
 def run_batch(args, queries: list[str], retriever, processes: Processes) -> Path | None:

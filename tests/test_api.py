@@ -45,7 +45,7 @@ def test_three_lines_in_a_fresh_interpreter_need_only_the_models_and_indexes(hom
                             env={**os.environ, "ALIAS_LABEL_HOME": str(home)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == (
-        "['query', 'rank', 'qid', 'label', 'score', 'confidence', 'confident'] 10 ['UdeG', 'MIT']")
+        "['input_row', 'query', 'rank', 'qid', 'label', 'score', 'confidence', 'confident'] 10 ['UdeG', 'MIT']")
 
 
 def test_defaults_are_the_lookup_scripts(in_pipeline_home):
@@ -69,7 +69,7 @@ def test_lookup_both_directions_and_a_single_string(in_pipeline_home):
     assert set(forward["label"]) <= set(labels["label"])
     label = labels["label"].iloc[0]
     reverse = retriever.lookup([label], k=2, reverse=True)
-    assert list(reverse.columns) == ["query", "rank", "qid", "alias", "score", "confidence", "confident"]
+    assert list(reverse.columns) == ["input_row", "query", "rank", "qid", "alias", "score", "confidence", "confident"]
     assert len(reverse) == 2 and reverse["confidence"].iloc[0] == reverse["score"].iloc[0]
     # no abstain setting was fitted label -> alias, so no alias is confident but by a bar of one's own
     assert not reverse["confident"].any()
@@ -95,14 +95,22 @@ def test_a_column_with_gaps_and_repeats_keeps_one_block_a_query_in_input_order(i
     table = retriever.lookup(column, k=2)
     assert table["query"].tolist() == ["MIT", "MIT", "", "  MIT ", "  MIT ", "", "UdeG", "UdeG", ""]
     assert table["rank"].tolist() == [1, 2, pd.NA, 1, 2, pd.NA, 1, 2, pd.NA]
+    assert table["input_row"].tolist() == [0, 0, 1, 2, 2, 3, 4, 4, 5]
     blank = table[table["rank"].isna()]
     assert (blank["label"] == "").all() and (blank["qid"] == "").all() and not blank["confident"].any()
     assert blank["score"].isna().all() and blank["confidence"].isna().all()
     # a padded repeat is the same search: the same rows, and the same rows as the name alone
-    ranked = table.dropna(subset=["rank"]).drop(columns="query").reset_index(drop=True)
+    ranked = table.dropna(subset=["rank"]).drop(columns=["input_row", "query"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(ranked.iloc[0:2].reset_index(drop=True), ranked.iloc[2:4].reset_index(drop=True))
-    alone = retriever.lookup(["MIT"], k=2).drop(columns="query")
+    alone = retriever.lookup(["MIT"], k=2).drop(columns=["input_row", "query"])
     pd.testing.assert_frame_equal(ranked.iloc[0:2].reset_index(drop=True), alone)
+    # a column of a table keeps its table's row labels, so the answers join back on them
+    people = pd.DataFrame({"name": ["UdeG", None, "MIT"]}, index=["r7", "r3", "r9"])
+    matches = retriever.lookup(people["name"], k=2)
+    assert matches["input_row"].tolist() == ["r7", "r7", "r3", "r9", "r9"]
+    top = people.join(matches[matches["rank"].fillna(1) == 1].set_index("input_row"))
+    assert top["query"].tolist() == ["UdeG", "", "MIT"] and pd.isna(top.loc["r3", "rank"])
+    assert top.loc["r9", "label"] == alone_label(retriever, "MIT")
     # a long column is searched in batches, to the same rows
     pd.testing.assert_frame_equal(retriever.lookup(column, k=2, batch_size=1), table)
     with pytest.raises(UserError, match="batch_size=0: search at least one query at a time"):
@@ -133,10 +141,15 @@ def test_text_that_reads_the_same_is_searched_the_same(in_pipeline_home):
     assert len(set(forms)) == 4
     table = retriever.lookup(forms + ["\u200b"], k=2)
     assert table["query"].tolist() == [form for form in forms for _ in range(2)] + ["\u200b"]  # as given
-    blocks = [table.iloc[start:start + 2].drop(columns="query").reset_index(drop=True) for start in (0, 2, 4, 6)]
+    answers = table.drop(columns=["input_row", "query"])
+    blocks = [answers.iloc[start:start + 2].reset_index(drop=True) for start in (0, 2, 4, 6)]
     for block in blocks[1:]:
         pd.testing.assert_frame_equal(block, blocks[0])
     assert pd.isna(table["rank"].iloc[-1]) and table["label"].iloc[-1] == ""  # nothing visible: a blank query
+
+
+def alone_label(retriever, query: str) -> str:
+    return retriever.lookup(query, k=1)["label"].iloc[0]
 
 
 def test_a_teacher_saved_elsewhere_is_looked_up_by_its_folder(home, tiny_model, swot_slice, tmp_path):

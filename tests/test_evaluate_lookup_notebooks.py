@@ -239,7 +239,9 @@ def test_lookup_forward_reverse_and_min_score(in_pipeline_home, capsys):
     alias, label = split.train["alias"].iloc[0], split.train["label"].iloc[0]
     matches = lookup_cli.main(lookup_cli.parse_args([alias, "-k", "3"]))
     assert matches["rank"].tolist() == [1, 2, 3] and matches["label"].iloc[0] == label
-    assert list(matches.columns) == ["query", "rank", "qid", "label", "score", "confidence", "confident"]
+    assert list(matches.columns) == ["input_row", "query", "rank", "qid", "label", "score", "confidence",
+                                     "confident"]
+    assert matches["input_row"].tolist() == [0, 0, 0]
     assert matches["score"].is_monotonic_decreasing
     assert 0 <= matches["confidence"].iloc[0] <= 1 and matches["confidence"].iloc[1:].isna().all()
     printed = capsys.readouterr().out

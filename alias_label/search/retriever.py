@@ -2,7 +2,7 @@
 
     from alias_label import load_retriever
     retriever = load_retriever("teacher")        # or "student", or a model folder
-    retriever.lookup(["UdeG", "MIT"], k=5)       # DataFrame: query, rank, qid, label, score, confidence, confident
+    retriever.lookup(["UdeG", "MIT"], k=5)       # DataFrame: input_row, query, rank, qid, label, score, ...
 
 ``load_retriever`` reads only the model folder and the indexes its ``indexes.json`` names; the
 candidate tables come from the index sidecars. The defaults are the lookup script's: reranked
@@ -37,7 +37,8 @@ from alias_label.search.searchers import Searcher, hybrid_of
 log = logging.getLogger(__name__)
 
 MODES = ("rerank", "hybrid", "dense")
-LOOKUP_COLUMNS = ["query", "rank", "qid", "score", "confidence", "confident"]  # the label or alias column after qid
+# The label or alias column comes after qid.
+LOOKUP_COLUMNS = ["input_row", "query", "rank", "qid", "score", "confidence", "confident"]
 LOOKUP_BATCH = 256  # distinct queries searched at a time by ``Retriever.lookup``
 
 
@@ -45,6 +46,12 @@ def no_match(query: str, column: str) -> dict:
     """The one row of a query without a match: a blank one, or one that has no candidate."""
     return {"query": query, "rank": pd.NA, "qid": "", column: "", "score": None, "confidence": None,
             "confident": False}
+
+
+def input_rows(queries, texts: list[str]) -> list:
+    """Where each of ``texts`` (``queries`` as ``query_texts`` reads them) came from, to join the
+    answers back on: a column's index labels (its table's rows), else each query's position."""
+    return queries.index.tolist() if isinstance(queries, pd.Series) else list(range(len(texts)))
 
 
 def query_texts(queries) -> list[str]:
@@ -122,8 +129,8 @@ class Retriever:
 
     def lookup(self, queries, k: int = 5, reverse: bool = False, min_score: float | None = None,
                batch_size: int = LOOKUP_BATCH) -> pd.DataFrame:
-        """Ranked matches for each query, as a table: query, rank, qid, label (or alias), score,
-        confidence, confident.
+        """Ranked matches for each query, as a table: input_row, query, rank, qid, label (or alias),
+        score, confidence, confident.
 
         Forward, an alias finds labels; with ``reverse``, a label finds aliases. ``queries`` is one
         string or any sequence of them (a list, a table's column); a missing value (None, NaN) is a
@@ -135,7 +142,9 @@ class Retriever:
         below it are runners-up, so filtering on ``confident`` keeps one accepted match a query. A
         match that is not confident is still reported, flagged, so every query has its rows, in
         input order: k, or as many candidates as it has; a blank query, or one without a candidate,
-        gets one row without a match. ``qid`` joins with ``|`` the ids of every entity that carries
+        gets one row without a match. ``input_row`` says which query a row answers: for a table's
+        column (``df["name"]``) its index label, so ``df.join(matches.set_index("input_row"))``
+        joins the answers back, else the query's position. ``qid`` joins with ``|`` the ids of every entity that carries
         the label. A query is searched in NFC, without invisible format characters (a byte-order
         mark, a zero-width space) and with its whitespace collapsed; the ``query`` column keeps it as
         given. Each distinct text is searched once, ``batch_size`` of them at a time.
@@ -144,7 +153,8 @@ class Retriever:
             raise UserError(f"k={k}: ask for at least one match")
         if batch_size < 1:
             raise UserError(f"batch_size={batch_size}: search at least one query at a time")
-        queries = query_texts(queries)
+        given = query_texts(queries)
+        rows_of, queries = input_rows(queries, given), given
         column = "alias" if reverse else "label"
         # Text that reads the same is searched the same way: a name repeated down a column, or written
         # with a decomposed accent or an invisible mark, is searched once and gets the same rows each
@@ -157,9 +167,10 @@ class Retriever:
         for start in tqdm(starts, desc="lookup", unit="batch", disable=len(starts) < 2):
             batch = texts[start:start + batch_size]
             found.update(zip(batch, self._matches(batch, k, reverse, min_score, column), strict=True))
-        rows = [{**match, "query": query} if match else no_match(query, column)
-                for query, text in zip(queries, cleaned, strict=True) for match in (found.get(text) or [None])]
-        table = pd.DataFrame(rows, columns=LOOKUP_COLUMNS[:3] + [column] + LOOKUP_COLUMNS[3:])
+        rows = [{"input_row": row, **(match or no_match(query, column)), "query": query}
+                for row, query, text in zip(rows_of, queries, cleaned, strict=True)
+                for match in (found.get(text) or [None])]
+        table = pd.DataFrame(rows, columns=LOOKUP_COLUMNS[:4] + [column] + LOOKUP_COLUMNS[4:])
         return table.astype({"rank": "Int64", "confidence": "float64"})
 
     def _matches(self, texts: list[str], k: int, reverse: bool, min_score: float | None, column: str) -> list:
