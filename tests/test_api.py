@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import unicodedata
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -79,6 +80,21 @@ def test_lookup_both_directions_and_a_single_string(in_pipeline_home):
         retriever.lookup(["MIT"], k=0)
     with pytest.raises(UserError, match="mode='sparse': choose one of rerank, hybrid, dense"):
         load_retriever("teacher", mode="sparse")
+
+
+def test_a_retriever_shows_itself_in_one_line(in_pipeline_home):
+    retriever = load_retriever("teacher")
+    shown = repr(retriever)
+    assert "\n" not in shown and len(shown) < 400  # not the model, the indexes and every label
+    assert shown.startswith("Retriever('teacher_rerank', model=")
+    assert f"labels={len(retriever.candidates.labels)}" in shown
+    setting = {"reads": "probability", "threshold": 0.9371, "margin": 0.0, "met_target": True}
+    assert replace(retriever, abstain=setting).confident_when() == "probability right >= 0.937"
+    scored = {"threshold": 0.945, "margin": 0.1731}
+    assert replace(retriever, abstain=scored).confident_when() == "score >= 0.945, 0.173 above the runner-up"
+    assert replace(retriever, abstain={**setting, "met_target": False}).confident_when() == (
+        "never (the setting missed its precision target on validation)")
+    assert replace(retriever, abstain=None).confident_when() == "never (no calibrated setting)"
 
 
 def test_a_lookup_deeper_than_the_candidates_lists_each_candidate_once(in_pipeline_home):

@@ -100,6 +100,22 @@ class Retriever:
     model_dir: Path | None = None
     int8_scheme: str | None = None  # how the model's lookups run int8, None for float
 
+    def __repr__(self) -> str:
+        # One line: the default one would print the model, both indexes and every candidate label.
+        return (f"Retriever({self.name!r}, model={str(self.model_dir)!r}, labels={len(self.candidates.labels)}, "
+                f"aliases={len(self.candidates.aliases)}, int8={self.int8_scheme!r}, "
+                f"confident_when={self.confident_when()!r})")
+
+    def confident_when(self) -> str:
+        """The abstain setting in words: what a top answer must clear to be flagged confident."""
+        if not self.abstain:
+            return "never (no calibrated setting)"
+        if not self.vouches:
+            return "never (the setting missed its precision target on validation)"
+        reads = "probability right" if self.abstain.get("reads") == "probability" else "score"
+        margin = f", {self.abstain['margin']:.3f} above the runner-up" if self.abstain.get("margin") else ""
+        return f"{reads} >= {self.abstain['threshold']:.3f}{margin}"
+
     @property
     def data_fingerprint(self) -> str:
         return self.candidates.data_fingerprint
