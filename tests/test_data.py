@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 import pandas as pd
 import pytest
 from conftest import write_csv
 
-from alias_label.data.split import ensure_split, load_split, make_split
+from alias_label.data.split import DATA_DEFAULTS, ensure_split, load_split, make_split
 from alias_label.data.swot import build_swot_table
 from alias_label.data.table import clean_table, load_table, read_table
 from alias_label.data.text import clean_query, match_key
 from alias_label.errors import UserError, run_main
+from alias_label.io import read_json
 from alias_label.paths import under_home
 
 ROWS = [
@@ -60,6 +62,15 @@ def test_a_latin1_csv_names_the_file_and_the_fix(home, tmp_path, caplog):
     assert not (home / "data/processed/split.json").exists()
     with pytest.raises(UserError, match="--encoding 'no-such-codec' is not a text encoding"):
         load_table(path, encoding="no-such-codec")
+
+
+def test_ctrl_c_ends_a_script_with_one_line_and_exit_code_130(caplog):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(interrupted, None)
+    assert exit_info.value.code == 130 and caplog.records[-1].getMessage() == "interrupted"
 
 
 def test_missing_columns_lists_found_and_expected(tmp_path):
@@ -267,6 +278,34 @@ def test_bad_split_flags_are_refused_before_anything_is_written(home, flags, mes
     with pytest.raises(UserError, match=message):
         ensure_split(data_args(None, **flags))
     assert not (home / "data").exists()  # not even the default data, which a valid run would build first
+
+
+def test_steps_after_prepare_data_keep_its_data_and_flags(home, swot_slice, tmp_path, caplog):
+    import prepare_data
+
+    own = tmp_path / "mine.csv"
+    renamed = pd.read_parquet(swot_slice).rename(columns={"qid": "id", "label": "name", "alias": "other"})
+    renamed.to_csv(own, index=False)
+    prepared = ensure_split(prepare_data.parse_args(["--data", str(own), "--qid-col", "id", "--label-col", "name",
+                                                     "--alias-col", "other", "--val-frac", "0.3"]))
+    record = home / "data/processed/split.json"
+    assert read_json(record)["settings"]["label_col"] == "name" and read_json(record)["source"] == str(own)
+    stamp = record.stat().st_mtime_ns
+    # a later step with no data flags runs on that split: its file, its columns, its fractions
+    with caplog.at_level(logging.INFO):
+        again = ensure_split(prepare_data.parse_args([]))
+    assert again.fingerprint == prepared.fingerprint and record.stat().st_mtime_ns == stamp
+    assert f"data: {own}" in caplog.text and "reusing it" in caplog.text
+    assert not (home / "data/raw").exists()  # the default data was not built
+    # a flag given changes that flag alone
+    reseeded = ensure_split(prepare_data.parse_args(["--split-seed", "7"]))
+    assert reseeded.fingerprint != prepared.fingerprint and reseeded.meta["val_frac"] == 0.3
+    assert set(reseeded.labels["label"]) == set(prepared.labels["label"])
+    assert read_json(record)["settings"] == {**DATA_DEFAULTS, "qid_col": "id", "label_col": "name",
+                                             "alias_col": "other", "val_frac": 0.3, "split_seed": 7}
+    # --data names another source, read with the defaults of the flags left out
+    with pytest.raises(UserError, match=r"missing column\(s\) \['qid', 'label', 'alias'\]"):
+        ensure_split(prepare_data.parse_args(["--data", str(own)]))
 
 
 def test_load_split_without_one_says_how_to_build(home):

