@@ -186,11 +186,14 @@ def accuracy(retriever, split, split_name: str, kinds: np.ndarray, reverse_gold:
     gold = split.label_rows(pairs["label"])
     setting = retriever.abstain
     if setting:
-        # The setting was fitted on validation; here it meets unseen queries.
+        # The setting was fitted on validation; here it meets unseen queries. A query that is its
+        # label as written is kept as lookups keep it.
+        as_written = retriever.exact_label_answers(pairs["alias"], ranked[:, 0])
         metrics["abstain"] = {"reads": setting.get("reads", "score"), "threshold": setting["threshold"],
                               "margin": setting["margin"], "target_precision": setting["target_precision"],
                               "met_target": setting["met_target"], "val_coverage": setting["val"]["coverage"],
-                              **abstain_quality(read, is_right(split, ranked[:, 0], gold), setting)}
+                              "kept_as_written": int(as_written.sum()),
+                              **abstain_quality(read, is_right(split, ranked[:, 0], gold), setting, as_written)}
         kept = metrics["abstain"]["kept"]
         metrics["abstain"]["precision_interval95"] = precision_interval(
             round((metrics["abstain"]["precision"] or 0.0) * kept), kept)

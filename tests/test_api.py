@@ -20,6 +20,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 from alias_label import Retriever, load_retriever
 from alias_label.errors import UserError
 from alias_label.io import read_json
+from alias_label.search.retriever import written_form
 
 THREE_LINES = """
 import sys
@@ -89,12 +90,41 @@ def test_a_retriever_shows_itself_in_one_line(in_pipeline_home):
     assert shown.startswith("Retriever('teacher_rerank', model=")
     assert f"labels={len(retriever.candidates.labels)}" in shown
     setting = {"reads": "probability", "threshold": 0.9371, "margin": 0.0, "met_target": True}
-    assert replace(retriever, abstain=setting).confident_when() == "probability right >= 0.937"
+    assert replace(retriever, abstain=setting).confident_when() == (
+        "probability right >= 0.937, or the query is its label as written")
     scored = {"threshold": 0.945, "margin": 0.1731}
-    assert replace(retriever, abstain=scored).confident_when() == "score >= 0.945, 0.173 above the runner-up"
+    assert replace(retriever, abstain=scored).confident_when() == (
+        "score >= 0.945, 0.173 above the runner-up, or the query is its label as written")
     assert replace(retriever, abstain={**setting, "met_target": False}).confident_when() == (
-        "never (the setting missed its precision target on validation)")
-    assert replace(retriever, abstain=None).confident_when() == "never (no calibrated setting)"
+        "only when the query is its label as written (the setting missed its precision target on validation)")
+    assert replace(retriever, abstain=None).confident_when() == (
+        "only when the query is its label as written (no calibrated setting)")
+
+
+def test_a_query_that_is_its_label_as_written_is_confident(in_pipeline_home):
+    # the smoke teacher's setting missed its target: no other answer is flagged confident
+    retriever = load_retriever("teacher")
+    assert not retriever.vouches
+    labels = retriever.candidates.labels
+    unique = [label for label, qids in zip(labels["label"], labels["qids"], strict=True)
+              if retriever.owners_of_form[written_form(label)] == set(qids)]
+    first = retriever.lookup(unique[:100], k=1)
+    label = first.loc[first["label"] == first["query"], "label"].iloc[0]
+    forms = [label, label.upper(), f"  {label.lower()}\u200b"]
+    table = retriever.lookup([*forms, label + " x"], k=2)
+    top = table[table["rank"] == 1]
+    assert top["label"].tolist()[:3] == [label] * 3
+    assert top["confident"].tolist() == [True, True, True, top["label"].iloc[3] == label + " x"]
+    assert not table.loc[table["rank"] == 2, "confident"].any()
+    assert not retriever.lookup(label, k=1, reverse=True)["confident"].any()  # alias -> label only
+    # the same name as another entity's alias could mean that entity: the model decides
+    aliases = pd.concat([retriever.candidates.aliases,
+                         pd.DataFrame({"alias": [label.upper()], "qids": [["another-entity"]]})], ignore_index=True)
+    shared = replace(retriever, candidates=replace(retriever.candidates, aliases=aliases))
+    assert not shared.lookup([label], k=1)["confident"].any()
+    row = int(np.flatnonzero(labels["label"].to_numpy() == label)[0])
+    assert retriever.exact_label_answers([label, label], np.array([row, -1])).tolist() == [True, False]
+    assert shared.exact_label_answers([label], np.array([row])).tolist() == [False]
 
 
 def test_a_lookup_deeper_than_the_candidates_lists_each_candidate_once(in_pipeline_home):

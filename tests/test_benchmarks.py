@@ -13,6 +13,7 @@ import gpu_throughput
 import hnsw_ef_sweep
 import index_scale
 import int8_schemes
+import label_queries
 import numpy as np
 import other_kind
 import pandas as pd
@@ -514,6 +515,27 @@ def test_rerank_latency_splits_each_models_lookups_into_their_stages(in_pipeline
         # each stage runs inside its lookup, so no stage's median can pass the lookup's
         assert all(stage["p50_ms"] <= lookup["p50_ms"] for stage in stages.values())
     assert read_json(tmp_path / "rerank_latency.json")["queries"] == 4
+
+
+def test_label_queries_writes_each_label_three_ways():
+    queries = label_queries.label_queries(["Université Laval", "Marmara University"])
+    assert queries["as written"] == (["Université Laval", "Marmara University"],) * 2
+    assert queries["upper case"][0] == ["UNIVERSITÉ LAVAL", "MARMARA UNIVERSITY"]
+    assert queries["without accents"] == (["Universite Laval"], ["Université Laval"])
+
+
+def test_label_queries_flag_more_confident_with_the_exact_label_rule(in_pipeline_home, tmp_path):
+    figures = label_queries.main(label_queries.parse_args(["--models", "student", "--results-dir", str(tmp_path)]))
+    labels = load_split().pairs("test")["label"].drop_duplicates()
+    student = figures["student"]
+    assert student["as written"]["n"] == student["upper case"]["n"] == figures["labels"] == len(labels)
+    for row in student.values():
+        assert row["lookups"]["kept"] >= row["calibrated"]["kept"]
+        assert 0 <= row["top1"] <= 1
+    # the smoke student's setting missed its target: only the rule flags anything, and it is right
+    assert student["as written"]["calibrated"]["kept"] == 0 and student["as written"]["lookups"]["kept"] > 0
+    assert student["as written"]["lookups"]["precision"] == 1.0
+    assert read_json(tmp_path / "label_queries.json")["student"] == json.loads(json.dumps(student))
 
 
 def test_rerank_latency_refuses_to_time_no_lookups(capsys):

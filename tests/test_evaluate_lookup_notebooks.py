@@ -69,6 +69,8 @@ def test_report_keys_and_ranges(evaluation, pipeline_home):
         assert 0 <= abstain["coverage"] <= 1 and abstain["kept"] == round(abstain["coverage"] * abstain["n"])
         assert 0 < abstain["val_coverage"] <= 1
         assert abstain["reads"] == ("probability" if name.endswith("rerank") else "score")
+        # no held-out alias of the smoke split is its label as written, so the rule keeps none
+        assert abstain["kept_as_written"] == 0
     assert "abstain" not in report["systems"]["tfidf"] and "abstain" not in report["systems"]["tfidf_translit"]
     for system in report["systems"].values():
         assert all(0 <= part["label_to_alias_recall10"] <= 1 for part in system["by_kind"].values())

@@ -15,7 +15,7 @@ def margins(scores: np.ndarray) -> np.ndarray:
 
 
 # What a fit's log says of a setting that missed its target: lookups then flag no answer confident.
-TARGET_MISSED = " (target not met: no lookup in this mode is flagged confident)"
+TARGET_MISSED = " (target not met: in this mode only a query that is its label as written is flagged confident)"
 
 
 def confident(scores: np.ndarray, abstain: dict | None) -> np.ndarray:
@@ -36,9 +36,11 @@ def rounded(score: float, digits: int, top: float = 1.0) -> float:
     return value
 
 
-def abstain_quality(scores: np.ndarray, correct: np.ndarray, abstain: dict) -> dict:
-    """Precision of the matches kept and the fraction kept (coverage)."""
-    kept = confident(scores, abstain)
+def abstain_quality(scores: np.ndarray, correct: np.ndarray, abstain: dict, also_kept: np.ndarray | None = None
+                    ) -> dict:
+    """Precision of the matches kept and the fraction kept (coverage); ``also_kept`` adds matches
+    kept whatever their scores (``Retriever.exact_label_answers``)."""
+    kept = confident(scores, abstain) if also_kept is None else confident(scores, abstain) | also_kept
     precision = float(correct[kept].mean()) if kept.any() else None
     return {"precision": precision, "coverage": float(kept.mean()), "kept": int(kept.sum()), "n": int(len(kept))}
 

@@ -13,6 +13,7 @@ calibrated abstain, and the student in int8 on a CPU.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,11 @@ MODES = ("rerank", "hybrid", "dense")
 # The label or alias column comes after qid.
 LOOKUP_COLUMNS = ["input_row", "query", "rank", "qid", "score", "confidence", "confident"]
 LOOKUP_BATCH = 256  # distinct queries searched at a time by ``Retriever.lookup``
+
+
+def written_form(text: str) -> str:
+    """A name as the exact-label rule compares it: as a lookup reads it, up to case."""
+    return clean_query(text).casefold()
 
 
 def no_match(query: str, column: str) -> dict:
@@ -108,13 +114,33 @@ class Retriever:
 
     def confident_when(self) -> str:
         """The abstain setting in words: what a top answer must clear to be flagged confident."""
+        exact = "the query is its label as written"
         if not self.abstain:
-            return "never (no calibrated setting)"
+            return f"only when {exact} (no calibrated setting)"
         if not self.vouches:
-            return "never (the setting missed its precision target on validation)"
+            return f"only when {exact} (the setting missed its precision target on validation)"
         reads = "probability right" if self.abstain.get("reads") == "probability" else "score"
         margin = f", {self.abstain['margin']:.3f} above the runner-up" if self.abstain.get("margin") else ""
-        return f"{reads} >= {self.abstain['threshold']:.3f}{margin}"
+        return f"{reads} >= {self.abstain['threshold']:.3f}{margin}, or {exact}"
+
+    @functools.cached_property
+    def owners_of_form(self) -> dict[str, set[str]]:
+        """Each written form (``written_form``) of a label or alias -> the qids of every name that reads so."""
+        owners: dict[str, set[str]] = {}
+        for table, column in ((self.candidates.labels, "label"), (self.candidates.aliases, "alias")):
+            for name, qids in zip(table[column], table["qids"], strict=True):
+                owners.setdefault(written_form(name), set()).update(qids)
+        return owners
+
+    def exact_label_answers(self, texts, top_rows: np.ndarray) -> np.ndarray:
+        """Which queries' top answers are their own label, as written up to case, and so right
+        whatever the model's scores: as long as no label or alias of another entity reads the same
+        (then the query could mean that entity). The calibrated setting never saw such a query, as
+        the data keeps no alias equal to a label, and often leaves it below the threshold."""
+        labels, qids = self.candidates.labels["label"].to_numpy(), self.candidates.labels["qids"].to_numpy()
+        return np.array([row >= 0 and written_form(text) == written_form(labels[row])
+                         and self.owners_of_form[written_form(text)] <= set(qids[row])
+                         for text, row in zip(texts, top_rows, strict=True)], dtype=bool)
 
     @property
     def data_fingerprint(self) -> str:
@@ -154,7 +180,9 @@ class Retriever:
         reads: in rerank mode the estimated probability that the top match is right, in the other
         modes its score. A top match is confident when its score clears ``min_score`` when given,
         else when it clears the mode's calibrated setting, if that met its target on validation
-        (alias -> label only, the direction it was fitted on). Only a top match can be: the rows
+        (alias -> label only, the direction it was fitted on); or, alias -> label, when it is the
+        query's own label as written, up to case, and no other entity's name reads the same
+        (``exact_label_answers``). Only a top match can be: the rows
         below it are runners-up, so filtering on ``confident`` keeps one accepted match a query. A
         match that is not confident is still reported, flagged, so every query has its rows, in
         input order: k, or as many candidates as it has; a blank query, or one without a candidate,
@@ -205,6 +233,8 @@ class Retriever:
             is_confident = np.zeros(len(texts), dtype=bool)
         else:
             is_confident = confident(read, self.abstain)
+        if not reverse:
+            is_confident |= self.exact_label_answers(texts, ids[:, 0])
         names, qids = table[column].to_numpy(), table["qids"].to_numpy()
         matches = []
         for row_scores, row_ids, top, sure in zip(scores[:, :k], ids[:, :k], read[:, 0], is_confident, strict=True):
@@ -241,14 +271,16 @@ def load_retriever(model: str | Path = "teacher", mode: str = "rerank", device: 
 
 
 def warn_not_confident(retriever: Retriever, mode: str) -> None:
-    """Say why no lookup in this mode will be flagged confident, and how to change that."""
+    """Say why lookups in this mode are flagged confident only where the query is its label as
+    written, and how to change that."""
     fit = calibration_command(retriever.model_dir)
     if retriever.abstain:
         why = f"abstain setting did not reach {retriever.abstain['target_precision']:.0%} precision on validation"
         fix = f"Refit with a lower target ({fit} --target-precision 0.9), or give validation more aliases"
     else:
         why, fix = "model has no calibrated abstain setting", f"Fit one with: {fit}"
-    log.warning("%s: the %s %s, so no lookup is flagged confident. %s; min_score sets a bar of your own",
+    log.warning("%s: the %s %s, so a lookup is flagged confident only where the query is its label as written. "
+                "%s; min_score sets a bar of your own",
                 retriever.model_dir, mode, why, fix)
 
 
