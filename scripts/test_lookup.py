@@ -146,8 +146,8 @@ def run_batch(args, queries: list[str], retriever, processes: Processes) -> Path
     output = Path(args.output or paths().logs / "lookup_results.csv")
     parts = partial_dir(output)
     identity = lookup_identity(queries, batch_settings(args), retriever.model_dir, retriever.data_fingerprint)
-    if processes.is_main:
-        prepare_parts(parts, args.resume, identity, is_main=True)
+    # Every process checks a resumed run's parts, so that none waits for another that refused them.
+    prepare_parts(parts, args.resume, identity, processes.is_main)
     processes.barrier()  # no process lists or writes parts before the main one has kept or cleared them
     done = done_starts(parts)
     if done:

@@ -171,27 +171,26 @@ class Retriever:
 
     def lookup(self, queries, k: int = 5, reverse: bool = False, min_score: float | None = None,
                batch_size: int = LOOKUP_BATCH) -> pd.DataFrame:
-        """Ranked matches for each query, as a table: input_row, query, rank, qid, label (or alias),
-        score, confidence, confident.
+        """Ranked matches for each query, as a table: input_row, query, rank, qid, label (or alias), score,
+        confidence, confident.
 
         Forward, an alias finds labels; with ``reverse``, a label finds aliases. ``queries`` is one
         string or any sequence of them (a list, a table's column); a missing value (None, NaN) is a
         blank query. ``confidence``, on each query's first row, is what the calibrated abstain setting
-        reads: in rerank mode the estimated probability that the top match is right, in the other
-        modes its score. A top match is confident when its score clears ``min_score`` when given,
-        else when it clears the mode's calibrated setting, if that met its target on validation
-        (alias -> label only, the direction it was fitted on); or, alias -> label, when it is the
-        query's own label as written, up to case, and no other entity's name reads the same
-        (``exact_label_answers``). Only a top match can be: the rows
-        below it are runners-up, so filtering on ``confident`` keeps one accepted match a query. A
-        match that is not confident is still reported, flagged, so every query has its rows, in
-        input order: k, or as many candidates as it has; a blank query, or one without a candidate,
-        gets one row without a match. ``input_row`` says which query a row answers: for a table's
-        column (``df["name"]``) its index label, so ``df.join(matches.set_index("input_row"))``
-        joins the answers back, else the query's position. ``qid`` joins with ``|`` the ids of every entity that carries
-        the label. A query is searched in NFC, without invisible format characters (a byte-order
-        mark, a zero-width space) and with its whitespace collapsed; the ``query`` column keeps it as
-        given. Each distinct text is searched once, ``batch_size`` of them at a time.
+        reads: in rerank mode the estimated probability that the top match is right, in the other modes
+        its score. A top match is confident when its score clears ``min_score`` when given, else when it
+        clears the mode's calibrated setting, if that met its target on validation (alias -> label only,
+        the direction it was fitted on); or, alias -> label, when it is the query's own label as
+        written, up to case, and no other entity's name reads the same (``exact_label_answers``). Only a
+        top match can be: the rows below it are runners-up, so filtering on ``confident`` keeps one
+        accepted match a query. A match that is not confident is still reported, flagged, so every query
+        has its rows, in input order: k, or as many candidates as it has; a blank query, or one without
+        a candidate, gets one row without a match. ``input_row`` says which query a row answers: for a
+        table's column (``df["name"]``) its index label, so ``df.join(matches.set_index("input_row"))``
+        joins the answers back, else the query's position. ``qid`` joins with ``|`` the ids of every
+        entity that carries the label. A query is searched in NFC, without invisible format characters
+        (a byte-order mark, a zero-width space) and with its whitespace collapsed; the ``query`` column
+        keeps it as given. Each distinct text is searched once, ``batch_size`` of them at a time.
         """
         if k < 1:
             raise UserError(f"k={k}: ask for at least one match")
