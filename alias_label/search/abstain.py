@@ -14,7 +14,7 @@ def margins(scores: np.ndarray) -> np.ndarray:
     return scores[:, 0] - scores[:, 1]
 
 
-# What a fit's log says of a setting that missed its target: lookups then flag no answer confident.
+# What a fit's log says of a setting that missed its target: lookups then flag only a query that is its label.
 TARGET_MISSED = " (target not met: in this mode only a query that is its label as written is flagged confident)"
 
 
