@@ -162,6 +162,16 @@ def test_clean_query_reads_text_as_it_shows(text, cleaned):
     assert clean_query(text) == cleaned
 
 
+def test_invisible_marks_and_decomposed_accents_are_counted_and_kept():
+    table = pd.DataFrame([{"qid": "q1", "label": "\ufeffAlpha University", "alias": "Universite\u0301 Alpha"},
+                          {"qid": "q1", "label": "\ufeffAlpha University", "alias": "AU"},
+                          {"qid": "q2", "label": "Beta Institute", "alias": "B\u200bI"}])
+    cleaned, report = clean_table(table.assign(description="", website=""))
+    assert (report["labels_with_invisible_marks"], report["labels_not_nfc"]) == (1, 0)  # distinct labels
+    assert (report["aliases_with_invisible_marks"], report["aliases_not_nfc"]) == (1, 1)
+    assert cleaned["label"].iloc[0] == "\ufeffAlpha University"  # the data is read as written
+
+
 def test_non_string_values_rejected(tmp_path):
     path = tmp_path / "d.parquet"
     pd.DataFrame({"qid": ["q1", "q2"], "label": ["A", "B"], "alias": [3.5, None]}).to_parquet(path)

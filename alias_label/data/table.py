@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from alias_label.data.text import normalise_space
+from alias_label.data.text import has_invisible_marks, is_nfc, normalise_space
 from alias_label.errors import UserError
 from alias_label.paths import paths
 
@@ -137,6 +137,12 @@ def clean_table(table: pd.DataFrame, source: str = "data",
     for column in ("label", "alias", "description", "website"):
         table[column] = table[column].map(lambda v: normalise_space(str(v)) if pd.notna(v) else "")
     report = {"rows_in": len(table)}
+    # Counted, not changed: the data is read as written, and lookups read a query so too
+    # (docs/search-and-abstain.md, "How a query is read").
+    for column, plural in (("label", "labels"), ("alias", "aliases")):
+        names = pd.Series(table[column].unique())
+        report[f"{plural}_with_invisible_marks"] = int(names.map(has_invisible_marks).sum())
+        report[f"{plural}_not_nfc"] = int((~names.map(is_nfc)).sum())
 
     blank_qid = table["qid"] == ""
     report["dropped_blank_qid"] = int(blank_qid.sum())

@@ -18,6 +18,22 @@ def normalise_space(text: str) -> str:
 KEPT_FORMAT = frozenset("\u200c\u200d")
 
 
+def is_invisible(ch: str) -> bool:
+    import unicodedata
+
+    return ch not in KEPT_FORMAT and unicodedata.category(ch) == "Cf"
+
+
+def has_invisible_marks(text: str) -> bool:
+    return not text.isascii() and any(is_invisible(ch) for ch in text)
+
+
+def is_nfc(text: str) -> bool:
+    import unicodedata
+
+    return text.isascii() or unicodedata.is_normalized("NFC", text)
+
+
 def clean_query(text: str) -> str:
     """``text`` as a lookup reads it: in NFC, so a decomposed "é" (e and a combining accent) is the
     composed one, without invisible format characters, its whitespace collapsed and stripped. Text
@@ -26,7 +42,7 @@ def clean_query(text: str) -> str:
         return normalise_space(text)
     import unicodedata
 
-    visible = "".join(ch for ch in text if ch in KEPT_FORMAT or unicodedata.category(ch) != "Cf")
+    visible = "".join(ch for ch in text if not is_invisible(ch))
     return normalise_space(unicodedata.normalize("NFC", visible))
 
 
