@@ -166,6 +166,8 @@ def test_a_column_with_gaps_and_repeats_keeps_one_block_a_query_in_input_order(i
     with pytest.raises(UserError, match=r"query 1 is int 42, not text\. Pass strings \(e\.g\. table\[column\]"
                                         r"\.astype\(str\)\); None or NaN is a blank query"):
         retriever.lookup(["MIT", 42])
+    with pytest.raises(UserError, match=r"queries is a table with columns \['name'\]; pass one column of it"):
+        retriever.lookup(people[["name"]])
 
 
 def test_a_model_named_wrong_gets_the_names_that_work(home, tmp_path, monkeypatch):

@@ -63,6 +63,10 @@ def input_rows(queries, texts: list[str]) -> list:
 def query_texts(queries) -> list[str]:
     """``queries`` as a list of strings, a missing value (None, NaN) as a blank one; anything else
     that is not text is refused, as searching its printed form would answer a question nobody asked."""
+    if isinstance(queries, pd.DataFrame):
+        # Iterating a table gives its column names: they would be searched instead of its cells.
+        raise UserError(f"queries is a table with columns {list(queries.columns)}; pass one column of it, "
+                        "e.g. table[\"name\"]")
     texts = [queries] if isinstance(queries, str) else list(queries)
     for position, query in enumerate(texts):
         if not isinstance(query, str) and not (query is None or (pd.api.types.is_scalar(query) and pd.isna(query))):
