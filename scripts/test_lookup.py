@@ -15,13 +15,14 @@ Reads   the chosen model folder in models/trained/ (or any folder given to --mod
 Writes  with --batch, a CSV of (input_row, query, rank, qid, label|alias, score, confidence,
         confident): one block of rows per input row, in input order, so it joins back to the input
         table on input_row (the row's position, from 0); confidence is on each block's first row.
-        A blank query gets one row with no rank, flagged as no match. A text cell that would start
+        A blank query gets one row with no rank, flagged as no match; each distinct query text is
+        searched once, however often the column repeats it. A text cell that would start
         a spreadsheet formula (=, +, -, @) is written with a leading quote. Until the CSV is
         written, each finished batch of rows is kept in <output>.partial/, and --resume continues
         an interrupted lookup from there. Otherwise, prints.
 
-Under `accelerate launch`, --batch spreads whole batches of queries over the processes (GPUs,
-nodes), and the main process writes the CSV, in input order.
+Under `accelerate launch`, --batch spreads whole batches of distinct queries over the processes
+(GPUs, nodes), and the main process writes the CSV, in input order.
 
 Examples:
     python scripts/test_lookup.py "UdeG"
@@ -128,43 +129,58 @@ def batch_settings(args) -> dict:
             "int8_scheme": args.int8_scheme, "device": args.device}
 
 
-def lookup_batches(args, retriever, queries: list[str], starts: list[int], parts: Path, done: int) -> None:
-    """Look up the batches of rows that start at ``starts`` and save each as a part: whole batches
-    of --batch-size rows, so that one process or several search each query in the same company,
-    to the same rows, whether or not the run was interrupted."""
-    total = -(-len(queries) // args.batch_size)
+def lookup_batches(args, retriever, texts: list[str], starts: list[int], parts: Path, done: int) -> None:
+    """Look up the batches of distinct texts that start at ``starts`` and save each as a part: whole
+    batches of --batch-size texts, so that one process or several search each text in the same
+    company, to the same rows, whether or not the run was interrupted."""
+    total = -(-len(texts) // args.batch_size)
     for start in tqdm(starts, desc="lookup", unit="batch", total=total, initial=done):
-        batch = pd.Series(queries[start:start + args.batch_size])
-        batch.index += start  # each row numbered by its place in the input
+        batch = pd.Series(texts[start:start + args.batch_size])
+        batch.index += start
         save_part(parts, start, retriever.lookup(batch, args.k, args.reverse, args.min_score, args.batch_size))
 
 
+def by_input_row(found: pd.DataFrame, queries: list[str], texts_of_rows: list[str], column: str) -> pd.DataFrame:
+    """Each input row's block: the rows found for its text, or one row without a match for a blank
+    one, numbered by the input row and showing its query as given, in input order."""
+    rows = pd.DataFrame({"input_row": range(len(queries)), "given": queries, "query": texts_of_rows})
+    # A left merge keeps the input rows' order, and each text's rows in their rank order.
+    table = rows.merge(found.drop(columns="input_row"), on="query", how="left")
+    table = table.assign(query=table["given"]).drop(columns="given")
+    table = table.fillna({"qid": "", column: "", "confident": False})
+    return table.astype({"input_row": "int64", "rank": "Int64", "confident": "bool"})
+
+
 def run_batch(args, queries: list[str], retriever, processes: Processes) -> Path | None:
-    """Look up the batch file's queries, saving each finished batch, and write the CSV from them;
-    under accelerate launch each process takes whole batches, and the main process writes them
-    all, in input order."""
+    """Look up the batch file's queries, each distinct text once, saving each finished batch, and
+    write the CSV from them; under accelerate launch each process takes whole batches, and the
+    main process writes them all, in input order."""
     output = Path(args.output or paths().logs / "lookup_results.csv")
     parts = partial_dir(output)
     identity = lookup_identity(queries, batch_settings(args), retriever.model_dir, retriever.data_fingerprint)
     # Every process checks a resumed run's parts, so that none waits for another that refused them.
     prepare_parts(parts, args.resume, identity, processes.is_main)
     processes.barrier()  # no process lists or writes parts before the main one has kept or cleared them
+    # A name repeated down the column is searched once, as Retriever.lookup does.
+    texts_of_rows = [clean_query(query) for query in queries]
+    texts = list(dict.fromkeys(text for text in texts_of_rows if text))
     done = done_starts(parts)
     if done:
-        log.info("resuming: %d of %d batches already looked up in %s", len(done),
-                 -(-len(queries) // args.batch_size), parts)
-    left = [start for start in range(0, len(queries), args.batch_size) if start not in done]
-    lookup_batches(args, retriever, queries, processes.share(left), parts, len(done))
+        log.info("resuming: %d of %d batches already looked up in %s", len(done), -(-len(texts) // args.batch_size),
+                 parts)
+    left = [start for start in range(0, len(texts), args.batch_size) if start not in done]
+    lookup_batches(args, retriever, texts, processes.share(left), parts, len(done))
     processes.barrier()
     if not processes.is_main:
         return None
-    table = read_parts(parts).astype({"input_row": "int64", "rank": "Int64", "confident": "bool"})
+    found = read_parts(parts) if texts else retriever.lookup([], args.k, args.reverse)  # every row blank
+    table = by_input_row(found, queries, texts_of_rows, "alias" if args.reverse else "label")
     with atomic_path(output) as tmp:
         spreadsheet_safe(table).to_csv(tmp, index=False)
     shutil.rmtree(parts)
-    blank = sum(not query for query in queries)
-    log.info("%d queries (%d blank) -> %s (%d rows, %d process%s)", len(queries), blank, output, len(table),
-             processes.world, "" if processes.world == 1 else "es")
+    blank = sum(not text for text in texts_of_rows)
+    log.info("%d queries (%d blank, %d distinct) -> %s (%d rows, %d process%s)", len(queries), blank, len(texts),
+             output, len(table), processes.world, "" if processes.world == 1 else "es")
     return output
 
 

@@ -13,6 +13,7 @@ import pytest
 import test_lookup as lookup_cli
 import torch
 
+from alias_label import load_retriever
 from alias_label.data.kinds import alias_kind
 from alias_label.data.split import load_split
 from alias_label.errors import UserError, run_main
@@ -410,6 +411,11 @@ def test_lookup_batch_keeps_every_input_row_in_order_and_writes_no_formulas(in_p
     first, last = (result[result["input_row"] == row].drop(columns="input_row").reset_index(drop=True)
                    for row in (0, 5))
     pd.testing.assert_frame_equal(first, last)  # the same query in another batch gets the same rows
+    # the rows of the Python API's lookup of the whole column: each distinct text searched once
+    api = load_retriever("teacher").lookup(pd.Series(names).fillna("").str.strip(), k=2, batch_size=4)
+    assert result["input_row"].tolist() == api["input_row"].tolist()
+    assert result["label"].tolist() == api["label"].tolist() and result["qid"].tolist() == api["qid"].tolist()
+    assert result["confident"].tolist() == api["confident"].tolist()
     with pytest.raises(UserError, match="has no column 'query'; found \\['name'\\]"):
         lookup_cli.main(lookup_cli.parse_args(["--batch", str(queries)]))
 
@@ -436,6 +442,7 @@ def test_an_interrupted_batch_lookup_resumes_where_it_stopped(in_pipeline_home, 
         run_main(lookup_cli.main, lookup_cli.parse_args([*flags, "--output", str(output)]), resumable=True)
     assert exit_info.value.code == 130
     assert "interrupted; rerun the same command with --resume to continue from what was saved" in caplog.text
+    # each distinct text is looked up once: UdeG, MIT | Batman Universitesi, Uni Wien | Harvard
     assert not output.exists() and sorted(path.name for path in parts.glob("rows-*")) == [
         "rows-000000000.parquet", "rows-000000002.parquet"]
     monkeypatch.setattr(lookup_cli, "save_part", save_part)
@@ -450,8 +457,8 @@ def test_an_interrupted_batch_lookup_resumes_where_it_stopped(in_pipeline_home, 
                         or lookup(self, texts, *a, **kw))
     with caplog.at_level(logging.INFO):
         lookup_cli.main(lookup_cli.parse_args([*flags, "--output", str(output), "--resume"]))
-    assert "resuming: 2 of 4 batches already looked up" in caplog.text
-    assert looked_up == [["MIT", "Uni Wien"], ["Harvard"]]  # only the batches without a part
+    assert "resuming: 2 of 3 batches already looked up" in caplog.text
+    assert looked_up == [["Harvard"]]  # only the batch without a part
     assert output.read_bytes() == whole.read_bytes() and not parts.exists()
 
 
