@@ -76,7 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None,
                         help="CSV written in batch mode (default: logs/lookup_results.csv)")
     parser.add_argument("--batch-size", type=int, default=LOOKUP_BATCH,
-                        help=f"rows of --batch searched at a time, and saved as they finish (default: {LOOKUP_BATCH})")
+                        help="distinct queries of --batch searched at a time, and saved as they finish "
+                             f"(default: {LOOKUP_BATCH})")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted --batch lookup from its saved batches (<output>.partial/); "
                              "the same queries, flags and model only")
