@@ -316,6 +316,14 @@ def test_steps_after_prepare_data_keep_its_data_and_flags(home, swot_slice, tmp_
     # --data names another source, read with the defaults of the flags left out
     with pytest.raises(UserError, match=r"missing column\(s\) \['qid', 'label', 'alias'\]"):
         ensure_split(prepare_data.parse_args(["--data", str(own)]))
+    # a split whose source is gone (a home copied elsewhere) is used as it is; a flag given needs the source
+    own.rename(tmp_path / "moved.csv")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert ensure_split(prepare_data.parse_args([])).fingerprint == reseeded.fingerprint
+    assert "mine.csv, which the split in" in caplog.text and "is not there; using that split as it is" in caplog.text
+    with pytest.raises(UserError, match=r"data file not found: .*mine\.csv\. Check the --data path"):
+        ensure_split(prepare_data.parse_args(["--split-seed", "8"]))
 
 
 def test_load_split_without_one_says_how_to_build(home):

@@ -272,10 +272,14 @@ def load_split(processed_dir: Path | None = None) -> Split:
     return Split(**frames, meta=meta)
 
 
+def given_data_flags(args: argparse.Namespace) -> dict:
+    return {key: getattr(args, key) for key in DATA_DEFAULTS if getattr(args, key, None) is not None}
+
+
 def resolve_data_settings(args: argparse.Namespace, processed_dir: Path) -> tuple[Path, dict]:
     """The data file and the data settings a run means: each flag given, else the prepared split's
     (when --data is left out and a split is there), else its default."""
-    given = {key: getattr(args, key) for key in DATA_DEFAULTS if getattr(args, key, None) is not None}
+    given = given_data_flags(args)
     record = processed_dir / "split.json"
     if args.data is None and record.exists():
         meta = read_json(record)
@@ -297,7 +301,13 @@ def ensure_split(args: argparse.Namespace) -> Split:
     data_path, settings = resolve_data_settings(args, processed_dir)
     check_split_settings(settings["val_frac"], settings["test_frac"], settings["heldout_cap"], settings["limit"])
     check_max_alias_entities(settings["max_alias_entities"])
-    if data_path == paths().default_data.resolve() and not data_path.exists():
+    default_data = paths().default_data.resolve()
+    if args.data is None and not data_path.exists() and data_path != default_data and not given_data_flags(args):
+        # The prepared split came along without its source (a home copied elsewhere): it still is the split.
+        log.warning("%s, which the split in %s was prepared from, is not there; using that split as it is",
+                    data_path, processed_dir)
+        return load_split(processed_dir)
+    if data_path == default_data and not data_path.exists():
         write_default_data(data_path)
     table, report = load_table(data_path, settings["qid_col"], settings["label_col"], settings["alias_col"],
                                settings["max_alias_entities"], settings["encoding"])
