@@ -193,6 +193,9 @@ def test_blank_and_huge_queries_are_answered_and_leave_the_others_alone(client, 
     assert result["c"] == expected(retriever, {"c": {"query": "MIT"}})["c"]
     assert result["d"] == expected(retriever, {"d": {"query": huge[:MAX_QUERY_CHARS]}})["d"]
     assert reconcile(client, {"a": {"query": " "}}).json() == {"a": {"result": []}}
+    # invisible marks alone read as a blank query; around a name, they read as the name
+    marked = reconcile(client, {"a": {"query": "\ufeff\u200b"}, "c": {"query": "\ufeffMIT\u200b"}}).json()
+    assert marked["a"] == {"result": []} and marked["c"] == result["c"]
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read(client):
