@@ -12,9 +12,10 @@ float32); the teacher runs float32 unless given --int8.
 Reads   the chosen model folder in models/trained/ (or any folder given to --model) with its
         calibration.json, and the FAISS indexes its indexes.json names (faiss/ by default), whose
         sidecars hold the candidate tables.
-Writes  with --batch, a CSV of (input_row, query, rank, qid, label|alias, score, confidence,
-        confident): one block of rows per input row, in input order, so it joins back to the input
-        table on input_row (the row's position, from 0); confidence is on each block's first row.
+Writes  with --batch, a CSV (or TSV, or parquet, by --output's extension) of (input_row,
+        [--keep-columns], query, rank, qid, label|alias, score, confidence, confident): one block
+        of rows per input row, in input order, so it joins back to the input table on input_row
+        (the row's position, from 0); confidence is on each block's first row.
         A blank query gets one row with no rank, flagged as no match; each distinct query text is
         searched once, however often the column repeats it. A text cell that would start
         a spreadsheet formula (=, +, -, @) is written with a leading quote. Until the CSV is
@@ -30,6 +31,7 @@ Examples:
     python scripts/test_lookup.py "Uni Wien" --model student            # int8 on a CPU; --no-int8 for float32
     python scripts/test_lookup.py --batch my_aliases.csv --query-col name --output matches.csv
     python scripts/test_lookup.py --batch my_aliases.csv --query-col name --output matches.csv --resume
+    python scripts/test_lookup.py --batch my_aliases.csv --query-col name --keep-columns id --output matches.parquet
     accelerate launch --num_processes 4 scripts/test_lookup.py --batch big.parquet --device cuda
     python scripts/test_lookup.py            # interactive prompt; an empty line quits
 """
@@ -58,6 +60,7 @@ from alias_label.search.batch import done_starts, lookup_identity, partial_dir, 
 from alias_label.search.retriever import LOOKUP_BATCH, add_retriever_args, load_retriever
 
 NAME = "test_lookup"
+OUTPUT_SUFFIXES = (".csv", ".tsv", ".parquet")
 log = logging.getLogger(NAME)
 
 
@@ -74,7 +77,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--query-col", default="query", help="column of --batch holding the queries (default: query)")
     add_encoding_arg(parser)
     parser.add_argument("--output", type=Path, default=None,
-                        help="CSV written in batch mode (default: logs/lookup_results.csv)")
+                        help="file written in batch mode: CSV, TSV or parquet, by its extension "
+                             "(default: logs/lookup_results.csv)")
+    parser.add_argument("--keep-columns", nargs="+", default=None, metavar="COLUMN",
+                        help="columns of --batch copied into each of its rows of the output (e.g. your own id), so "
+                             "that it reads on its own in a spreadsheet; one named like an output column gets an "
+                             "input_ prefix")
     parser.add_argument("--batch-size", type=int, default=LOOKUP_BATCH,
                         help="distinct queries of --batch searched at a time, and saved as they finish "
                              f"(default: {LOOKUP_BATCH})")
@@ -90,6 +98,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--batch-size must be at least 1")
     if args.resume and not args.batch:
         parser.error("--resume continues an interrupted --batch lookup; give the same --batch file and flags")
+    if args.keep_columns and not args.batch:
+        parser.error("--keep-columns copies columns of a --batch file; give one")
+    if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
+        parser.error(f"--output {args.output}: name a {', '.join(OUTPUT_SUFFIXES)} file")
     return args
 
 
@@ -114,13 +126,37 @@ def print_matches(matches: pd.DataFrame, column: str, reads: str | None = "best 
             print(f"  {row.rank:>2}. {shown(row.score)}  {getattr(row, column)}  [{row.qid}]")
 
 
-def read_queries(args) -> list[str]:
-    """Every row's query, stripped, in input order; a blank or missing cell is an empty string."""
+def read_batch(args) -> tuple[list[str], pd.DataFrame | None]:
+    """Every row's query, stripped, in input order (a blank or missing cell is an empty string),
+    and the --keep-columns of every row."""
     table = read_table(args.batch, args.encoding, keep_blank_lines=True, kind="queries")
     if args.query_col not in table.columns:
         raise UserError(f"{args.batch} has no column {args.query_col!r}; found {list(table.columns)}. "
                         "Name the right one with --query-col.")
-    return table[args.query_col].fillna("").astype(str).str.strip().tolist()
+    missing = [column for column in args.keep_columns or [] if column not in table.columns]
+    if missing:
+        raise UserError(f"{args.batch} has no column(s) {missing} to keep; found {list(table.columns)}")
+    kept = table[args.keep_columns].reset_index(drop=True) if args.keep_columns else None
+    return table[args.query_col].fillna("").astype(str).str.strip().tolist(), kept
+
+
+def with_input_columns(table: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    """Each output row with the kept columns of its input row, after input_row."""
+    kept = kept.rename(columns={column: f"input_{column}" for column in kept.columns
+                                if column in table.columns or column == "input_row"})
+    merged = table.merge(kept.assign(input_row=range(len(kept))), on="input_row", how="left")
+    return merged[["input_row", *kept.columns, *table.columns.drop("input_row")]]
+
+
+def write_matches(table: pd.DataFrame, output: Path) -> None:
+    """The batch's rows in the output's format, written whole or not at all: CSV and TSV with the
+    cells a spreadsheet would take for formulas quoted, parquet as they are."""
+    suffix = output.suffix.lower()
+    with atomic_path(output) as tmp:
+        if suffix == ".parquet":
+            table.to_parquet(tmp, index=False)
+        else:
+            spreadsheet_safe(table).to_csv(tmp, index=False, sep="\t" if suffix == ".tsv" else ",")
 
 
 def batch_settings(args) -> dict:
@@ -152,7 +188,7 @@ def by_input_row(found: pd.DataFrame, queries: list[str], texts_of_rows: list[st
     return table.astype({"input_row": "int64", "rank": "Int64", "confident": "bool"})
 
 
-def run_batch(args, queries: list[str], retriever, processes: Processes) -> Path | None:
+def run_batch(args, queries: list[str], kept: pd.DataFrame | None, retriever, processes: Processes) -> Path | None:
     """Look up the batch file's queries, each distinct text once, saving each finished batch, and
     write the CSV from them; under accelerate launch each process takes whole batches, and the
     main process writes them all, in input order."""
@@ -176,8 +212,7 @@ def run_batch(args, queries: list[str], retriever, processes: Processes) -> Path
         return None
     found = read_parts(parts) if texts else retriever.lookup([], args.k, args.reverse)  # every row blank
     table = by_input_row(found, queries, texts_of_rows, "alias" if args.reverse else "label")
-    with atomic_path(output) as tmp:
-        spreadsheet_safe(table).to_csv(tmp, index=False)
+    write_matches(table if kept is None else with_input_columns(table, kept), output)
     shutil.rmtree(parts)
     blank = sum(not text for text in texts_of_rows)
     log.info("%d queries (%d blank, %d distinct) -> %s (%d rows, %d process%s)", len(queries), blank, len(texts),
@@ -216,10 +251,10 @@ def main(args: argparse.Namespace):
     setup_logging(NAME)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.batch:
-        queries = read_queries(args)  # a wrong file or column is told before the model loads
+        queries, kept = read_batch(args)  # a wrong file or column is told before the model loads
         with Processes.launched(pick_device(args.device)) as processes:
             retriever = load_retriever(args.model, args.mode, processes.device, args.int8, args.int8_scheme)
-            return run_batch(args, queries, retriever, processes)
+            return run_batch(args, queries, kept, retriever, processes)
     retriever = load_retriever(args.model, args.mode, args.device, args.int8, args.int8_scheme)
     column = "alias" if args.reverse else "label"
     if args.query is None:

@@ -420,6 +420,30 @@ def test_lookup_batch_keeps_every_input_row_in_order_and_writes_no_formulas(in_p
         lookup_cli.main(lookup_cli.parse_args(["--batch", str(queries)]))
 
 
+def test_a_batch_lookup_keeps_input_columns_and_writes_the_format_its_output_names(in_pipeline_home, tmp_path):
+    queries = tmp_path / "q.csv"
+    pd.DataFrame({"id": ["a7", "b2", "c9"], "label": ["x", "y", "z"],
+                  "name": ["=MIT", "UdeG", ""]}).to_csv(queries, index=False)
+    flags = ["--batch", str(queries), "--query-col", "name", "-k", "2", "--keep-columns", "id", "label"]
+    tables = {}
+    for suffix in ("parquet", "tsv", "csv"):
+        lookup_cli.main(lookup_cli.parse_args([*flags, "--output", str(tmp_path / f"out.{suffix}")]))
+    tables["parquet"] = pd.read_parquet(tmp_path / "out.parquet")
+    tables["tsv"] = pd.read_csv(tmp_path / "out.tsv", sep="\t", keep_default_na=False)
+    tables["csv"] = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    for table in tables.values():
+        # a kept column named like an output column gets an input_ prefix
+        assert list(table.columns[:4]) == ["input_row", "id", "input_label", "query"]
+        assert table["id"].tolist() == ["a7", "a7", "b2", "b2", "c9"]
+        assert table["input_label"].tolist() == ["x", "x", "y", "y", "z"]
+    assert tables["parquet"]["query"].iloc[0] == "=MIT"  # as it is: no spreadsheet reads a parquet file
+    assert tables["csv"]["query"].iloc[0] == tables["tsv"]["query"].iloc[0] == "'=MIT"
+    assert tables["parquet"]["label"].tolist() == tables["csv"]["label"].tolist()
+    missing = r"q\.csv has no column\(s\) \['country'\] to keep; found \['id', 'label', 'name'\]"
+    with pytest.raises(UserError, match=missing):
+        lookup_cli.main(lookup_cli.parse_args([*flags[:4], "--keep-columns", "country"]))
+
+
 def test_an_interrupted_batch_lookup_resumes_where_it_stopped(in_pipeline_home, tmp_path, monkeypatch, caplog):
     queries = tmp_path / "q.csv"
     pd.DataFrame({"name": ["UdeG", "MIT", "", "Batman Universitesi", "MIT", "Uni Wien", "Harvard"]}).to_csv(
@@ -518,6 +542,8 @@ def test_lookup_interactive(in_pipeline_home, monkeypatch, capsys):
     ([""], "the query is empty"),
     (["\u200b "], "the query is empty"),
     (["--batch", "q.csv", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--batch", "q.csv", "--output", "out.xlsx"], "--output out.xlsx: name a .csv, .tsv, .parquet file"),
+    (["MIT", "--keep-columns", "id"], "--keep-columns copies columns of a --batch file; give one"),
 ])
 def test_lookup_cli_rejects_an_empty_query_or_batch(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
