@@ -12,7 +12,7 @@ float32); the teacher runs float32 unless given --int8.
 Reads   the chosen model folder in models/trained/ (or any folder given to --model) with its
         calibration.json, and the FAISS indexes its indexes.json names (faiss/ by default), whose
         sidecars hold the candidate tables.
-Writes  with --batch, a CSV (or TSV, or parquet, by --output's extension) of (input_row,
+Writes  with --batch, a CSV (or TSV, Excel or parquet, by --output's extension) of (input_row,
         [--keep-columns], query, rank, qid, label|alias, score, confidence, confident): one block
         of rows per input row, in input order, so it joins back to the input table on input_row
         (the row's position, from 0); confidence is on each block's first row.
@@ -60,7 +60,8 @@ from alias_label.search.batch import done_starts, lookup_identity, partial_dir, 
 from alias_label.search.retriever import LOOKUP_BATCH, add_retriever_args, load_retriever
 
 NAME = "test_lookup"
-OUTPUT_SUFFIXES = (".csv", ".tsv", ".parquet")
+OUTPUT_SUFFIXES = (".csv", ".tsv", ".xlsx", ".parquet")
+EXCEL_ROWS = 1_048_576  # rows in an Excel sheet
 log = logging.getLogger(NAME)
 
 
@@ -73,11 +74,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--min-score", type=float, default=None,
                         help="report the top match as 'no confident match' below this score, instead of the "
                              "calibrated abstain setting (which applies to alias -> label only)")
-    parser.add_argument("--batch", type=Path, default=None, help="CSV/parquet of queries to look up in one go")
+    parser.add_argument("--batch", type=Path, default=None,
+                        help="CSV, TSV, Excel (.xlsx) or parquet file of queries to look up in one go")
     parser.add_argument("--query-col", default="query", help="column of --batch holding the queries (default: query)")
     add_encoding_arg(parser)
     parser.add_argument("--output", type=Path, default=None,
-                        help="file written in batch mode: CSV, TSV or parquet, by its extension "
+                        help="file written in batch mode: CSV, TSV, Excel (.xlsx) or parquet, by its extension "
                              "(default: logs/lookup_results.csv)")
     parser.add_argument("--keep-columns", nargs="+", default=None, metavar="COLUMN",
                         help="columns of --batch copied into each of its rows of the output (e.g. your own id), so "
@@ -148,13 +150,23 @@ def with_input_columns(table: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
     return merged[["input_row", *kept.columns, *table.columns.drop("input_row")]]
 
 
+def check_output_fits(args, n_queries: int) -> None:
+    """Refuse, before any lookup, an Excel output that k rows a query could overflow."""
+    if args.output is not None and args.output.suffix.lower() == ".xlsx" and n_queries * args.k >= EXCEL_ROWS:
+        raise UserError(f"{n_queries} queries with -k {args.k} can give more rows than an Excel sheet holds "
+                        f"({EXCEL_ROWS} with the header); write {args.output.with_suffix('.csv')} or .parquet, "
+                        "or ask for fewer matches a query (-k)")
+
+
 def write_matches(table: pd.DataFrame, output: Path) -> None:
-    """The batch's rows in the output's format, written whole or not at all: CSV and TSV with the
-    cells a spreadsheet would take for formulas quoted, parquet as they are."""
+    """The batch's rows in the output's format, written whole or not at all: CSV, TSV and Excel with
+    the cells a spreadsheet would take for formulas quoted, parquet as they are."""
     suffix = output.suffix.lower()
     with atomic_path(output) as tmp:
         if suffix == ".parquet":
             table.to_parquet(tmp, index=False)
+        elif suffix == ".xlsx":
+            spreadsheet_safe(table).to_excel(tmp, index=False, engine="openpyxl")
         else:
             spreadsheet_safe(table).to_csv(tmp, index=False, sep="\t" if suffix == ".tsv" else ",")
 
@@ -252,6 +264,7 @@ def main(args: argparse.Namespace):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.batch:
         queries, kept = read_batch(args)  # a wrong file or column is told before the model loads
+        check_output_fits(args, len(queries))
         with Processes.launched(pick_device(args.device)) as processes:
             retriever = load_retriever(args.model, args.mode, processes.device, args.int8, args.int8_scheme)
             return run_batch(args, queries, kept, retriever, processes)

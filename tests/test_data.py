@@ -101,6 +101,23 @@ def test_a_csv_is_read_with_the_separator_of_its_header(tmp_path, text, expected
     assert table[["qid", "label", "alias"]].values.tolist() == expected
 
 
+def test_an_excel_file_is_read_from_its_first_sheet(tmp_path):
+    path = tmp_path / "d.xlsx"
+    pd.DataFrame({"id": [101, 102], "name": ["Alpha University", "Beta College"], "other": ["AU", None]}).to_excel(
+        path, index=False)
+    table, _ = load_table(path, qid_col="id", label_col="name", alias_col="other")
+    assert table[["qid", "label", "alias"]].values.tolist() == [["101", "Alpha University", "AU"],
+                                                                ["102", "Beta College", ""]]
+    old = tmp_path / "d.xls"
+    old.write_bytes(b"not read")
+    with pytest.raises(UserError, match=r"unsupported file type '\.xls'; use \.parquet, \.csv, \.tsv or \.xlsx"):
+        load_table(old)
+    broken = tmp_path / "broken.xlsx"
+    broken.write_bytes(b"not a workbook")
+    with pytest.raises(UserError, match=r"cannot read .*broken\.xlsx as xlsx"):
+        load_table(broken)
+
+
 def test_a_one_column_csv_keeps_its_semicolons(tmp_path):
     path = tmp_path / "queries.csv"
     path.write_text("query\nAlpha; Beta University\nMIT\n", encoding="utf-8")

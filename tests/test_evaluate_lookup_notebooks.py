@@ -426,22 +426,39 @@ def test_a_batch_lookup_keeps_input_columns_and_writes_the_format_its_output_nam
                   "name": ["=MIT", "UdeG", ""]}).to_csv(queries, index=False)
     flags = ["--batch", str(queries), "--query-col", "name", "-k", "2", "--keep-columns", "id", "label"]
     tables = {}
-    for suffix in ("parquet", "tsv", "csv"):
+    for suffix in ("parquet", "tsv", "csv", "xlsx"):
         lookup_cli.main(lookup_cli.parse_args([*flags, "--output", str(tmp_path / f"out.{suffix}")]))
     tables["parquet"] = pd.read_parquet(tmp_path / "out.parquet")
     tables["tsv"] = pd.read_csv(tmp_path / "out.tsv", sep="\t", keep_default_na=False)
     tables["csv"] = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    tables["xlsx"] = pd.read_excel(tmp_path / "out.xlsx", dtype=object).fillna("")
     for table in tables.values():
         # a kept column named like an output column gets an input_ prefix
         assert list(table.columns[:4]) == ["input_row", "id", "input_label", "query"]
         assert table["id"].tolist() == ["a7", "a7", "b2", "b2", "c9"]
         assert table["input_label"].tolist() == ["x", "x", "y", "y", "z"]
     assert tables["parquet"]["query"].iloc[0] == "=MIT"  # as it is: no spreadsheet reads a parquet file
-    assert tables["csv"]["query"].iloc[0] == tables["tsv"]["query"].iloc[0] == "'=MIT"
+    assert {tables[kind]["query"].iloc[0] for kind in ("csv", "tsv", "xlsx")} == {"'=MIT"}
+    # a batch in an Excel file reads as the same batch in a CSV
+    plain = pd.read_csv(queries).replace({"=MIT": "MIT"})  # pandas would write "=MIT" to Excel as a formula
+    plain.to_csv(tmp_path / "plain.csv", index=False)
+    plain.to_excel(tmp_path / "plain.xlsx", index=False)
+    for name in ("plain.csv", "plain.xlsx"):
+        lookup_cli.main(lookup_cli.parse_args(["--batch", str(tmp_path / name), *flags[2:],
+                                               "--output", str(tmp_path / f"from_{name}.csv")]))
+    assert (tmp_path / "from_plain.xlsx.csv").read_text() == (tmp_path / "from_plain.csv.csv").read_text()
     assert tables["parquet"]["label"].tolist() == tables["csv"]["label"].tolist()
     missing = r"q\.csv has no column\(s\) \['country'\] to keep; found \['id', 'label', 'name'\]"
     with pytest.raises(UserError, match=missing):
         lookup_cli.main(lookup_cli.parse_args([*flags[:4], "--keep-columns", "country"]))
+
+
+def test_an_excel_output_that_could_overflow_a_sheet_is_refused_before_any_lookup(tmp_path):
+    args = lookup_cli.parse_args(["--batch", "q.csv", "--output", str(tmp_path / "out.xlsx"), "-k", "5"])
+    lookup_cli.check_output_fits(args, 1000)
+    with pytest.raises(UserError, match=r"209716 queries with -k 5 can give more rows than an Excel sheet holds "
+                                        r"\(1048576 with the header\); write .*out\.csv or \.parquet"):
+        lookup_cli.check_output_fits(args, 209_716)
 
 
 def test_an_interrupted_batch_lookup_resumes_where_it_stopped(in_pipeline_home, tmp_path, monkeypatch, caplog):
@@ -511,7 +528,7 @@ def test_resume_is_for_a_batch_lookup(capsys):
     ("nope.csv", None, r"query file not found: .*nope\.csv\. Check the --batch path"),
     ("empty.csv", "", r"empty\.csv is empty: it needs a header row and at least one row of queries"),
     ("header.csv", "query\n", r"header\.csv is empty: it needs at least one row of queries"),
-    ("names.xlsx", "", r"unsupported file type '\.xlsx'; use \.parquet, \.csv or \.tsv \(save a spreadsheet as CSV\)"),
+    ("names.xls", "", r"unsupported file type '\.xls'; use \.parquet, \.csv, \.tsv or \.xlsx \(save an older"),
     ("names.csv", "name\nMIT\n", r"has no column 'query'; found \['name'\]\. Name the right one with --query-col"),
 ])
 def test_a_wrong_batch_file_is_told_before_any_model_loads(home, tmp_path, file, content, message):
@@ -542,7 +559,7 @@ def test_lookup_interactive(in_pipeline_home, monkeypatch, capsys):
     ([""], "the query is empty"),
     (["\u200b "], "the query is empty"),
     (["--batch", "q.csv", "--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--batch", "q.csv", "--output", "out.xlsx"], "--output out.xlsx: name a .csv, .tsv, .parquet file"),
+    (["--batch", "q.csv", "--output", "out.json"], "--output out.json: name a .csv, .tsv, .xlsx, .parquet file"),
     (["MIT", "--keep-columns", "id"], "--keep-columns copies columns of a --batch file; give one"),
 ])
 def test_lookup_cli_rejects_an_empty_query_or_batch(capsys, argv, message):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -41,8 +42,9 @@ FILE_KINDS = {"data": ("data file", "--data", "(qid, label, alias) row"),
 
 def read_table(path: Path, encoding: str = "utf-8", keep_blank_lines: bool = False, kind: str = "data"
                ) -> pd.DataFrame:
-    """A parquet, CSV (comma-, semicolon- or tab-separated) or TSV file as a table of text; every
-    problem with it is a UserError, worded for ``kind`` (a ``FILE_KINDS`` key).
+    """A parquet, CSV (comma-, semicolon- or tab-separated), TSV or Excel (.xlsx, its first sheet)
+    file as a table of text; every problem with it is a UserError, worded for ``kind`` (a
+    ``FILE_KINDS`` key).
 
     ``keep_blank_lines`` keeps an empty line of a CSV as a row of missing values, so a one-column
     query file keeps the position of every row.
@@ -61,9 +63,11 @@ def read_table(path: Path, encoding: str = "utf-8", keep_blank_lines: bool = Fal
             table = pd.read_csv(path, sep="\t" if suffix == ".tsv" else csv_separator(path, encoding), dtype=object,
                                 keep_default_na=False, na_values=[""], encoding=encoding,
                                 skip_blank_lines=not keep_blank_lines)
+        elif suffix == ".xlsx":
+            table = pd.read_excel(path, dtype=object, engine="openpyxl")  # the first sheet
         else:
-            raise UserError(f"{path}: unsupported file type {suffix!r}; use .parquet, .csv or .tsv (save a "
-                            "spreadsheet as CSV)")
+            raise UserError(f"{path}: unsupported file type {suffix!r}; use .parquet, .csv, .tsv or .xlsx (save an "
+                            "older spreadsheet as .xlsx or CSV)")
     except pd.errors.EmptyDataError:
         raise UserError(f"{path} is empty: it needs a header row and at least one {row}") from None
     except UnicodeDecodeError as err:
@@ -73,7 +77,7 @@ def read_table(path: Path, encoding: str = "utf-8", keep_blank_lines: bool = Fal
     except LookupError:
         raise UserError(f"--encoding {encoding!r} is not a text encoding Python knows; try utf-8, latin-1 or cp1252"
                         ) from None
-    except (pd.errors.ParserError, OSError, ValueError) as err:
+    except (pd.errors.ParserError, OSError, ValueError, zipfile.BadZipFile) as err:
         raise UserError(f"cannot read {path} as {suffix[1:]}: {err}. Check that the file is complete and of that "
                         "type") from None
     if table.empty:
