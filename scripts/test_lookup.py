@@ -73,7 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-k", type=int, default=5, help="matches per query (default: 5)")
     parser.add_argument("--min-score", type=float, default=None,
                         help="report the top match as 'no confident match' below this score, instead of the "
-                             "calibrated abstain setting (which applies to alias -> label only)")
+                             "calibrated abstain setting (which applies to alias -> label only); a query that is "
+                             "its label as written stays confident")
     parser.add_argument("--batch", type=Path, default=None,
                         help="CSV, TSV, Excel (.xlsx) or parquet file of queries to look up in one go")
     parser.add_argument("--query-col", default="query", help="column of --batch holding the queries (default: query)")
