@@ -203,7 +203,7 @@ def by_input_row(found: pd.DataFrame, queries: list[str], texts_of_rows: list[st
 
 def run_batch(args, queries: list[str], kept: pd.DataFrame | None, retriever, processes: Processes) -> Path | None:
     """Look up the batch file's queries, each distinct text once, saving each finished batch, and
-    write the CSV from them; under accelerate launch each process takes whole batches, and the
+    write the output from them; under accelerate launch each process takes whole batches, and the
     main process writes them all, in input order."""
     output = Path(args.output or paths().logs / "lookup_results.csv")
     parts = partial_dir(output)
