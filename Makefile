@@ -76,6 +76,7 @@ pipeline: setup
 bench: setup
 	$(BIN)/python benchmarks/query_latency.py
 	$(BIN)/python benchmarks/rerank_latency.py
+	$(BIN)/python benchmarks/lookup_overhead.py
 	$(BIN)/python benchmarks/encode_batch.py
 	$(BIN)/python benchmarks/cross_encoder_speed.py
 	$(BIN)/python benchmarks/ranker_batch.py

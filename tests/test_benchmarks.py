@@ -14,6 +14,7 @@ import hnsw_ef_sweep
 import index_scale
 import int8_schemes
 import label_queries
+import lookup_overhead
 import numpy as np
 import other_kind
 import pandas as pd
@@ -536,6 +537,15 @@ def test_label_queries_flag_more_confident_with_the_exact_label_rule(in_pipeline
     assert student["as written"]["calibrated"]["kept"] == 0 and student["as written"]["lookups"]["kept"] > 0
     assert student["as written"]["lookups"]["precision"] == 1.0
     assert read_json(tmp_path / "label_queries.json")["student"] == json.loads(json.dumps(student))
+
+
+def test_lookup_overhead_times_the_search_and_the_lookup_of_each_model(in_pipeline_home, tmp_path):
+    figures = lookup_overhead.main(lookup_overhead.parse_args(["--queries", "4", "--results-dir", str(tmp_path)]))
+    for role in ("teacher", "student"):
+        row = figures[role]
+        assert row["search"]["p50_ms"] > 0 and row["lookup"]["p50_ms"] > 0
+        assert row["extra_p50_ms"] == pytest.approx(row["lookup"]["p50_ms"] - row["search"]["p50_ms"])
+    assert read_json(tmp_path / "lookup_overhead.json")["queries"] == 4
 
 
 def test_rerank_latency_refuses_to_time_no_lookups(capsys):

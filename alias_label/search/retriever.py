@@ -54,6 +54,16 @@ def no_match(query: str, column: str) -> dict:
             "confident": False}
 
 
+def lookup_table(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    """``lookup``'s rows as a table, each column built with its type (ranks as nullable integers,
+    scores as floats): casting a built table afterwards would take longer than a small search."""
+    data = {name: [row[name] for row in rows] for name in columns}
+    data["rank"] = pd.array(data["rank"], dtype="Int64")
+    for name in ("score", "confidence"):
+        data[name] = np.array([np.nan if value is None else value for value in data[name]], dtype=float)
+    return pd.DataFrame(data, columns=columns)
+
+
 def input_rows(queries, texts: list[str]) -> list:
     """Where each of ``texts`` (``queries`` as ``query_texts`` reads them) came from, to join the
     answers back on: a column's index labels (its table's rows), else each query's position."""
@@ -141,10 +151,18 @@ class Retriever:
         whatever the model's scores: as long as no label or alias of another entity reads the same
         (then the query could mean that entity). The calibrated setting never saw such a query, as
         the data keeps no alias equal to a label, and often leaves it below the threshold."""
-        labels, qids = self.candidates.labels["label"].to_numpy(), self.candidates.labels["qids"].to_numpy()
+        labels, qids = self.answer_columns["label"][0], self.candidates.labels["qids"].to_numpy()
         return np.array([row >= 0 and written_form(text) == written_form(labels[row])
                          and self.owners_of_form[written_form(text)] <= set(qids[row])
                          for text, row in zip(texts, top_rows, strict=True)], dtype=bool)
+
+    @functools.cached_property
+    def answer_columns(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """For "label" and "alias": the texts and their qids joined with "|", as arrays, read from
+        the tables once rather than at every lookup (a text column gives up its array slowly)."""
+        return {column: (table[column].to_numpy(dtype=object),
+                         np.array(["|".join(qids) for qids in table["qids"]], dtype=object))
+                for column, table in (("label", self.candidates.labels), ("alias", self.candidates.aliases))}
 
     @property
     def data_fingerprint(self) -> str:
@@ -217,12 +235,10 @@ class Retriever:
         rows = [{"input_row": row, **(match or no_match(query, column)), "query": query}
                 for row, query, text in zip(rows_of, queries, cleaned, strict=True)
                 for match in (found.get(text) or [None])]
-        table = pd.DataFrame(rows, columns=LOOKUP_COLUMNS[:4] + [column] + LOOKUP_COLUMNS[4:])
-        return table.astype({"rank": "Int64", "confidence": "float64"})
+        return lookup_table(rows, LOOKUP_COLUMNS[:4] + [column] + LOOKUP_COLUMNS[4:])
 
     def _matches(self, texts: list[str], k: int, reverse: bool, min_score: float | None, column: str) -> list:
         """Each text's ranked matches, as lists of rows (``lookup``'s columns, the query left out)."""
-        table = self.candidates.aliases if reverse else self.candidates.labels
         # The margin to the runner-up needs a second candidate even when one match is asked for.
         if reverse:
             scores, ids = self.aliases_for(texts, max(k, 2))
@@ -238,11 +254,11 @@ class Retriever:
             is_confident = confident(read, self.abstain)
         if not reverse:
             is_confident |= self.exact_label_answers(texts, ids[:, 0])
-        names, qids = table[column].to_numpy(), table["qids"].to_numpy()
+        names, qids = self.answer_columns[column]
         matches = []
         for row_scores, row_ids, top, sure in zip(scores[:, :k], ids[:, :k], read[:, 0], is_confident, strict=True):
             # A search with fewer than k candidates pads with row -1.
-            matches.append([{"rank": rank, "qid": "|".join(qids[row]), column: names[row],
+            matches.append([{"rank": rank, "qid": qids[row], column: names[row],
                              "score": rounded(float(score), 4),
                              "confidence": rounded(float(top), 4) if rank == 1 else None,
                              "confident": bool(sure) and rank == 1}
