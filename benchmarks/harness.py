@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import platform
@@ -151,6 +152,17 @@ def measure_index(name: str, vectors: np.ndarray, queries: np.ndarray,
            "recall_at_10": recall}
     del index
     return row, found
+
+
+def single_lookup_args(description: str, argv=None):
+    """The flags of a benchmark that looks test aliases up one at a time: how many, where results go."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--queries", type=int, default=300, help="test aliases looked up one by one (default: 300)")
+    parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
+    args = parser.parse_args(argv)
+    if args.queries < 1:
+        parser.error(f"--queries {args.queries}: time at least one lookup")
+    return args
 
 
 def add_reranker_args(parser, seeds: bool = False) -> None:

@@ -17,9 +17,8 @@ Example:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from harness import percentiles, save_results, timed_ms
+from harness import percentiles, save_results, single_lookup_args, timed_ms
 
 from alias_label.data.split import load_split
 from alias_label.errors import run_main
@@ -31,13 +30,7 @@ K = 5
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--queries", type=int, default=300, help="test aliases looked up one by one (default: 300)")
-    parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
-    args = parser.parse_args(argv)
-    if args.queries < 1:
-        parser.error(f"--queries {args.queries}: time at least one lookup")
-    return args
+    return single_lookup_args(__doc__, argv)
 
 
 def profile(retriever, aliases: list[str]) -> dict:

@@ -21,10 +21,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
-from pathlib import Path
 
 import numpy as np
-from harness import percentiles, save_results
+from harness import percentiles, save_results, single_lookup_args
 
 from alias_label.data.split import load_split
 from alias_label.errors import run_main
@@ -35,13 +34,7 @@ ROLES = ("teacher", "student")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--queries", type=int, default=300, help="test aliases looked up one by one (default: 300)")
-    parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
-    args = parser.parse_args(argv)
-    if args.queries < 1:
-        parser.error(f"--queries {args.queries}: time at least one lookup")
-    return args
+    return single_lookup_args(__doc__, argv)
 
 
 def stage_targets(searcher) -> list[tuple[object, str, str]]:
