@@ -40,7 +40,9 @@ def abstain_quality(scores: np.ndarray, correct: np.ndarray, abstain: dict, also
                     ) -> dict:
     """Precision of the matches kept and the fraction kept (coverage); ``also_kept`` adds matches
     kept whatever their scores (``Retriever.exact_label_answers``)."""
-    kept = confident(scores, abstain) if also_kept is None else confident(scores, abstain) | also_kept
+    kept = confident(scores, abstain)
+    if also_kept is not None:
+        kept = kept | also_kept
     precision = float(correct[kept].mean()) if kept.any() else None
     return {"precision": precision, "coverage": float(kept.mean()), "kept": int(kept.sum()), "n": int(len(kept))}
 
