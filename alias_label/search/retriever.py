@@ -152,9 +152,12 @@ class Retriever:
         (then the query could mean that entity). The calibrated setting never saw such a query, as
         the data keeps no alias equal to a label, and often leaves it below the threshold."""
         labels, qids = self.answer_columns["label"][0], self.candidates.labels["qids"].to_numpy()
-        return np.array([row >= 0 and written_form(text) == written_form(labels[row])
-                         and self.owners_of_form[written_form(text)] <= set(qids[row])
-                         for text, row in zip(texts, top_rows, strict=True)], dtype=bool)
+
+        def is_own_label(form: str, row: int) -> bool:
+            return row >= 0 and form == written_form(labels[row]) and self.owners_of_form[form] <= set(qids[row])
+
+        return np.array([is_own_label(written_form(text), row) for text, row in zip(texts, top_rows, strict=True)],
+                        dtype=bool)
 
     @functools.cached_property
     def answer_columns(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
