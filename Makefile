@@ -61,6 +61,8 @@ lookups: setup
 serve: setup
 	$(BIN)/python scripts/serve.py $(SERVE_ARGS)
 
+# Run again, each training step reuses what it saved with the same flags and data, so the pipeline
+# goes on where it stopped; a script's --retrain (e.g. TEACHER_ARGS=--retrain) trains anew.
 pipeline: setup
 	$(BIN)/python scripts/gpu_check.py
 	$(BIN)/python scripts/prepare_data.py $(DATA_ARGS)

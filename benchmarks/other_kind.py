@@ -64,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval-args", default="", help="extra flags of evaluate_student.py")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run: the teacher and the student go on from their last "
-                             "checkpoints, and a cross-encoder trained with the same settings is reused")
+                             "checkpoints (a step finished with the same flags is reused either way)")
     parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results/")
     return parser.parse_args(argv)
 

@@ -19,6 +19,8 @@ Writes  models/trained/alias_label_student/  model + training_config.json + metr
         models/trained/alias_label_student/calibration.json  hybrid weight and abstain threshold (val)
 
 Writes  also models/trained/alias_label_student/indexes.json (where its indexes are)
+Reuses  a saved student trained with the same flags on the same data from the same teacher, and
+        what was written after it when that is current too (--retrain trains anew).
 
 Example:
     python scripts/distill_model.py --student-layers 2 --epochs 3
@@ -39,7 +41,7 @@ from alias_label.errors import UserError, run_main
 from alias_label.index.bundle import fix_command, require_trained, write_indexes
 from alias_label.index.dense import add_index_args, build_index
 from alias_label.index.tables import build_label_index, encode_candidates
-from alias_label.io import save_run_args, setup_logging, sha256_of, timed, write_json
+from alias_label.io import read_json, save_run_args, setup_logging, sha256_of, timed, write_json
 from alias_label.metrics import classes_of
 from alias_label.models.encode import encode
 from alias_label.models.load import embedding_dim, load_model, model_fingerprint, pick_device, precision_name
@@ -58,6 +60,7 @@ from alias_label.train.distill import (
     teacher_embeddings,
     with_projection,
 )
+from alias_label.train.reuse import FINISHED, FINISHED_STEP, RECORD, TRAINED, saved_state
 from alias_label.train.trainer import (
     add_training_args,
     log_validation,
@@ -267,18 +270,8 @@ def index_and_validate(student, split, embeddings: dict, args) -> dict:
     return metrics
 
 
-def main(args: argparse.Namespace) -> dict:
-    setup_logging(NAME)
-    save_run_args(NAME, args)
-    require_one_process("scripts/distill_model.py")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    timings: dict[str, float] = {}
-    split = load_split(args.processed_dir)
-    device = pick_device(args.device)
-    teacher = load_teacher(args, split, device)
-    with timed("teacher_cache", timings, log):
-        embeddings, cache_status = teacher_embeddings(teacher, args.teacher, split, args.cache_dir,
-                                                      args.refresh_cache)
+def train_student(args, split, teacher, embeddings: dict, cache_status: str, device: str, timings: dict):
+    """The student trained and saved, and its progress; or (None, where --stop-after-steps cut it short)."""
     with timed("training_data", timings, log):
         dataset = training_dataset(args, split, embeddings, generated_queries(args, split, teacher), device)
     student, student_info = build_student(args, teacher, device)
@@ -298,15 +291,43 @@ def main(args: argparse.Namespace) -> dict:
                            trainer_prompts(args, student))
     with timed("train", timings, log):
         if not run_training(trainer, resume, args.stop_after_steps):
-            return {"stopped_at_step": trainer.state.global_step}
-
+            return None, {"stopped_at_step": trainer.state.global_step}
+    progress = {"epoch": trainer.state.epoch, "step": trainer.state.global_step}
     save_model_atomically(student, args.output, training_record(
-        "student", args, student, split, device, teacher=str(args.teacher), cache=cache_status, **identity))
+        "student", args, student, split, device, teacher=str(args.teacher), cache=cache_status, progress=progress,
+        **identity))
+    return student, progress
+
+
+def main(args: argparse.Namespace) -> dict:
+    setup_logging(NAME)
+    save_run_args(NAME, args)
+    require_one_process("scripts/distill_model.py")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    timings: dict[str, float] = {}
+    split = load_split(args.processed_dir)
+    device = pick_device(args.device)
+    teacher = load_teacher(args, split, device)
+    # The teacher's folder is where it is now; its fingerprint says whether it is the same teacher.
+    saved = saved_state(args.output, "student", {"data_fingerprint": split.fingerprint,
+                                                 "teacher_fingerprint": model_fingerprint(args.teacher)},
+                        args, ignore=frozenset({"teacher"}))
+    if saved == FINISHED_STEP:
+        return read_json(args.output / FINISHED)
+    with timed("teacher_cache", timings, log):
+        embeddings, cache_status = teacher_embeddings(teacher, args.teacher, split, args.cache_dir,
+                                                      args.refresh_cache)
+    if saved == TRAINED:
+        student, progress = load_model(args.output, device), read_json(args.output / RECORD).get("progress", {})
+    else:
+        student, progress = train_student(args, split, teacher, embeddings, cache_status, device, timings)
+        if student is None:
+            return progress
     with timed("index_and_validate", timings, log):
         metrics = {"val": index_and_validate(student, split, embeddings, args)}
-    log_validation("student", trainer.state.epoch, trainer.state.global_step, metrics["val"])
+    log_validation("student", progress.get("epoch", 0.0), progress.get("step", 0), metrics["val"])
     log.info("student ready: score it on test with: python scripts/evaluate_student.py")
-    write_json(args.output / "metrics.json", {**metrics, "timings_s": timings})
+    write_json(args.output / FINISHED, {**metrics, "timings_s": timings})
     return metrics
 
 

@@ -12,6 +12,9 @@ Trains  MultipleNegativesRankingLoss on length-bucketed batches with no repeated
 Writes  models/trained/alias_label_teacher/  model + training_config.json + metrics.json (validation)
         + indexes.json (where its indexes are)
         models/trained/alias_label_teacher_round{1,2}/  the earlier rounds' models (reused by --resume)
+Reuses  a saved teacher trained with the same flags on the same data from the same base, and what
+        was written after it when that is current too, so a rerun goes on where the last one
+        stopped (--retrain trains anew).
         faiss/labels.index, faiss/aliases.index  (+ .json sidecars)
         data/cache/teacher_{label,alias}_embs.npy  (+ sidecars; the student reuses them)
         logs/metrics/teacher.jsonl  one line per epoch (validation top-1 over all labels)
@@ -47,6 +50,7 @@ from alias_label.search.scoring import score_split
 from alias_label.search.searchers import Searcher
 from alias_label.train.augment import AUGMENTATIONS, augmented_pairs
 from alias_label.train.mining import forbidden_rows, mine_hard_negatives
+from alias_label.train.reuse import FINISHED, FINISHED_STEP, NOTHING, RECORD, TRAINED, saved_state
 from alias_label.train.trainer import (
     add_training_args,
     log_validation,
@@ -242,6 +246,24 @@ def index_and_validate(model, split, args) -> dict:
     return score_split(dense, split, "val")[0]
 
 
+def train_rounds(split, args, device: str, state, timings: dict):
+    """The base model trained through every round and its progress, or (None, where --stop-after-steps
+    cut it short)."""
+    model = load_model(args.base_model, device, args.max_seq_length, args.query_prompt, args.doc_prompt)
+    if state.is_main_process:
+        log.info("teacher: base=%s device=%s precision=%s processes=%d train_pairs=%d labels=%d",
+                 model.alias_label_source, device, precision_name(device), state.num_processes, len(split.train),
+                 len(split.labels))
+    progress = None
+    for number in range(1, args.rounds + 1):
+        trained, progress = train_round(number, model, split, args, device, state, timings, progress)
+        if trained is None:
+            return None, {"stopped_at_step": progress.global_step, "round": number}
+        # A reused earlier round comes back as a freshly loaded model; its source stays the base model.
+        trained.alias_label_source, model = model.alias_label_source, trained
+    return model, {"epoch": progress.epoch, "step": progress.global_step}
+
+
 def main(args: argparse.Namespace) -> dict:
     setup_logging(NAME)
     save_run_args(NAME, args)
@@ -254,30 +276,29 @@ def main(args: argparse.Namespace) -> dict:
     with timed("data", timings, log), state.main_process_first():
         split = ensure_split(args)
     check_folds(split.val["qid"].to_numpy())  # before training, not after it: the reranker is fitted last
-    model = load_model(args.base_model, device, args.max_seq_length, args.query_prompt, args.doc_prompt)
-    if state.is_main_process:
-        log.info("teacher: base=%s device=%s precision=%s processes=%d train_pairs=%d labels=%d",
-                 model.alias_label_source, device, precision_name(device), state.num_processes, len(split.train),
-                 len(split.labels))
-
-    progress = None
-    for number in range(1, args.rounds + 1):
-        trained, progress = train_round(number, model, split, args, device, state, timings, progress)
-        if trained is None:
-            return {"stopped_at_step": progress.global_step, "round": number}
-        # A reused earlier round comes back as a freshly loaded model; its source stays the base model.
-        trained.alias_label_source, model = model.alias_label_source, trained
+    identity = {"data_fingerprint": split.fingerprint,
+                "base_model_fingerprint": model_fingerprint(resolve_model(args.base_model))}
+    saved = saved_state(args.output, "teacher", identity, args)
+    if saved == FINISHED_STEP:
+        return read_json(args.output / FINISHED)
+    if saved == NOTHING:
+        model, progress = train_rounds(split, args, device, state, timings)
+        if model is None:
+            return progress
     if not state.is_main_process:
         return {}  # the model, indexes and reports are written once, by the main process
-
-    record = training_record("teacher", args, model, split, device, processes=state.num_processes,
-                             base_model=model.alias_label_source,
-                             base_model_fingerprint=model_fingerprint(resolve_model(args.base_model)))
-    save_model_atomically(model, args.output, record)
+    if saved == TRAINED:
+        model = load_model(args.output, device, args.max_seq_length, args.query_prompt, args.doc_prompt)
+        progress = read_json(args.output / RECORD).get("progress", {})
+    else:
+        record = training_record("teacher", args, model, split, device, processes=state.num_processes,
+                                 base_model=model.alias_label_source, progress=progress, **identity)
+        save_model_atomically(model, args.output, record)
     with timed("index_and_validate", timings, log):
         metrics = {"val": index_and_validate(model, split, args)}
-    log_validation("teacher", progress.epoch, progress.global_step, metrics["val"], {"round": args.rounds})
-    write_json(args.output / "metrics.json", {**metrics, "timings_s": timings})
+    log_validation("teacher", progress.get("epoch", 0.0), progress.get("step", 0), metrics["val"],
+                   {"round": args.rounds})
+    write_json(args.output / FINISHED, {**metrics, "timings_s": timings})
     log.info("teacher ready: score it on test with: python scripts/evaluate_student.py")
     return metrics
 

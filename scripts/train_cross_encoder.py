@@ -12,7 +12,8 @@ int8 where the student does. Either trains on a seeded sample of the train alias
 its gold label and the wrong candidates of the model's first stage with the highest fused
 score, with binary cross-entropy. The reranker is then refitted on validation as
 ``calibrate.py`` fits it. A finished cross-encoder whose record matches the flags, the data and the
-model is reused, so a run stopped during the refit resumes there.
+model is reused, so a run stopped during the refit resumes there, and a reranker already refitted
+with it and these flags is kept as it is.
 
 Reads   data/processed/, the trained model folder (default: the teacher) with its indexes and calibration;
         for a student, its teacher's cross-encoder
@@ -37,7 +38,7 @@ from alias_label.errors import UserError, run_main
 from alias_label.io import read_json, save_run_args, setup_logging
 from alias_label.models.load import model_fingerprint, pick_device, resolve_model
 from alias_label.models.processes import require_one_process
-from alias_label.search.calibration import add_calibration_args, calibrate, check_target
+from alias_label.search.calibration import add_calibration_args, calibrate, check_target, fitted_as
 from alias_label.search.cross import CROSS_TOP, STUDENT_CROSS_TOP, cross_dir, has_cross_encoder
 from alias_label.search.rerank import FirstStage, pairs_table
 from alias_label.search.retriever import check_split, load_dense
@@ -174,6 +175,10 @@ def main(args: argparse.Namespace) -> dict:
     settings = settings_of(args, dense.model_dir, split.fingerprint)
     if reusable(dense.model_dir, settings) and not args.retrain:
         log.info("reusing %s, trained with these settings (--retrain to train anew)", cross_dir(dense.model_dir))
+        if fitted_as(dense.model_dir, dense.name, split.fingerprint, args.target_precision, args.rerank_candidates,
+                     cross_encoder=True):
+            log.info("the reranker of %s is already fitted with it and these flags; nothing to do", dense.model_dir)
+            return dense.calibration
     else:
         train(dense, split, args, settings)
     return calibrate(dense.model_dir, dense.name, split, dense.searcher, args.target_precision,

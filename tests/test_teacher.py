@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -100,7 +101,9 @@ def test_resume_continues_an_interrupted_run(home, tiny_model, swot_slice, caplo
         (1, round(3 / per_epoch, 3), 3), (1, 1.0, per_epoch), (1, 2.0, 2 * per_epoch)]
     assert [(e["round"], e["epoch"]) for e in epochs[3:]] == [(2, 1.0), (2, 2.0)]
 
-    # A finished first round is reused by a later --resume, not trained again.
+    # A finished first round is reused by a later --resume, not trained again: here the run stopped in
+    # round 2, before the teacher was saved.
+    shutil.rmtree(home / "models/trained/alias_label_teacher")
     caplog.clear()
     train_alias_label.main(train_alias_label.parse_args([*base, "--resume"]))
     assert "round 1: reusing the finished model" in caplog.text

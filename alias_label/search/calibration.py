@@ -21,9 +21,16 @@ from alias_label.index.tables import Candidates
 from alias_label.io import read_json, write_json
 from alias_label.models.load import model_fingerprint
 from alias_label.search.abstain import TARGET_MISSED, fit_abstain
-from alias_label.search.cross import has_cross_encoder, load_cross_encoder
+from alias_label.search.cross import cross_dir, has_cross_encoder, load_cross_encoder
 from alias_label.search.hybrid import FUSION_DEPTH, fit_fusion_weight, fit_reverse_fusion, fuse
-from alias_label.search.rerank import CANDIDATES_PER_CHANNEL, RERANKER_FILE, FirstStage, fit_reranker
+from alias_label.search.rerank import (
+    CANDIDATES_PER_CHANNEL,
+    RERANKER_FILE,
+    FirstStage,
+    fit_reranker,
+    load_reranker,
+    refit_changes,
+)
 from alias_label.search.scoring import is_right, label_to_alias_gold
 from alias_label.search.searchers import Searcher, keys_of, lexical_searcher
 
@@ -79,6 +86,25 @@ def load_calibration(model_dir: Path, data_fingerprint: str, required: bool = Tr
             log.warning("ignoring stale %s (%s changed); refit it with: %s", path, key, calibration_command(model_dir))
             return None
     return calibration
+
+
+def fitted_as(model_dir: Path, role: str, data_fingerprint: str, target_precision: float,
+              candidates_per_channel: int, cross_encoder: bool) -> bool:
+    """Whether the model's calibration and reranker are current and what ``calibrate`` would fit with
+    these settings, so that a rerun can keep them; logs what differs when not."""
+    try:
+        calibration = load_calibration(model_dir, data_fingerprint)
+        sidecar = load_reranker(model_dir, data_fingerprint, calibration_command(model_dir))[0]
+    except UserError as error:
+        log.info("refitting the calibration of %s (%s)", model_dir, error)
+        return False
+    cross = model_fingerprint(cross_dir(model_dir)) if cross_encoder and has_cross_encoder(model_dir) else None
+    found = refit_changes(sidecar, role, cross, candidates_per_channel, target_precision, CONFIDENCE)
+    found += [f"{mode} abstain target" for mode, setting in calibration["abstain"].items()
+              if setting.get("target_precision") != target_precision]
+    if found:
+        log.info("refitting the calibration of %s, fitted otherwise (%s)", model_dir, ", ".join(found))
+    return not found
 
 
 def warn_if_candidates_change(model_dir: Path, candidates_per_channel: int) -> None:

@@ -452,6 +452,20 @@ def fit_reranker(first_stage: FirstStage, split: Split, model_dir: Path, role: s
     return sidecar
 
 
+def refit_changes(sidecar: dict, role: str, cross_fingerprint: str | None, candidates_per_channel: int,
+                  target_precision: float, confidence: float) -> list[str]:
+    """What a refit with these settings, this cross-encoder (or none) and this code would change in a
+    fitted reranker's sidecar: empty when it would fit the same."""
+    expected = {"features": FEATURES + CROSS_FEATURES if cross_fingerprint else FEATURES,
+                "cross_encoder": cross_fingerprint, "candidates_per_channel": candidates_per_channel,
+                "folds": FOLDS, "repeats": REPEATS, "booster_params": booster_params(role),
+                "confidence_params": CLASSIFIER_PARAMS, "confidence_repeats": CLASSIFIER_REPEATS}
+    found = [key for key, value in expected.items() if sidecar.get(key) != value]
+    abstain = sidecar.get("abstain", {})
+    return found + [f"abstain {key}" for key, value in {"target_precision": target_precision,
+                                                        "confidence": confidence}.items() if abstain.get(key) != value]
+
+
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 

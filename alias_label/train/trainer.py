@@ -48,6 +48,9 @@ def add_training_args(parser: argparse.ArgumentParser, epochs: float, batch_size
                        help="continue from the last checkpoint of an interrupted run")
     group.add_argument("--stop-after-steps", type=int, default=None,
                        help="checkpoint and stop after N steps, e.g. to time-box a run; finish it with --resume")
+    group.add_argument("--retrain", action="store_true",
+                       help="train anew even when the saved model was trained with these flags on this data from "
+                            "this base; a rerun otherwise reuses it, and what was written after it when current")
     group.add_argument("--early-stopping-patience", type=int, default=0,
                        help="stop after N epochs without a better val top-1 and keep the best epoch (default: 0, off)")
 
