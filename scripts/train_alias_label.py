@@ -11,10 +11,10 @@ Trains  MultipleNegativesRankingLoss on length-bucketed batches with no repeated
         symmetric or cached loss (--loss); early stopping on val top-1.
 Writes  models/trained/alias_label_teacher/  model + training_config.json + metrics.json (validation)
         + indexes.json (where its indexes are)
-        models/trained/alias_label_teacher_round{1,2}/  the earlier rounds' models (reused by --resume)
-Reuses  a saved teacher trained with the same flags on the same data from the same base, and what
-        was written after it when that is current too, so a rerun goes on where the last one
-        stopped (--retrain trains anew).
+        models/trained/alias_label_teacher_round{1,2}/  the earlier rounds' models (reused by a rerun)
+Reuses  a saved teacher, or earlier round, trained with the same flags on the same data from the
+        same base, and what was written after the teacher when that is current too, so a rerun goes
+        on where the last one stopped (--retrain trains anew).
         faiss/labels.index, faiss/aliases.index  (+ .json sidecars)
         data/cache/teacher_{label,alias}_embs.npy  (+ sidecars; the student reuses them)
         logs/metrics/teacher.jsonl  one line per epoch (validation top-1 over all labels)
@@ -50,7 +50,7 @@ from alias_label.search.scoring import score_split
 from alias_label.search.searchers import Searcher
 from alias_label.train.augment import AUGMENTATIONS, augmented_pairs
 from alias_label.train.mining import forbidden_rows, mine_hard_negatives
-from alias_label.train.reuse import FINISHED, FINISHED_STEP, NOTHING, RECORD, TRAINED, saved_state
+from alias_label.train.reuse import FINISHED, FINISHED_STEP, NOTHING, RECORD, TRAINED, changes, saved_state
 from alias_label.train.trainer import (
     add_training_args,
     log_validation,
@@ -195,19 +195,15 @@ def build_trainer(model, split, args, device: str, number: int, label_embs=None)
                         [callback], prompts, unique_batches=True)
 
 
-def finished_round(folder: Path, identity: dict) -> bool:
-    config = folder / "training_config.json"
-    return config.exists() and all(read_json(config).get(key) == value for key, value in identity.items())
-
-
-def train_round(number: int, model, split, args, device: str, state, timings: dict, previous=None):
+def train_round(number: int, model, split, args, device: str, state, timings: dict, identity: dict, previous=None):
     """One round of training: (the trained model, or None when --stop-after-steps cut it short; the trainer's state).
 
-    An earlier round saves its model beside the teacher, and --resume reuses it once it is finished.
+    An earlier round saves its model beside the teacher; a rerun reuses it when it was trained as this
+    run would train it (``identity``: the data's and the base model's fingerprints, and the flags).
     """
     output = round_output(number, args)
-    identity = {"data_fingerprint": split.fingerprint, "base_model": model.alias_label_source, "round": number}
-    if number < args.rounds and args.resume and finished_round(output, identity):
+    identity = {**identity, "base_model": model.alias_label_source, "round": number}
+    if number < args.rounds and not args.retrain and not changes(output, {"role": "teacher", **identity}, args):
         log.info("round %d: reusing the finished model in %s", number, output)
         return load_model(output, device, args.max_seq_length, args.query_prompt, args.doc_prompt), None
     suffix = f"_round{number}" if args.rounds > 1 else ""
@@ -246,7 +242,7 @@ def index_and_validate(model, split, args) -> dict:
     return score_split(dense, split, "val")[0]
 
 
-def train_rounds(split, args, device: str, state, timings: dict):
+def train_rounds(split, args, device: str, state, timings: dict, identity: dict):
     """The base model trained through every round and its progress, or (None, where --stop-after-steps
     cut it short)."""
     model = load_model(args.base_model, device, args.max_seq_length, args.query_prompt, args.doc_prompt)
@@ -256,7 +252,7 @@ def train_rounds(split, args, device: str, state, timings: dict):
                  len(split.labels))
     progress = None
     for number in range(1, args.rounds + 1):
-        trained, progress = train_round(number, model, split, args, device, state, timings, progress)
+        trained, progress = train_round(number, model, split, args, device, state, timings, identity, progress)
         if trained is None:
             return None, {"stopped_at_step": progress.global_step, "round": number}
         # A reused earlier round comes back as a freshly loaded model; its source stays the base model.
@@ -282,7 +278,7 @@ def main(args: argparse.Namespace) -> dict:
     if saved == FINISHED_STEP:
         return read_json(args.output / FINISHED)
     if saved == NOTHING:
-        model, progress = train_rounds(split, args, device, state, timings)
+        model, progress = train_rounds(split, args, device, state, timings, identity)
         if model is None:
             return progress
     if not state.is_main_process:

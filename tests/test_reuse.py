@@ -131,3 +131,12 @@ def test_a_rerun_of_a_finished_cross_encoder_step_keeps_its_reranker(finished, t
     train_cross_encoder.main(train_cross_encoder.parse_args(["--base", str(tiny_model), *CROSS_SMOKE,
                                                              "--target-precision", "0.9"]))
     assert refits == [0.9]
+
+
+def test_a_teacher_stopped_in_its_last_round_reuses_the_earlier_rounds_trained_alike(finished, tiny_model):
+    shutil.rmtree(finished / TEACHER)  # as when a run stops before the teacher is saved
+    stop = ["--stop-after-steps", "1"]
+    assert train_alias_label.main(teacher_args(tiny_model, *stop)) == {"stopped_at_step": 1, "round": 3}
+    assert train_alias_label.main(teacher_args(tiny_model, *stop, "--lr", "1e-2")) == {"stopped_at_step": 1,
+                                                                                       "round": 1}
+    assert train_alias_label.main(teacher_args(tiny_model, *stop, "--retrain")) == {"stopped_at_step": 1, "round": 1}

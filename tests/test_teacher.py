@@ -101,11 +101,11 @@ def test_resume_continues_an_interrupted_run(home, tiny_model, swot_slice, caplo
         (1, round(3 / per_epoch, 3), 3), (1, 1.0, per_epoch), (1, 2.0, 2 * per_epoch)]
     assert [(e["round"], e["epoch"]) for e in epochs[3:]] == [(2, 1.0), (2, 2.0)]
 
-    # A finished first round is reused by a later --resume, not trained again: here the run stopped in
-    # round 2, before the teacher was saved.
+    # A finished first round is reused by a rerun, not trained again: here the run stopped in round 2,
+    # before the teacher was saved.
     shutil.rmtree(home / "models/trained/alias_label_teacher")
     caplog.clear()
-    train_alias_label.main(train_alias_label.parse_args([*base, "--resume"]))
+    train_alias_label.main(train_alias_label.parse_args(base))
     assert "round 1: reusing the finished model" in caplog.text
     assert len((home / "logs/metrics/teacher.jsonl").read_text().splitlines()) == len(epochs) + 2
 

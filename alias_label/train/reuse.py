@@ -5,6 +5,7 @@ what is saved costs the whole step and gives the same model, so a step whose sav
 trained with the same flags, on the same data, from the same base is reused: whole when
 everything written after the model is current too (indexes, calibration, reranker), else from
 its trained model on. ``--retrain`` trains anew anyway. A mismatch is logged with what changed.
+The saved record is compared, not the code that trained it: a change to the code asks for --retrain.
 """
 
 from __future__ import annotations
