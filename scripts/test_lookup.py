@@ -13,7 +13,8 @@ Reads   the chosen model folder in models/trained/ (or any folder given to --mod
         calibration.json, and the FAISS indexes its indexes.json names (faiss/ by default), whose
         sidecars hold the candidate tables.
 Writes  with --batch, a CSV (or TSV, Excel or parquet, by --output's extension) of (input_row,
-        [--keep-columns], query, rank, qid, label|alias, score, confidence, confident): one block
+        [--keep-columns], query, rank, qid, label (--reverse: alias, label), score, confidence,
+        confident): one block
         of rows per input row, in input order, so it joins back to the input table on input_row
         (the row's position, from 0); confidence is on each block's first row.
         A blank query gets one row with no rank, flagged as no match; each distinct query text is
@@ -126,7 +127,9 @@ def print_matches(matches: pd.DataFrame, column: str, reads: str | None = "best 
         if not first["confident"] and reads is not None:
             print(f"  no confident match ({reads} {shown(first['confidence'])}{note})")
         for row in rows.itertuples():
-            print(f"  {row.rank:>2}. {shown(row.score)}  {getattr(row, column)}  [{row.qid}]")
+            # Label -> alias: the alias, then the label of the entity it names.
+            named = f"  (alias of {row.label})" if column == "alias" else ""
+            print(f"  {row.rank:>2}. {shown(row.score)}  {getattr(row, column)}{named}  [{row.qid}]")
 
 
 def read_batch(args) -> tuple[list[str], pd.DataFrame | None]:

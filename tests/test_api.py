@@ -18,6 +18,7 @@ from conftest import TEACHER_SMOKE
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
 from alias_label import Retriever, load_retriever
+from alias_label.data.split import load_split
 from alias_label.errors import UserError
 from alias_label.io import read_json
 from alias_label.search.retriever import written_form
@@ -71,7 +72,13 @@ def test_lookup_both_directions_and_a_single_string(in_pipeline_home):
     assert set(forward["label"]) <= set(labels["label"])
     label = labels["label"].iloc[0]
     reverse = retriever.lookup([label], k=2, reverse=True)
-    assert list(reverse.columns) == ["input_row", "query", "rank", "qid", "alias", "score", "confidence", "confident"]
+    assert list(reverse.columns) == ["input_row", "query", "rank", "qid", "alias", "label", "score", "confidence",
+                                     "confident"]
+    # Each alias comes with the label of the entity it names, as the data pairs them.
+    split = load_split()
+    pairs = pd.concat([split.train, split.val, split.test])
+    for alias, named in zip(reverse["alias"], reverse["label"], strict=True):
+        assert set(named.split(" | ")) == set(pairs.loc[pairs["alias"] == alias, "label"])
     assert len(reverse) == 2 and reverse["confidence"].iloc[0] == reverse["score"].iloc[0]
     # no abstain setting was fitted label -> alias, so no alias is confident but by a bar of one's own
     assert not reverse["confident"].any()

@@ -259,7 +259,11 @@ def test_lookup_forward_reverse_and_min_score(in_pipeline_home, capsys):
         assert f"no confident match (probability right {read}{note})" in printed
     reverse = lookup_cli.main(lookup_cli.parse_args(["--reverse", "--model", "student", label, "-k", "2"]))
     assert "alias" in reverse.columns and len(reverse) == 2
-    assert "no confident match" not in capsys.readouterr().out  # nothing judges label -> alias answers
+    printed = capsys.readouterr().out
+    assert "no confident match" not in printed  # nothing judges label -> alias answers
+    first = reverse.iloc[0]
+    assert f"1. {lookup_cli.shown(first['score'])}  {first['alias']}  (alias of {first['label']})  [{first['qid']}]" \
+        in printed
     unsure = lookup_cli.main(lookup_cli.parse_args([alias, "--min-score", "1.01"]))
     assert not unsure["confident"].any()
     # a runner-up is never a confident match, even where its score clears the setting

@@ -277,6 +277,8 @@ def test_reverse_route_gives_aliases_of_a_label(client, retriever):
     assert single.status_code == 200
     table = retriever.lookup([label], k=3, reverse=True)
     assert [c["name"] for c in single.json()["q0"]["result"]] == table["alias"].tolist()
+    assert [c["description"] for c in single.json()["q0"]["result"]] == [f"alias of {named}"
+                                                                         for named in table["label"]]
     assert not any("match" in c for c in single.json()["q0"]["result"])  # no abstain is fitted label -> alias
     assert_valid("reconciliation-result-batch", single.json())
     batch = client.post("/reverse", data={"queries": json.dumps({"x": {"query": label, "limit": 3}})})

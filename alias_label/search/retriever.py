@@ -48,10 +48,15 @@ def written_form(text: str) -> str:
     return clean_query(text).casefold()
 
 
+def answer_names(column: str) -> list[str]:
+    """The text columns of an answer: a label; or an alias, then the label of the entity it names."""
+    return ["alias", "label"] if column == "alias" else [column]
+
+
 def no_match(query: str, column: str) -> dict:
     """The one row of a query without a match: a blank one, or one that has no candidate."""
-    return {"query": query, "rank": pd.NA, "qid": "", column: "", "score": None, "confidence": None,
-            "confident": False}
+    return {"query": query, "rank": pd.NA, "qid": "", **dict.fromkeys(answer_names(column), ""), "score": None,
+            "confidence": None, "confident": False}
 
 
 def lookup_table(rows: list[dict], columns: list[str]) -> pd.DataFrame:
@@ -160,12 +165,20 @@ class Retriever:
                         dtype=bool)
 
     @functools.cached_property
-    def answer_columns(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """For "label" and "alias": the texts and their qids joined with "|", as arrays, read from
-        the tables once rather than at every lookup (a text column gives up its array slowly)."""
-        return {column: (table[column].to_numpy(dtype=object),
-                         np.array(["|".join(qids) for qids in table["qids"]], dtype=object))
-                for column, table in (("label", self.candidates.labels), ("alias", self.candidates.aliases))}
+    def answer_columns(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """For "label" and "alias": the texts, their qids joined with "|", and the labels of those
+        qids (an alias's entity's; joined with " | " where an alias names entities of several labels),
+        as arrays, read from the tables once rather than at every lookup (a text column gives up its
+        array slowly)."""
+        labels, aliases = self.candidates.labels, self.candidates.aliases
+        label_texts = labels["label"].to_numpy(dtype=object)
+        label_of = {qid: label for label, qids in zip(label_texts, labels["qids"], strict=True) for qid in qids}
+        return {"label": (label_texts, np.array(["|".join(qids) for qids in labels["qids"]], dtype=object),
+                          label_texts),
+                "alias": (aliases["alias"].to_numpy(dtype=object),
+                          np.array(["|".join(qids) for qids in aliases["qids"]], dtype=object),
+                          np.array([" | ".join(dict.fromkeys(label_of.get(qid, "") for qid in qids))
+                                    for qids in aliases["qids"]], dtype=object))}
 
     @property
     def data_fingerprint(self) -> str:
@@ -196,10 +209,11 @@ class Retriever:
 
     def lookup(self, queries, k: int = 5, reverse: bool = False, min_score: float | None = None,
                batch_size: int = LOOKUP_BATCH) -> pd.DataFrame:
-        """Ranked matches for each query, as a table: input_row, query, rank, qid, label (or alias), score,
-        confidence, confident.
+        """Ranked matches for each query, as a table: input_row, query, rank, qid, label (reverse: alias,
+        label), score, confidence, confident.
 
-        Forward, an alias finds labels; with ``reverse``, a label finds aliases. ``queries`` is one
+        Forward, an alias finds labels; with ``reverse``, a label finds aliases, each with the label of
+        the entity it names, so that another entity's alias shows as one. ``queries`` is one
         string or any sequence of them (a list, a table's column); a missing value (None, NaN) is a
         blank query. ``confidence``, on each query's first row, is what the calibrated abstain setting
         reads: in rerank mode the estimated probability that the top match is right, in the other modes
@@ -238,7 +252,7 @@ class Retriever:
         rows = [{"input_row": row, **(match or no_match(query, column)), "query": query}
                 for row, query, text in zip(rows_of, queries, cleaned, strict=True)
                 for match in (found.get(text) or [None])]
-        return lookup_table(rows, LOOKUP_COLUMNS[:4] + [column] + LOOKUP_COLUMNS[4:])
+        return lookup_table(rows, LOOKUP_COLUMNS[:4] + answer_names(column) + LOOKUP_COLUMNS[4:])
 
     def _matches(self, texts: list[str], k: int, reverse: bool, min_score: float | None, column: str) -> list:
         """Each text's ranked matches, as lists of rows (``lookup``'s columns, the query left out)."""
@@ -257,11 +271,16 @@ class Retriever:
             is_confident = confident(read, self.abstain)
         if not reverse:
             is_confident |= self.exact_label_answers(texts, ids[:, 0])
-        names, qids = self.answer_columns[column]
+        names, qids, labels = self.answer_columns[column]
+
+        def texts_of(row: int) -> dict:
+            """A label's text; or an alias's, and the label of the entity it names."""
+            return {"alias": names[row], "label": labels[row]} if reverse else {"label": names[row]}
+
         matches = []
         for row_scores, row_ids, top, sure in zip(scores[:, :k], ids[:, :k], read[:, 0], is_confident, strict=True):
             # A search with fewer than k candidates pads with row -1.
-            matches.append([{"rank": rank, "qid": qids[row], column: names[row],
+            matches.append([{"rank": rank, "qid": qids[row], **texts_of(row),
                              "score": rounded(float(score), 4),
                              "confidence": rounded(float(top), 4) if rank == 1 else None,
                              "confident": bool(sure) and rank == 1}

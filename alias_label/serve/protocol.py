@@ -110,12 +110,14 @@ def texts_to_look_up(queries: list[Query]) -> list[str]:
 def candidates_of(matches: pd.DataFrame, column: str) -> dict[str, list[dict]]:
     """A lookup table's rows per query text: id, name, score (0-100) and, alias -> label, match.
 
-    Label -> alias rows carry no ``match``: the abstain setting was fitted alias -> label only. A
-    query's row without a match (no rank) is no candidate.
+    Label -> alias rows carry no ``match``: the abstain setting was fitted alias -> label only; their
+    ``description`` names the label of the entity the alias names. A query's row without a match
+    (no rank) is no candidate.
     """
     grouped = {}
     for text, rows in matches.groupby("query", sort=False):
         grouped[text] = [{"id": row.qid, "name": getattr(row, column),
+                          **({"description": f"alias of {row.label}"} if column == "alias" else {}),
                           "score": rounded(100 * float(row.score), 2, top=100.0),
                           **({"match": bool(row.confident)} if column == "label" else {})}
                          for row in rows.itertuples() if not pd.isna(row.rank)]
