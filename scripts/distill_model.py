@@ -60,7 +60,7 @@ from alias_label.train.distill import (
     teacher_embeddings,
     with_projection,
 )
-from alias_label.train.reuse import FINISHED, FINISHED_STEP, RECORD, TRAINED, saved_state
+from alias_label.train.reuse import FINISHED, FINISHED_STEP, RECORD, TRAINED, flags_of, saved_state
 from alias_label.train.trainer import (
     add_training_args,
     log_validation,
@@ -73,6 +73,8 @@ from alias_label.train.trainer import (
 )
 
 NAME = "distill_model"
+# The teacher's folder is where it is now; its fingerprint says whether it is the same teacher.
+TEACHER_PATH = frozenset({"teacher"})
 log = logging.getLogger(NAME)
 
 
@@ -281,7 +283,8 @@ def train_student(args, split, teacher, embeddings: dict, cache_status: str, dev
     identity = {"data_fingerprint": split.fingerprint, "teacher_fingerprint": model_fingerprint(args.teacher),
                 "objective": args.objective, "index_vectors": args.index_vectors,
                 "training_texts": training_texts_fingerprint(dataset), **student_info}
-    resume = prepare_checkpoints(args.output, args.resume, identity)
+    resume = prepare_checkpoints(args.output, args.resume, identity, flags=flags_of(vars(args), TEACHER_PATH),
+                                 retrain=args.retrain)
     teacher_vectors = embeddings if args.index_vectors == "teacher" else None
     # Agreement compares like with like: the per-epoch label index of a student with its own vectors has no keys.
     val_top1 = teacher_top1(split, embeddings, "val", args.label_keys if teacher_vectors is not None else "label")
@@ -308,10 +311,9 @@ def main(args: argparse.Namespace) -> dict:
     split = load_split(args.processed_dir)
     device = pick_device(args.device)
     teacher = load_teacher(args, split, device)
-    # The teacher's folder is where it is now; its fingerprint says whether it is the same teacher.
     saved = saved_state(args.output, "student", {"data_fingerprint": split.fingerprint,
                                                  "teacher_fingerprint": model_fingerprint(args.teacher)},
-                        args, ignore=frozenset({"teacher"}))
+                        args, ignore=TEACHER_PATH)
     if saved == FINISHED_STEP:
         return read_json(args.output / FINISHED)
     with timed("teacher_cache", timings, log):
@@ -332,4 +334,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    run_main(main, parse_args(), resumable=True)
+    run_main(main, parse_args(), resumable="checkpoints")

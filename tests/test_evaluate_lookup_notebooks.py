@@ -484,9 +484,9 @@ def test_an_interrupted_batch_lookup_resumes_where_it_stopped(in_pipeline_home, 
 
     monkeypatch.setattr(lookup_cli, "save_part", stop_after_two)
     with pytest.raises(SystemExit) as exit_info:  # Ctrl-C, as the script reports it
-        run_main(lookup_cli.main, lookup_cli.parse_args([*flags, "--output", str(output)]), resumable=True)
+        run_main(lookup_cli.main, lookup_cli.parse_args([*flags, "--output", str(output)]), resumable="parts")
     assert exit_info.value.code == 130
-    assert "interrupted; rerun the same command with --resume to continue from what was saved" in caplog.text
+    assert "interrupted; rerun the same command with --resume to go on from what was saved" in caplog.text
     # each distinct text is looked up once: UdeG, MIT | Batman Universitesi, Uni Wien | Harvard
     assert not output.exists() and sorted(path.name for path in parts.glob("rows-*")) == [
         "rows-000000000.parquet", "rows-000000002.parquet"]

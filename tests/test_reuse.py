@@ -140,3 +140,40 @@ def test_a_teacher_stopped_in_its_last_round_reuses_the_earlier_rounds_trained_a
     assert train_alias_label.main(teacher_args(tiny_model, *stop, "--lr", "1e-2")) == {"stopped_at_step": 1,
                                                                                        "round": 1}
     assert train_alias_label.main(teacher_args(tiny_model, *stop, "--retrain")) == {"stopped_at_step": 1, "round": 1}
+
+
+def test_a_rerun_goes_on_from_the_checkpoints_of_a_run_like_it(home, tiny_model, swot_slice, caplog):
+    base = ["--data", str(swot_slice), "--base-model", str(tiny_model), "--limit", "40", "--batch-size", "8",
+            "--save-steps", "2", "--rounds", "1"]
+
+    def run(*extra) -> dict:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            return train_alias_label.main(train_alias_label.parse_args([*base, *extra]))
+
+    assert run("--stop-after-steps", "2") == {"stopped_at_step": 2, "round": 1}
+    # Other flags start over, and say which; --resume would refuse those checkpoints.
+    assert run("--lr", "1e-3", "--stop-after-steps", "2") == {"stopped_at_step": 2, "round": 1}
+    assert "starting over" in caplog.text and "'--lr': (0.0001, 0.001)" in caplog.text
+    with pytest.raises(Exception, match="belong to another run.*--lr"):
+        run("--resume", "--stop-after-steps", "4")
+    # The same flags as the stopped run go on from its checkpoint, without --resume; --retrain starts over.
+    assert run("--lr", "1e-3", "--stop-after-steps", "4") == {"stopped_at_step": 4, "round": 1}
+    assert "resuming from the last checkpoint" in caplog.text
+    assert run("--lr", "1e-3", "--stop-after-steps", "2", "--retrain") == {"stopped_at_step": 2, "round": 1}
+    assert "resuming" not in caplog.text
+    run("--lr", "1e-3")
+    assert "resuming from the last checkpoint" in caplog.text
+    assert (home / TEACHER / "metrics.json").exists()
+
+
+def test_an_interrupted_training_run_says_that_a_rerun_goes_on(caplog):
+    from alias_label.errors import run_main
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(interrupted, None, resumable="checkpoints")
+    assert exit_info.value.code == 130
+    assert "interrupted; rerun the same command to go on from what was saved" in caplog.text

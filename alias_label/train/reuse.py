@@ -33,7 +33,7 @@ FINISHED = "metrics.json"
 NOTHING, TRAINED, FINISHED_STEP = "nothing", "trained", "finished"
 
 
-def flags_of(values: dict, ignore: frozenset) -> dict:
+def flags_of(values: dict, ignore: frozenset = frozenset()) -> dict:
     """The flags that decide what a run trains, as its training record stores them."""
     kept = {key: value for key, value in values.items() if key not in RUN_CONTROL | ignore}
     return json.loads(json.dumps(kept, default=str))

@@ -45,12 +45,15 @@ def add_training_args(parser: argparse.ArgumentParser, epochs: float, batch_size
                        help="where to train (default: cuda when available)")
     group.add_argument("--save-steps", type=int, default=200, help="checkpoint every N steps (default: 200)")
     group.add_argument("--resume", action="store_true",
-                       help="continue from the last checkpoint of an interrupted run")
+                       help="insist on continuing from the last checkpoint of an interrupted run, refusing "
+                            "checkpoints of another one (a rerun with the same flags and data goes on from them "
+                            "anyway)")
     group.add_argument("--stop-after-steps", type=int, default=None,
                        help="checkpoint and stop after N steps, e.g. to time-box a run; finish it with --resume")
     group.add_argument("--retrain", action="store_true",
-                       help="train anew even when the saved model was trained with these flags on this data from "
-                            "this base; a rerun otherwise reuses it, and what was written after it when current")
+                       help="train anew, from no checkpoint, even when the saved model was trained with these "
+                            "flags on this data from this base; a rerun otherwise reuses it, and what was written "
+                            "after it when current")
     group.add_argument("--early-stopping-patience", type=int, default=0,
                        help="stop after N epochs without a better val top-1 and keep the best epoch (default: 0, off)")
 
@@ -143,27 +146,38 @@ def checkpoint_dir(output: Path) -> Path:
     return output.parent / "checkpoints" / output.name
 
 
-def prepare_checkpoints(output: Path, resume: bool, run_identity: dict, is_main_process: bool = True) -> bool:
-    """Whether to resume; a fresh run clears old checkpoints so a later --resume can't pick them up.
+def prepare_checkpoints(output: Path, resume: bool, run_identity: dict, is_main_process: bool = True,
+                        flags: dict | None = None, retrain: bool = False) -> bool:
+    """Whether to go on from the last checkpoint: yes when there is one of a run like this one, so
+    that a rerun after an interruption goes on where it stopped; no with ``retrain``.
 
-    ``run_identity`` (data fingerprint, teacher, ...) must match the interrupted run's. Only the
-    main process of a multi-process run clears and writes.
+    A run is like this one when its ``run_identity`` (data fingerprint, teacher, ...) and ``flags``
+    are this one's. ``resume`` (--resume) insists: checkpoints of another run are then an error,
+    where a plain run starts over. A run that starts over clears the old checkpoints. Only the main
+    process of a multi-process run clears and writes.
     """
     ckpt_dir = checkpoint_dir(output)
     run_file = ckpt_dir / "run.json"
-    if resume and any(ckpt_dir.glob("checkpoint-*")):
+    current = {**run_identity, "flags": flags or {}}
+    if not retrain and any(ckpt_dir.glob("checkpoint-*")):
         saved = read_json(run_file) if run_file.exists() else {}
         changed = {key: (saved.get(key), value) for key, value in run_identity.items() if saved.get(key) != value}
-        if changed:
+        before = saved.get("flags", {})
+        changed |= {f"--{key.replace('_', '-')}": (before.get(key), current["flags"].get(key))
+                    for key in sorted(before.keys() | current["flags"].keys())
+                    if before.get(key) != current["flags"].get(key)}
+        if not changed:
+            log.info("resuming from the last checkpoint in %s (--retrain to start over)", ckpt_dir)
+            return True
+        if resume:
             raise UserError(f"checkpoints in {ckpt_dir} belong to another run ({changed}: was, now); "
                             "rerun without --resume to start over")
-        log.info("resuming from the last checkpoint in %s", ckpt_dir)
-        return True
-    if resume:
+        log.info("starting over: the checkpoints in %s are of another run (%s: was, now)", ckpt_dir, changed)
+    elif resume:
         log.warning("--resume given but %s holds no checkpoint; starting fresh", ckpt_dir)
     if is_main_process:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-        write_json(run_file, run_identity)
+        write_json(run_file, current)
     return False
 
 
