@@ -204,7 +204,7 @@ def training_dataset(args, split, embeddings, generated: tuple[list[str], np.nda
 
 
 def training_texts_fingerprint(dataset) -> str:
-    """What the student learns from, so --resume never continues a run on other texts."""
+    """What the student learns from, so that no run goes on from the checkpoints of a run on other texts."""
     parts = dataset.values() if isinstance(dataset, dict) else [dataset]
     return sha256_of(*(text for part in parts for column in part.column_names
                        if getattr(part.features[column], "dtype", None) == "string" for text in part[column]))

@@ -49,7 +49,8 @@ def add_training_args(parser: argparse.ArgumentParser, epochs: float, batch_size
                             "checkpoints of another one (a rerun with the same flags and data goes on from them "
                             "anyway)")
     group.add_argument("--stop-after-steps", type=int, default=None,
-                       help="checkpoint and stop after N steps, e.g. to time-box a run; finish it with --resume")
+                       help="checkpoint and stop after N steps, e.g. to time-box a run; the same command without it "
+                            "finishes the run")
     group.add_argument("--retrain", action="store_true",
                        help="train anew, from no checkpoint, even when the saved model was trained with these "
                             "flags on this data from this base; a rerun otherwise reuses it, and what was written "
@@ -344,7 +345,8 @@ def run_training(trainer, resume: bool, stop_after_steps: int | None = None) -> 
     trainer.train(resume_from_checkpoint=resume or None)
     state = trainer.state
     if stop_after_steps and stop_after_steps <= state.global_step < state.max_steps:
-        log.info("stopped after %d of %d steps as asked; finish with --resume", state.global_step, state.max_steps)
+        log.info("stopped after %d of %d steps as asked; the same command without --stop-after-steps finishes it",
+                 state.global_step, state.max_steps)
         return False
     return True
 
