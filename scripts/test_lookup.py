@@ -20,8 +20,8 @@ Writes  with --batch, a CSV (or TSV, Excel or parquet, by --output's extension) 
         A blank query gets one row with no rank, flagged as no match; each distinct query text is
         searched once, however often the column repeats it. A text cell that would start
         a spreadsheet formula (=, +, -, @) is written with a leading quote. Until the CSV is
-        written, each finished batch of rows is kept in <output>.partial/, and --resume continues
-        an interrupted lookup from there. Otherwise, prints.
+        written, each finished batch of rows is kept in <output>.partial/, and the same command
+        run again goes on from there. Otherwise, prints.
 
 Under `accelerate launch`, --batch spreads whole batches of distinct queries over the processes
 (GPUs, nodes), and the main process writes the CSV, in input order.
@@ -31,7 +31,7 @@ Examples:
     python scripts/test_lookup.py --reverse "Universidad de Guadalajara" --model student -k 5
     python scripts/test_lookup.py "Uni Wien" --model student            # int8 on a CPU; --no-int8 for float32
     python scripts/test_lookup.py --batch my_aliases.csv --query-col name --output matches.csv
-    python scripts/test_lookup.py --batch my_aliases.csv --query-col name --output matches.csv --resume
+    python scripts/test_lookup.py --batch my_aliases.csv --query-col name --output matches.csv
     python scripts/test_lookup.py --batch my_aliases.csv --query-col name --keep-columns id --output matches.parquet
     accelerate launch --num_processes 4 scripts/test_lookup.py --batch big.parquet --device cuda
     python scripts/test_lookup.py            # interactive prompt; an empty line quits
@@ -91,8 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="distinct queries of --batch searched at a time, and saved as they finish "
                              f"(default: {LOOKUP_BATCH})")
     parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted --batch lookup from its saved batches (<output>.partial/); "
-                             "the same queries, flags and model only")
+                        help="insist on continuing an interrupted --batch lookup from its saved batches "
+                             "(<output>.partial/), refusing those of another lookup (a rerun with the same queries, "
+                             "flags and model goes on from them anyway)")
     args = parser.parse_args(argv)
     if args.query is not None and not clean_query(args.query):
         parser.error("the query is empty; give an alias, e.g. \"UdeG\", or leave it out for a prompt")
@@ -176,7 +177,7 @@ def write_matches(table: pd.DataFrame, output: Path) -> None:
 
 
 def batch_settings(args) -> dict:
-    """The flags that shape a batch lookup's rows, for ``--resume`` to check against."""
+    """The flags that shape a batch lookup's rows, for a rerun to check its saved parts against."""
     return {"query_col": args.query_col, "k": args.k, "reverse": args.reverse, "mode": args.mode,
             "min_score": args.min_score, "batch_size": args.batch_size, "int8": args.int8,
             "int8_scheme": args.int8_scheme, "device": args.device}
@@ -211,7 +212,7 @@ def run_batch(args, queries: list[str], kept: pd.DataFrame | None, retriever, pr
     output = Path(args.output or paths().logs / "lookup_results.csv")
     parts = partial_dir(output)
     identity = lookup_identity(queries, batch_settings(args), retriever.model_dir, retriever.data_fingerprint)
-    # Every process checks a resumed run's parts, so that none waits for another that refused them.
+    # With --resume every process checks the parts, so that none waits for another that refused them.
     prepare_parts(parts, args.resume, identity, processes.is_main)
     processes.barrier()  # no process lists or writes parts before the main one has kept or cleared them
     # A name repeated down the column is searched once, as Retriever.lookup does.
@@ -283,4 +284,4 @@ def main(args: argparse.Namespace):
 
 if __name__ == "__main__":
     args = parse_args(sys.argv[1:])
-    run_main(main, args, resumable="parts" if args.batch else None)
+    run_main(main, args, resumable=bool(args.batch))

@@ -301,4 +301,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    run_main(main, parse_args(), resumable="checkpoints")
+    run_main(main, parse_args(), resumable=True)

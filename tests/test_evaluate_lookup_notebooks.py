@@ -484,9 +484,9 @@ def test_an_interrupted_batch_lookup_resumes_where_it_stopped(in_pipeline_home, 
 
     monkeypatch.setattr(lookup_cli, "save_part", stop_after_two)
     with pytest.raises(SystemExit) as exit_info:  # Ctrl-C, as the script reports it
-        run_main(lookup_cli.main, lookup_cli.parse_args([*flags, "--output", str(output)]), resumable="parts")
+        run_main(lookup_cli.main, lookup_cli.parse_args([*flags, "--output", str(output)]), resumable=True)
     assert exit_info.value.code == 130
-    assert "interrupted; rerun the same command with --resume to go on from what was saved" in caplog.text
+    assert "interrupted; rerun the same command to go on from what was saved" in caplog.text
     # each distinct text is looked up once: UdeG, MIT | Batman Universitesi, Uni Wien | Harvard
     assert not output.exists() and sorted(path.name for path in parts.glob("rows-*")) == [
         "rows-000000000.parquet", "rows-000000002.parquet"]
@@ -501,13 +501,13 @@ def test_an_interrupted_batch_lookup_resumes_where_it_stopped(in_pipeline_home, 
     monkeypatch.setattr(Retriever, "lookup", lambda self, texts, *a, **kw: looked_up.append(list(texts))
                         or lookup(self, texts, *a, **kw))
     with caplog.at_level(logging.INFO):
-        lookup_cli.main(lookup_cli.parse_args([*flags, "--output", str(output), "--resume"]))
+        lookup_cli.main(lookup_cli.parse_args([*flags, "--output", str(output)]))  # the same command again
     assert "resuming: 2 of 3 batches already looked up" in caplog.text
     assert looked_up == [["Harvard"]]  # only the batch without a part
     assert output.read_bytes() == whole.read_bytes() and not parts.exists()
 
 
-def test_a_fresh_batch_lookup_clears_the_parts_of_an_earlier_one(tmp_path, caplog):
+def test_a_batch_lookup_keeps_the_parts_of_one_like_it_and_clears_those_of_another(tmp_path, caplog):
     folder = partial_dir(tmp_path / "out.csv")
     assert folder == tmp_path / "out.csv.partial"
     prepare_parts(folder, resume=False, identity={"k": 2}, is_main=True)
@@ -515,7 +515,13 @@ def test_a_fresh_batch_lookup_clears_the_parts_of_an_earlier_one(tmp_path, caplo
     assert done_starts(folder) == {0}
     prepare_parts(folder, resume=True, identity={"k": 2}, is_main=True)  # the same lookup: its parts are kept
     assert done_starts(folder) == {0}
-    prepare_parts(folder, resume=False, identity={"k": 5}, is_main=True)
+    prepare_parts(folder, resume=False, identity={"k": 2}, is_main=True)  # without --resume too
+    assert done_starts(folder) == {0}
+    prepare_parts(folder, resume=False, identity={"k": 5}, is_main=False)  # another process leaves them be
+    assert done_starts(folder) == {0}
+    with caplog.at_level(logging.INFO):
+        prepare_parts(folder, resume=False, identity={"k": 5}, is_main=True)
+    assert "starting over: the parts in" in caplog.text and "{'k': (2, 5)}" in caplog.text
     assert done_starts(folder) == set() and read_json(folder / "run.json") == {"k": 5}
     with caplog.at_level(logging.WARNING):
         prepare_parts(folder, resume=True, identity={"k": 5}, is_main=True)

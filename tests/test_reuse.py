@@ -174,6 +174,6 @@ def test_an_interrupted_training_run_says_that_a_rerun_goes_on(caplog):
         raise KeyboardInterrupt
 
     with pytest.raises(SystemExit) as exit_info:
-        run_main(interrupted, None, resumable="checkpoints")
+        run_main(interrupted, None, resumable=True)
     assert exit_info.value.code == 130
     assert "interrupted; rerun the same command to go on from what was saved" in caplog.text

@@ -47,17 +47,23 @@ def lookup_identity(queries: list[str], settings: dict, model_dir: Path | None, 
 
 
 def prepare_parts(folder: Path, resume: bool, identity: dict, is_main: bool) -> None:
-    """Keep the parts of the same interrupted lookup for ``resume``; else clear them, so that a later
-    ``--resume`` never picks up parts of another lookup. Only the main process clears and writes."""
+    """Keep the parts of an interrupted lookup like this one (``identity``: its queries, flags and
+    model), so that a rerun goes on from them; else clear them. ``resume`` (--resume) insists: parts
+    of another lookup are then an error, in every process, where a plain run starts over. Only the
+    main process clears and writes."""
+    if not (resume or is_main):
+        return  # the main process decides; the others wait for it at the barrier after this
     run_file = folder / RUN_FILE
-    if resume and any(folder.glob(PART_GLOB)):
+    if any(folder.glob(PART_GLOB)):
         saved = read_json(run_file) if run_file.exists() else {}
         changed = {key: (saved.get(key), value) for key, value in identity.items() if saved.get(key) != value}
-        if changed:
+        if not changed:
+            return
+        if resume:
             raise UserError(f"the parts in {folder} belong to another lookup ({changed}: was, now); rerun without "
                             "--resume to start over")
-        return
-    if resume:
+        log.info("starting over: the parts in %s are of another lookup (%s: was, now)", folder, changed)
+    elif resume:
         log.warning("--resume given but %s holds no part of a lookup; starting fresh", folder)
     if is_main:
         shutil.rmtree(folder, ignore_errors=True)
