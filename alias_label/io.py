@@ -1,4 +1,4 @@
-"""Atomic writes, JSON, metrics records, run records and the one log format.
+"""Atomic writes, JSON, metrics records, run records, saved work to go on from, and the one log format.
 
 Every artifact is written beside its target and renamed over it only when complete, so an
 interrupted run leaves the previous file intact and no half-written one behind.
@@ -12,14 +12,17 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from alias_label.errors import UserError
 from alias_label.paths import paths
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s | %(message)s"
+RUN_FILE = "run.json"  # what run the work saved in a folder is of (``go_on_from``)
 
 # Libraries whose INFO lines ("Loading SentenceTransformer model from ...") go to the log file only:
 # on stdout they would open every lookup's answer.
@@ -137,3 +140,29 @@ def spreadsheet_safe(table):
         safe[column] = safe[column].map(
             lambda cell: "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell)
     return safe
+
+
+def go_on_from(folder: Path, saved: bool, identity: dict, resume: bool, is_main: bool, what: str, of: str,
+               nothing: str, log: logging.Logger) -> bool:
+    """Whether a run goes on from the work saved in ``folder`` (``saved``: whether it holds any):
+    yes when its ``RUN_FILE`` says that work is of a run with this ``identity``, so that a rerun after
+    an interruption goes on where it stopped. Else the main process clears the folder and writes
+    this identity, so that no later run goes on from another's work. ``resume`` (--resume) insists:
+    another run's work is then an error, where a plain run starts over. ``what`` (checkpoints,
+    parts), ``of`` (run, lookup) and ``nothing`` (no checkpoint) word the messages."""
+    run_file = folder / RUN_FILE
+    if saved:
+        before = read_json(run_file) if run_file.exists() else {}
+        changed = {key: (before.get(key), value) for key, value in identity.items() if before.get(key) != value}
+        if not changed:
+            return True
+        if resume:
+            raise UserError(f"the {what} in {folder} belong to another {of} ({changed}: was, now); rerun without "
+                            "--resume to start over")
+        log.info("starting over: the %s in %s are of another %s (%s: was, now)", what, folder, of, changed)
+    elif resume:
+        log.warning("--resume given but %s holds no %s; starting fresh", folder, nothing)
+    if is_main:
+        shutil.rmtree(folder, ignore_errors=True)
+        write_json(run_file, identity)
+    return False

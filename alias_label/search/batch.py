@@ -10,17 +10,14 @@ run was interrupted, and the parts are removed once it is.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from alias_label.errors import UserError
-from alias_label.io import atomic_path, read_json, sha256_of, write_json
+from alias_label.io import atomic_path, go_on_from, sha256_of
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
 PART_GLOB = "rows-*.parquet"
 
 
@@ -48,26 +45,12 @@ def lookup_identity(queries: list[str], settings: dict, model_dir: Path | None, 
 
 def prepare_parts(folder: Path, resume: bool, identity: dict, is_main: bool) -> None:
     """Keep the parts of an interrupted lookup like this one (``identity``: its queries, flags and
-    model), so that a rerun goes on from them; else clear them. ``resume`` (--resume) insists: parts
-    of another lookup are then an error, in every process, where a plain run starts over. Only the
-    main process clears and writes."""
-    if not (resume or is_main):
-        return  # the main process decides; the others wait for it at the barrier after this
-    run_file = folder / RUN_FILE
-    if any(folder.glob(PART_GLOB)):
-        saved = read_json(run_file) if run_file.exists() else {}
-        changed = {key: (saved.get(key), value) for key, value in identity.items() if saved.get(key) != value}
-        if not changed:
-            return
-        if resume:
-            raise UserError(f"the parts in {folder} belong to another lookup ({changed}: was, now); rerun without "
-                            "--resume to start over")
-        log.info("starting over: the parts in %s are of another lookup (%s: was, now)", folder, changed)
-    elif resume:
-        log.warning("--resume given but %s holds no part of a lookup; starting fresh", folder)
-    if is_main:
-        shutil.rmtree(folder, ignore_errors=True)
-        write_json(run_file, identity)
+    model), so that a rerun goes on from them; else clear them (``go_on_from``). With --resume every
+    process checks them, so that none waits for another that refused them; else the main process
+    decides, and the others wait for it at the barrier after this."""
+    if resume or is_main:
+        go_on_from(folder, any(folder.glob(PART_GLOB)), identity, resume, is_main, "parts", "lookup",
+                   "part of a lookup", log)
 
 
 def done_starts(folder: Path) -> set[int]:

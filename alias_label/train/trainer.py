@@ -23,8 +23,7 @@ from sentence_transformers.sentence_transformer.losses import (
     MultipleNegativesSymmetricRankingLoss,
 )
 
-from alias_label.errors import UserError
-from alias_label.io import append_jsonl, read_json, write_json
+from alias_label.io import append_jsonl, go_on_from, write_json
 from alias_label.models.fast_encode import token_counts
 from alias_label.models.load import precision_name
 from alias_label.paths import paths
@@ -153,32 +152,15 @@ def prepare_checkpoints(output: Path, resume: bool, run_identity: dict, is_main_
     that a rerun after an interruption goes on where it stopped; no with ``retrain``.
 
     A run is like this one when its ``run_identity`` (data fingerprint, teacher, ...) and ``flags``
-    are this one's. ``resume`` (--resume) insists: checkpoints of another run are then an error,
-    where a plain run starts over. A run that starts over clears the old checkpoints. Only the main
-    process of a multi-process run clears and writes.
+    are this one's (``go_on_from``: --resume insists; a run that starts over clears the old
+    checkpoints). Only the main process of a multi-process run clears and writes.
     """
     ckpt_dir = checkpoint_dir(output)
-    run_file = ckpt_dir / "run.json"
-    current = {**run_identity, "flags": flags or {}}
-    if not retrain and any(ckpt_dir.glob("checkpoint-*")):
-        saved = read_json(run_file) if run_file.exists() else {}
-        changed = {key: (saved.get(key), value) for key, value in run_identity.items() if saved.get(key) != value}
-        before = saved.get("flags", {})
-        changed |= {f"--{key.replace('_', '-')}": (before.get(key), current["flags"].get(key))
-                    for key in sorted(before.keys() | current["flags"].keys())
-                    if before.get(key) != current["flags"].get(key)}
-        if not changed:
-            log.info("resuming from the last checkpoint in %s (--retrain to start over)", ckpt_dir)
-            return True
-        if resume:
-            raise UserError(f"checkpoints in {ckpt_dir} belong to another run ({changed}: was, now); "
-                            "rerun without --resume to start over")
-        log.info("starting over: the checkpoints in %s are of another run (%s: was, now)", ckpt_dir, changed)
-    elif resume:
-        log.warning("--resume given but %s holds no checkpoint; starting fresh", ckpt_dir)
-    if is_main_process:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        write_json(run_file, current)
+    identity = {**run_identity, **{f"--{key.replace('_', '-')}": value for key, value in (flags or {}).items()}}
+    saved = not retrain and any(ckpt_dir.glob("checkpoint-*"))
+    if go_on_from(ckpt_dir, saved, identity, resume, is_main_process, "checkpoints", "run", "checkpoint", log):
+        log.info("resuming from the last checkpoint in %s (--retrain to start over)", ckpt_dir)
+        return True
     return False
 
 
