@@ -12,13 +12,13 @@ Trains  MultipleNegativesRankingLoss on length-bucketed batches with no repeated
 Writes  models/trained/alias_label_teacher/  model + training_config.json + metrics.json (validation)
         + indexes.json (where its indexes are)
         models/trained/alias_label_teacher_round{1,2}/  the earlier rounds' models (reused by a rerun)
-Reuses  a saved teacher, or earlier round, trained with the same flags on the same data from the
-        same base, and what was written after the teacher when that is current too, so a rerun goes
-        on where the last one stopped (--retrain trains anew).
         faiss/labels.index, faiss/aliases.index  (+ .json sidecars)
         data/cache/teacher_{label,alias}_embs.npy  (+ sidecars; the student reuses them)
         logs/metrics/teacher.jsonl  one line per epoch (validation top-1 over all labels)
         models/trained/alias_label_teacher/calibration.json  hybrid weight and abstain threshold (val)
+Reuses  a saved teacher, or earlier round, trained with the same flags on the same data from the
+        same base, and what was written after the teacher when that is current too, so a rerun goes
+        on where the last one stopped (--retrain trains anew).
 
 Example:
     python scripts/train_alias_label.py --epochs 1 --batch-size 64
