@@ -146,12 +146,12 @@ def augment_kinds(parser, args) -> list[str]:
     return args.augment
 
 
-def load_teacher(args, split, device: str):
+def check_teacher(args, split) -> None:
+    """Refuse a teacher trained on another split, from its record, before anything loads."""
     trained_on = require_trained(args.teacher, "teacher")["data_fingerprint"]
     if trained_on != split.fingerprint:
         raise UserError(f"the teacher at {args.teacher} was trained on split {trained_on}, but the split here is "
                         f"{split.fingerprint}. Retrain it on this split with: {fix_command(args.teacher, 'teacher')}")
-    return load_model(args.teacher, device)
 
 
 def build_student(args, teacher, device: str) -> tuple[object, dict]:
@@ -310,12 +310,13 @@ def main(args: argparse.Namespace) -> dict:
     timings: dict[str, float] = {}
     split = load_split(args.processed_dir)
     device = pick_device(args.device)
-    teacher = load_teacher(args, split, device)
+    check_teacher(args, split)
     saved = saved_state(args.output, "student", {"data_fingerprint": split.fingerprint,
                                                  "teacher_fingerprint": model_fingerprint(args.teacher)},
                         args, ignore=TEACHER_PATH)
     if saved == FINISHED_STEP:
         return read_json(args.output / FINISHED)
+    teacher = load_model(args.teacher, device)
     with timed("teacher_cache", timings, log):
         embeddings, cache_status = teacher_embeddings(teacher, args.teacher, split, args.cache_dir,
                                                       args.refresh_cache)
