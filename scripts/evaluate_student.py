@@ -16,6 +16,8 @@ Reads   data/processed/ (the split), models/trained/alias_label_{teacher,student
         --student) with their calibration.json and the FAISS indexes their indexes.json names
 Writes  logs/metrics/evaluation.json (+ a timestamped copy), evaluation.md (the tables),
         accuracy_at_k.png, latency_vs_top1.png, errors.csv (per-query teacher/student top-3)
+        data/cache/base_{label,label_key,alias}_embs.npy  the base model's embeddings (+ sidecars),
+        which a later evaluation of the same data reads instead of encoding every label again
 
 Example:
     python scripts/evaluate_student.py --latency-queries 200
@@ -40,10 +42,11 @@ from alias_label.errors import UserError, run_main
 from alias_label.evaluate.report import markdown_tables, save_plots
 from alias_label.evaluate.timing import taking_turns
 from alias_label.index.bundle import ROLES, index_files, model_folder, require_trained
+from alias_label.index.cache import cached_candidates
 from alias_label.index.tables import Candidates
 from alias_label.io import atomic_path, read_json, save_run_args, setup_logging, write_json
 from alias_label.metrics import DEPTH, classes_of, retrieval_metrics
-from alias_label.models.load import load_model, pick_device
+from alias_label.models.load import load_model, pick_device, precision_name, resolve_model
 from alias_label.models.processes import require_one_process
 from alias_label.models.quantize import default_activation_bits, int8_by_default
 from alias_label.paths import paths
@@ -86,6 +89,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--student", type=Path, default=None,
                         help="the trained student folder (default: models/trained/alias_label_student/)")
     parser.add_argument("--output-dir", type=Path, default=None, help="where reports go (default: logs/metrics/)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="where the untrained base model's embeddings are cached, encoded once per data and "
+                             "base model (default: data/cache/)")
     parser.add_argument("--latency-queries", type=int, default=200,
                         help="single queries timed per system for p50/p95, the systems taking turns a few "
                              "queries at a time (default: 200)")
@@ -156,19 +162,26 @@ def build_retrievers(args, split, device: str) -> dict:
         elif name in dense:
             retrievers[name] = dense[name]
         elif name == "base":
-            retrievers[name] = Retriever("base", dense_searcher("base", base_model(args, device), split),
-                                         Candidates.from_split(split), None)
+            retrievers[name] = Retriever("base", base_searcher(args, split, device), Candidates.from_split(split), None)
         else:
             retrievers[name] = lexical_for(LEXICAL_KEYS[name])
     return retrievers
 
 
-def base_model(args, device: str):
-    """The teacher's untrained starting point, with the prompts the teacher was trained with."""
+def base_searcher(args, split, device: str):
+    """The teacher's untrained starting point, loaded with the prompts the teacher was trained with.
+
+    It has no index files, so its embeddings of every label and alias are cached in data/cache/
+    (``--cache-dir``) the first time and read back by later evaluations of the same data.
+    """
     config = require_trained(args.teacher)
-    prompts = config.get("prompts", {})
-    return load_model(config["base_model"], device, config.get("max_seq_length"), prompts.get("query", ""),
-                      prompts.get("document", ""))
+    prompts, max_seq_length = config.get("prompts", {}), config.get("max_seq_length")
+    model = load_model(config["base_model"], device, max_seq_length, prompts.get("query", ""),
+                       prompts.get("document", ""))
+    settings = {"prompts": prompts, "max_seq_length": max_seq_length, "precision": precision_name(device)}
+    embeddings, _ = cached_candidates(model, resolve_model(config["base_model"]), split, "base", args.cache_dir,
+                                      settings)
+    return dense_searcher("base", model, split, embeddings)
 
 
 def accuracy(retriever, split, split_name: str, kinds: np.ndarray, reverse_gold: tuple[list[str], dict],

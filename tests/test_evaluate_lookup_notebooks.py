@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -188,6 +189,38 @@ def test_on_validation_the_report_says_what_is_in_sample_and_gives_the_out_of_fo
     assert tables.startswith(f"Validation aliases: {report['n_queries']},")
     top1 = report["val_out_of_fold"]["rerank"]["top1"]
     assert "in sample; the rerankers' top-1 out of fold" in tables and f"rerank {top1:.2%}" in tables
+
+
+def test_the_base_models_embeddings_are_encoded_once_and_a_stale_cache_is_encoded_again(
+        evaluation, in_pipeline_home, tmp_path, caplog):
+    import shutil
+
+    split = load_split()
+    cache = in_pipeline_home / "data/cache"
+    meta = read_json(cache / "base_label_embs.npy.json")
+    assert (meta["rows"], meta["data_fingerprint"], meta["precision"]) == (len(split.labels), split.fingerprint,
+                                                                          "fp32")
+    # The module's evaluation wrote the cache; the next one reads it, encodes nothing, scores alike.
+    caplog.set_level("INFO")
+    again = evaluate_student.main(evaluate_student.parse_args(
+        ["--systems", "base", "--latency-queries", "1", "--output-dir", str(tmp_path / "hit")]))
+    assert "base cache hit" in caplog.text and "encoding" not in caplog.text
+    scores = ("top1", "top5", "top10", "mrr", "label_to_alias_recall10")
+    assert {key: again["systems"]["base"][key] for key in scores} == {
+        key: evaluation["systems"]["base"][key] for key in scores}
+    # A cache of other data says why it is stale, and is encoded again and rewritten.
+    other = tmp_path / "cache"
+    shutil.copytree(cache, other)
+    sidecar = other / "base_alias_embs.npy.json"
+    sidecar.write_text(json.dumps({**read_json(sidecar), "data_fingerprint": "other"}))
+    caplog.clear()
+    fresh = evaluate_student.main(evaluate_student.parse_args(
+        ["--systems", "base", "--latency-queries", "1", "--output-dir", str(tmp_path / "miss"), "--cache-dir",
+         str(other)]))
+    assert "base cache miss (stale cache base_alias_embs.npy: data_fingerprint is 'other'" in caplog.text
+    assert read_json(sidecar)["data_fingerprint"] == split.fingerprint
+    np.testing.assert_array_equal(np.load(other / "base_alias_embs.npy"), np.load(cache / "base_alias_embs.npy"))
+    assert fresh["systems"]["base"]["top1"] == evaluation["systems"]["base"]["top1"]
 
 
 def test_evaluator_names_the_fix_for_a_missing_student(home, pipeline_home):

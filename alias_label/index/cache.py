@@ -1,16 +1,24 @@
-"""Embedding caches: the teacher's vectors of every label and alias, which distillation reuses."""
+"""Embedding caches: a model's vectors of every label and alias, encoded once.
+
+The teacher's are written when it is indexed and reused by distillation; the untrained base
+model's are written the first time the evaluator scores it, and reused by every later evaluation.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from alias_label.data.split import Split
 from alias_label.index.dense import _drop_sidecar, sidecar_path
+from alias_label.index.tables import encode_candidates
 from alias_label.io import atomic_path, read_json, write_json
 from alias_label.models.load import model_fingerprint
 from alias_label.paths import paths
+
+log = logging.getLogger(__name__)
 
 
 def save_embeddings(target: Path, embeddings: np.ndarray, meta: dict) -> None:
@@ -38,20 +46,45 @@ def load_embeddings(path: Path, expected: dict) -> tuple[np.ndarray | None, str]
     return np.asarray(embeddings), "cache hit"
 
 
-def cache_paths(cache_dir: Path | None = None) -> dict[str, Path]:
-    """The teacher's embedding cache, which distillation reads."""
+def cache_paths(cache_dir: Path | None = None, owner: str = "teacher") -> dict[str, Path]:
+    """The embedding cache of one model (``owner``: the teacher, which distillation reads, or the base)."""
     cache_dir = Path(cache_dir or paths().cache)
-    return {"labels": cache_dir / "teacher_label_embs.npy", "aliases": cache_dir / "teacher_alias_embs.npy",
-            "label_keys": cache_dir / "teacher_label_key_embs.npy"}
+    return {"labels": cache_dir / f"{owner}_label_embs.npy", "aliases": cache_dir / f"{owner}_alias_embs.npy",
+            "label_keys": cache_dir / f"{owner}_label_key_embs.npy"}
 
 
-def cache_meta(model_dir: Path, split: Split, kind: str) -> dict:
-    """What a cached embedding matrix depends on; any change makes the cache stale."""
+def cache_meta(model_dir: Path | str, split: Split, kind: str, settings: dict | None = None) -> dict:
+    """What a cached embedding matrix depends on; any change makes the cache stale.
+
+    ``settings``: how the model was loaded when that is not in its files (prompts, sequence length).
+    """
     return {"model_fingerprint": model_fingerprint(model_dir), "data_fingerprint": split.fingerprint,
-            "kind": kind, "normalized": True, "dtype": "float32"}
+            "kind": kind, "normalized": True, "dtype": "float32", **(settings or {})}
 
 
-def write_cache(embeddings: dict[str, np.ndarray], split: Split, model_dir: Path,
-                cache_dir: Path | None = None) -> None:
-    for kind, target in cache_paths(cache_dir).items():
-        save_embeddings(target, embeddings[kind], cache_meta(model_dir, split, kind))
+def write_cache(embeddings: dict[str, np.ndarray], split: Split, model_dir: Path | str,
+                cache_dir: Path | None = None, owner: str = "teacher", settings: dict | None = None) -> None:
+    for kind, target in cache_paths(cache_dir, owner).items():
+        save_embeddings(target, embeddings[kind], cache_meta(model_dir, split, kind, settings))
+
+
+def cached_candidates(model, model_dir: Path | str, split: Split, owner: str, cache_dir: Path | None = None,
+                      settings: dict | None = None, refresh: bool = False) -> tuple[dict[str, np.ndarray], str]:
+    """``model``'s embeddings of every label, label key and alias: from ``owner``'s cache when each
+    file's sidecar matches this model, data and ``settings``, else encoded and cached; "hit" or "miss"."""
+    targets = cache_paths(cache_dir, owner)
+    cached, reason = {}, "refresh asked for"
+    for kind, path in targets.items():
+        if refresh:
+            break
+        embeddings, reason = load_embeddings(path, cache_meta(model_dir, split, kind, settings))
+        if embeddings is None:
+            break
+        cached[kind] = embeddings
+    if len(cached) == len(targets):
+        log.info("%s cache hit: %s", owner, ", ".join(str(p) for p in targets.values()))
+        return cached, "hit"
+    log.info("%s cache miss (%s); encoding with the %s model", owner, reason, owner)
+    embeddings = encode_candidates(model, split)
+    write_cache(embeddings, split, model_dir, cache_dir, owner, settings)
+    return embeddings, "miss"

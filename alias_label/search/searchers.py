@@ -14,7 +14,7 @@ import numpy as np
 from alias_label.data.split import Split
 from alias_label.data.text import transliterate
 from alias_label.index.dense import KeyedIndex, build_index
-from alias_label.index.tables import Candidates, build_label_index, encode_candidates, keyed_texts
+from alias_label.index.tables import Candidates, build_label_index, keyed_texts
 from alias_label.models.encode import encode
 from alias_label.search.hybrid import HybridSearcher
 from alias_label.search.lexical import TfidfIndex
@@ -84,9 +84,10 @@ def keys_of(searcher: Searcher) -> str:
     return "transliterated" if isinstance(searcher.label_index, KeyedIndex) else "label"
 
 
-def dense_searcher(name: str, model, split: Split, keys: str = "transliterated") -> Searcher:
-    """A searcher over freshly encoded candidates, e.g. for an untrained base model."""
-    embeddings = encode_candidates(model, split)
+def dense_searcher(name: str, model, split: Split, embeddings: dict[str, np.ndarray],
+                   keys: str = "transliterated") -> Searcher:
+    """A searcher over in-memory indexes of ``model``'s candidate embeddings (``encode_candidates``),
+    e.g. for an untrained base model, which has no index files."""
     return Searcher(name, build_label_index(embeddings, split, keys), build_index(embeddings["aliases"]), model)
 
 

@@ -16,8 +16,8 @@ import torch
 
 from alias_label.data.split import Split
 from alias_label.errors import UserError
-from alias_label.index.cache import cache_meta, cache_paths, load_embeddings, save_embeddings, write_cache
-from alias_label.index.tables import encode_candidates, label_keys
+from alias_label.index.cache import cache_meta, cached_candidates, load_embeddings, save_embeddings
+from alias_label.index.tables import label_keys
 from alias_label.io import sha256_of
 from alias_label.models.encode import encode
 from alias_label.models.load import embedding_dim
@@ -31,22 +31,7 @@ log = logging.getLogger(__name__)
 def teacher_embeddings(teacher, teacher_dir: Path, split: Split, cache_dir: Path | None = None,
                        refresh: bool = False) -> tuple[dict[str, np.ndarray], str]:
     """The teacher's label and alias embeddings from the cache, recomputed only when stale."""
-    targets = cache_paths(cache_dir)
-    cached, reason = {}, "--refresh-cache"
-    for kind, path in targets.items():
-        if refresh:
-            break
-        embeddings, reason = load_embeddings(path, cache_meta(teacher_dir, split, kind))
-        if embeddings is None:
-            break
-        cached[kind] = embeddings
-    if len(cached) == len(targets):
-        log.info("teacher cache hit: %s", ", ".join(str(p) for p in targets.values()))
-        return cached, "hit"
-    log.info("teacher cache miss (%s); encoding with the teacher", reason)
-    embeddings = encode_candidates(teacher, split)
-    write_cache(embeddings, split, teacher_dir, cache_dir)
-    return embeddings, "miss"
+    return cached_candidates(teacher, teacher_dir, split, "teacher", cache_dir, refresh=refresh)
 
 
 GENERATED_CACHE = "teacher_generated_alias_embs.npy"
