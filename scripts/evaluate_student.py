@@ -15,7 +15,8 @@ evaluates it in float32.
 Reads   data/processed/ (the split), models/trained/alias_label_{teacher,student}/ (or --teacher,
         --student) with their calibration.json and the FAISS indexes their indexes.json names
 Writes  logs/metrics/evaluation.json (+ a timestamped copy), evaluation.md (the tables),
-        accuracy_at_k.png, latency_vs_top1.png, errors.csv (per-query teacher/student top-3)
+        accuracy_at_k.png, latency_vs_top1.png, errors.csv (each alias a reranked or dense system
+        gets wrong: every such system's top-3, and its confidence and flag where it abstains)
         data/cache/base_{label,label_key,alias}_embs.npy  the base model's embeddings (+ sidecars),
         which a later evaluation of the same data reads instead of encoding every label again
 
@@ -74,6 +75,8 @@ MARGIN_EDGES = (0.0, 0.01, 0.02, 0.05, 0.1, np.inf)
 LATENCY_BLOCK = 10  # single lookups a system answers in a row before the next system's turn
 # The trained model each fused or reranked system is built on.
 HYBRID_OF = {"hybrid": "teacher", "student_hybrid": "student", "rerank": "teacher", "student_rerank": "student"}
+# The systems errors.csv lists, the default search first.
+ERROR_SYSTEMS = ("rerank", "student_rerank", "teacher", "student")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -185,8 +188,10 @@ def base_searcher(args, split, device: str):
 
 
 def accuracy(retriever, split, split_name: str, kinds: np.ndarray, reverse_gold: tuple[list[str], dict],
-             ) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Metrics of one system, overall and per alias kind, plus its ranked label rows and scores per query.
+             ) -> tuple[dict, np.ndarray, np.ndarray, dict | None]:
+    """Metrics of one system, overall and per alias kind, plus its ranked label rows and scores per query,
+    and for a system with an abstain setting each top answer's confidence and whether a lookup flags it
+    confident.
 
     Every query is looked up in one batch, so that lookup's pace is also the system's batch
     throughput (``queries_per_s``). ``reverse_gold``: ``label_to_alias_gold`` of the split's pairs.
@@ -197,7 +202,7 @@ def accuracy(retriever, split, split_name: str, kinds: np.ndarray, reverse_gold:
     metrics = ranked_metrics(split, ranked, pairs["label"])
     metrics["queries_per_s"] = len(pairs) / (time.perf_counter() - start)
     gold = split.label_rows(pairs["label"])
-    setting = retriever.abstain
+    setting, flags = retriever.abstain, None
     if setting:
         # The setting was fitted on validation; here it meets unseen queries. A query that is its
         # label as written is kept as lookups keep it.
@@ -210,6 +215,7 @@ def accuracy(retriever, split, split_name: str, kinds: np.ndarray, reverse_gold:
         kept = metrics["abstain"]["kept"]
         metrics["abstain"]["precision_interval95"] = precision_interval(
             round((metrics["abstain"]["precision"] or 0.0) * kept), kept)
+        flags = {"confidence": read[:, 0], "confident": retriever.kept_by_setting(read) | as_written}
     ranked_classes, gold_classes = correct_classes(split, ranked, pairs["label"])
     metrics["by_kind"] = {kind: retrieval_metrics(ranked_classes[kinds == kind], gold_classes[kinds == kind])
                           for kind in ALIAS_KINDS if (kinds == kind).any()}
@@ -218,7 +224,7 @@ def accuracy(retriever, split, split_name: str, kinds: np.ndarray, reverse_gold:
     metrics["label_to_alias_recall10"] = recall["all"]
     for kind, part in metrics["by_kind"].items():
         part["label_to_alias_recall10"] = recall[kind]
-    return metrics, ranked, scores
+    return metrics, ranked, scores, flags
 
 
 def agreement_by_margin(teacher_scores: np.ndarray, teacher_top1: np.ndarray, student_top1: np.ndarray) -> list[dict]:
@@ -257,17 +263,23 @@ def index_sizes(retrievers: dict) -> dict:
                    if path.exists()} for role in ROLES if role in retrievers}
 
 
-def errors_table(split, pairs, kinds, ranked: dict) -> pd.DataFrame:
-    """Every query that the teacher or the student gets wrong at top-1, with both top-3 lists."""
+def errors_table(split, pairs, kinds, ranked: dict, flags: dict) -> pd.DataFrame:
+    """Every query that a reranked or dense system gets wrong at top-1, with each one's top-3 and,
+    where it has an abstain setting, the top answer's confidence and whether a lookup flags it
+    confident: a confident wrong answer is the error that reaches a user's table unchecked."""
     texts = split.labels["label"].to_numpy()
+    gold = split.label_rows(pairs["label"])
     table = pd.DataFrame({"query": pairs["alias"].to_numpy(), "gold_label": pairs["label"].to_numpy(),
                           "kind": kinds})
     correct = []
-    for role in ("teacher", "student"):
-        if role in ranked:
-            table[f"{role}_top3"] = [" | ".join(texts[row[:3]]) for row in ranked[role]]
-            table[f"{role}_correct"] = is_right(split, ranked[role][:, 0], split.label_rows(pairs["label"]))
-            correct.append(table[f"{role}_correct"])
+    for name in ERROR_SYSTEMS:
+        if name in ranked:
+            table[f"{name}_top3"] = [" | ".join(texts[row[:3]]) for row in ranked[name]]
+            table[f"{name}_correct"] = is_right(split, ranked[name][:, 0], gold)
+            correct.append(table[f"{name}_correct"])
+            if flags.get(name):
+                table[f"{name}_confidence"] = flags[name]["confidence"].round(4)
+                table[f"{name}_confident"] = flags[name]["confident"]
     return table[~np.logical_and.reduce(correct)] if correct else table
 
 
@@ -330,10 +342,11 @@ def main(args: argparse.Namespace) -> dict:
     pairs = split.pairs(args.split)
     kinds = pair_kinds(pairs)
     retrievers = build_retrievers(args, split, pick_device(args.device))
-    systems, ranked, scores = {}, {}, {}
+    systems, ranked, scores, flags = {}, {}, {}, {}
     reverse_gold = label_to_alias_gold(split, pairs, kinds)
     for name, retriever in retrievers.items():
-        systems[name], ranked[name], scores[name] = accuracy(retriever, split, args.split, kinds, reverse_gold)
+        systems[name], ranked[name], scores[name], flags[name] = accuracy(retriever, split, args.split, kinds,
+                                                                          reverse_gold)
         log.info("%s: top1=%.4f top10=%.4f mrr=%.4f", name, systems[name]["top1"], systems[name]["top10"],
                  systems[name]["mrr"])
     for name, latency in single_lookup_latency(retrievers, pairs["alias"].tolist(), args.latency_queries).items():
@@ -342,7 +355,7 @@ def main(args: argparse.Namespace) -> dict:
     report = assemble_report(split, args.split, pairs, kinds, systems, ranked, scores, args, index_sizes(retrievers))
     if args.split == "val":
         report["val_out_of_fold"] = out_of_fold(systems, args)
-    write_outputs(report, errors_table(split, pairs, kinds, ranked), args.output_dir)
+    write_outputs(report, errors_table(split, pairs, kinds, ranked, flags), args.output_dir)
     return report
 
 

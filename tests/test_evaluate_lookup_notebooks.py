@@ -162,9 +162,25 @@ def test_report_files(evaluation, pipeline_home):
     assert len(list(out.glob("evaluation-*.json"))) >= 1
     for png in ("accuracy_at_k.png", "latency_vs_top1.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
-    errors = pd.read_csv(out / "errors.csv")
-    assert {"query", "gold_label", "teacher_top3", "student_top3"} <= set(errors.columns)
-    assert not (errors["teacher_correct"] & errors["student_correct"]).any()
+
+
+def test_errors_list_each_systems_wrong_answers_with_the_flag_a_lookup_gives(evaluation, in_pipeline_home):
+    errors = pd.read_csv(in_pipeline_home / "logs/metrics/errors.csv", keep_default_na=False)
+    systems = ("rerank", "student_rerank", "teacher", "student")
+    assert list(errors.columns) == ["query", "gold_label", "kind"] + [
+        f"{name}_{column}" for name in systems for column in ("top3", "correct", "confidence", "confident")]
+    # A query is listed when one system is wrong, and each system's wrong answers are all listed.
+    correct = errors[[f"{name}_correct" for name in systems]]
+    assert not correct.all(axis=1).any()
+    n = evaluation["n_queries"]
+    for name in systems:
+        assert (~errors[f"{name}_correct"]).sum() == round((1 - evaluation["systems"][name]["top1"]) * n)
+    # The flag is the one a lookup gives the same query, with the same confidence.
+    retriever = load_retriever("teacher")
+    found = retriever.lookup(errors["query"], k=1)
+    assert found["confident"].tolist() == errors["rerank_confident"].tolist()
+    np.testing.assert_allclose(found["confidence"], errors["rerank_confidence"], atol=1e-4)
+    assert found["label"].tolist() == [top3.split(" | ")[0] for top3 in errors["rerank_top3"]]
 
 
 @pytest.mark.parametrize("role", ["teacher", "student"])

@@ -190,6 +190,11 @@ class Retriever:
         then can a lookup flag an answer confident."""
         return bool(self.abstain) and bool(self.abstain.get("met_target", True))
 
+    def kept_by_setting(self, read: np.ndarray) -> np.ndarray:
+        """Which top answers the abstain setting keeps, from what it reads (``labels_with_confidence``);
+        none when it missed its target on validation, since it then vouches for no answer."""
+        return confident(read, self.abstain) if self.vouches else np.zeros(len(read), dtype=bool)
+
     def labels_for(self, aliases, k: int = 10):
         """(scores, label rows) of the k best labels of each alias, best first."""
         return self.searcher.labels_for(aliases, k)
@@ -264,11 +269,11 @@ class Retriever:
             scores, ids, read = self.labels_with_confidence(texts, max(k, 2))
         if min_score is not None:
             is_confident = confident(scores, {"threshold": min_score, "margin": 0.0})
-        elif reverse or not self.vouches:
-            # No setting was fitted label -> alias, and one that missed its target vouches for no answer.
+        elif reverse:
+            # No setting was fitted label -> alias.
             is_confident = np.zeros(len(texts), dtype=bool)
         else:
-            is_confident = confident(read, self.abstain)
+            is_confident = self.kept_by_setting(read)
         if not reverse:
             is_confident |= self.exact_label_answers(texts, ids[:, 0])
         names, qids, labels = self.answer_columns[column]
