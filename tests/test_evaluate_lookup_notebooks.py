@@ -674,4 +674,5 @@ def test_notebooks_execute(evaluation, in_pipeline_home, name):
     assert not [out for out in outputs if out.output_type == "error"]
     text = "".join(out.get("text", "") for out in outputs)
     assert "labels" in text and "aliases indexed" in text and "top-1 on these" in text and "confident: " in text
+    assert "answers to test aliases are confident and wrong" in text
     assert any("image/png" in out.get("data", {}) for out in outputs)
