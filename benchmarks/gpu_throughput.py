@@ -170,7 +170,7 @@ def pairs_per_s(model, pairs, args, device: str, ours: bool, one_forward: bool =
     with tempfile.TemporaryDirectory() as out:
         if ours:
             settings = argparse.Namespace(epochs=1, batch_size=args.batch_size, lr=1e-5, warmup_ratio=0.0, seed=0,
-                                          save_steps=10**9, stop_after_steps=None)
+                                          save_steps=10**9, save_minutes=0, stop_after_steps=None)
             trainer = make_trainer(model, dataset, loss, settings, Path(out) / "m", device, [Clock()],
                                    unique_batches=True)
         else:

@@ -83,7 +83,7 @@ def time_steps(sampler: str, texts, args) -> dict:
             stamps.append(time.perf_counter())
 
     settings = SimpleNamespace(epochs=1, batch_size=args.batch_size, lr=1e-3, seed=13, warmup_ratio=0.1,
-                               save_steps=10**9, stop_after_steps=None)
+                               save_steps=10**9, save_minutes=0, stop_after_steps=None)
     with tempfile.TemporaryDirectory() as out:
         trainer = make_trainer(model, data, {name: MSELoss(model) for name in data}, settings, Path(out) / "s",
                                "cpu", [Clock()])

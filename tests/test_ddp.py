@@ -68,6 +68,28 @@ def test_accelerate_launch_two_cpu_processes(home, tiny_model, swot_slice):
     assert np.mean(ids[:, 0] == gold) > 0.5  # trained on these pairs, so most come back first
 
 
+def test_timed_checkpoints_are_taken_by_every_process_at_the_same_steps(home, tiny_model, swot_slice):
+    # With --save-steps 4 the trainer logs, and the processes agree on a timed checkpoint, every step;
+    # --save-minutes 1e-9 makes one due at each, until --stop-after-steps 3 stops the run.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+               "--dynamo_backend", "no",
+               str(REPO_ROOT / "scripts/train_alias_label.py"), "--data", str(swot_slice),
+               "--base-model", str(tiny_model), *TEACHER_SMOKE, "--rounds", "1", "--val-frac", "0.1",
+               "--save-steps", "4", "--save-minutes", "1e-9", "--stop-after-steps", "3"]
+    env = {**os.environ, "ALIAS_LABEL_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, failure(result)
+    log_text = (home / "logs/train_alias_label.log").read_text()
+    for step in (1, 2, 3):
+        assert log_text.count(f"checkpoint at step {step}: 1e-09 minutes since the last one") == 1
+    # Two checkpoints are kept; each process saved its random state in both.
+    checkpoints = sorted((home / "models/trained/checkpoints/alias_label_teacher").glob("checkpoint-*"))
+    assert [path.name for path in checkpoints] == ["checkpoint-2", "checkpoint-3"]
+    for checkpoint in checkpoints:
+        assert (checkpoint / "rng_state_0.pth").exists() and (checkpoint / "rng_state_1.pth").exists()
+
+
 REFUSAL = r"scripts/{}.py runs in one process, and 2 were launched: run it with python"
 
 

@@ -121,7 +121,7 @@ def test_the_students_two_datasets_are_bucketed_each_on_its_own(tiny_model, tmp_
     dataset = {"queries": Dataset.from_dict({"text": queries, "label": [vector] * len(queries)}),
                "documents": Dataset.from_dict({"text": documents, "label": [vector] * len(documents)})}
     args = Namespace(epochs=1, batch_size=16, lr=1e-4, seed=0, warmup_ratio=0.0, save_steps=100,
-                     stop_after_steps=None)
+                     save_minutes=0, stop_after_steps=None)
     trainer = make_trainer(model, dataset, {"queries": MSELoss(model), "documents": MSELoss(model)}, args,
                            tmp_path / "student", "cpu", [])
     batches = list(trainer.get_train_dataloader().batch_sampler)
@@ -132,3 +132,31 @@ def test_the_students_two_datasets_are_bucketed_each_on_its_own(tiny_model, tmp_
     spread = np.mean([np.ptp(lengths[batch]) for batch in batches])
     shuffled = [rng.permutation(len(queries))[i:i + 16] for i in range(0, len(queries), 16)]
     assert spread < 0.5 * np.mean([np.ptp(lengths[batch]) for batch in shuffled])
+
+
+def test_a_checkpoint_comes_once_the_minutes_have_passed_since_the_last_one():
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from alias_label.train.trainer import timed_checkpoint_callback
+
+    now = [0.0]
+    callback = timed_checkpoint_callback(10, clock=lambda: now[0])
+    train_args, control = SimpleNamespace(device="cpu", logging_steps=1), TrainerControl()
+    callback.on_train_begin(train_args, None, control)
+
+    def step_at(seconds: float, step: int) -> bool:
+        now[0] = seconds
+        control.should_save = False
+        callback.on_step_end(train_args, SimpleNamespace(global_step=step, is_world_process_zero=True), control)
+        if control.should_save:
+            callback.on_save(train_args, None, control)
+        return control.should_save
+
+    assert [step_at(t, i) for i, t in enumerate([60, 599, 600, 900, 1199, 1200], start=1)] == [
+        False, False, True, False, False, True]
+    # A checkpoint by --save-steps resets the clock as well.
+    now[0] = 1300
+    callback.on_save(train_args, None, control)
+    assert not step_at(1800, 7) and step_at(1900, 8)

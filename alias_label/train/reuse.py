@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 # Flags that steer a run but not what it trains: checkpointing, where the model goes, and the data
 # flags, which the data fingerprint already stands for.
-RUN_CONTROL = frozenset({"resume", "retrain", "stop_after_steps", "save_steps", "output", "processed_dir",
-                         "refresh_cache", "data", *DATA_DEFAULTS})
+RUN_CONTROL = frozenset({"resume", "retrain", "stop_after_steps", "save_steps", "save_minutes", "output",
+                         "processed_dir", "refresh_cache", "data", *DATA_DEFAULTS})
 RECORD = "training_config.json"
 # Written last by the teacher and the student, after their indexes and calibration.
 FINISHED = "metrics.json"

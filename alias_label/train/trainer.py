@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +44,10 @@ def add_training_args(parser: argparse.ArgumentParser, epochs: float, batch_size
     group.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                        help="where to train (default: cuda when available)")
     group.add_argument("--save-steps", type=int, default=200, help="checkpoint every N steps (default: 200)")
+    group.add_argument("--save-minutes", type=float, default=10.0,
+                       help="also checkpoint once N minutes have passed since the last checkpoint, so that an "
+                            "interrupted run loses no more, however slow its steps; 0: by --save-steps alone "
+                            "(default: 10)")
     group.add_argument("--resume", action="store_true",
                        help="insist on continuing from the last checkpoint of an interrupted run, refusing "
                             "checkpoints of another one (a rerun with the same flags and data goes on from them "
@@ -227,6 +232,42 @@ def stop_callback(after_steps: int):
     return StopAfterSteps()
 
 
+def timed_checkpoint_callback(minutes: float, clock: Callable[[], float] = time.monotonic):
+    """Checkpoint at the first step end ``minutes`` after the last checkpoint, or the start.
+
+    Steps of a large model on a CPU can take minutes each, so a checkpoint every ``--save-steps``
+    alone may come hours apart. Every process must save at the same step (each writes its own
+    random state), so in a multi-process run the main process's clock decides for all, at logging
+    steps: the broadcast waits for the GPU, which the trainer's logging does there anyway.
+    """
+    from transformers import TrainerCallback
+
+    class TimedCheckpoints(TrainerCallback):
+        since = 0.0
+
+        def on_train_begin(self, train_args, state, control, **kwargs):
+            self.since = clock()
+
+        def on_step_end(self, train_args, state, control, **kwargs):
+            due = clock() - self.since >= minutes * 60
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                if state.global_step % train_args.logging_steps:
+                    return
+                flag = torch.tensor([due], dtype=torch.uint8, device=train_args.device)
+                torch.distributed.broadcast(flag, src=0)
+                due = bool(flag.item())
+            if due and not control.should_save and state.is_world_process_zero:
+                log.info("checkpoint at step %d: %g minutes since the last one (--save-minutes)", state.global_step,
+                         minutes)
+            if due:
+                control.should_save = True
+
+        def on_save(self, train_args, state, control, **kwargs):
+            self.since = clock()
+
+    return TimedCheckpoints()
+
+
 class OneForwardMNRL(MultipleNegativesRankingLoss):
     """MultipleNegativesRankingLoss with the aliases and labels embedded in one forward pass.
 
@@ -313,6 +354,8 @@ def make_trainer(model, dataset, loss, args: argparse.Namespace, output: Path, d
         dataloader_pin_memory=device.startswith("cuda"),
         dataloader_persistent_workers=device.startswith("cuda"),
     )
+    if args.save_minutes:
+        callbacks = [*callbacks, timed_checkpoint_callback(args.save_minutes)]
     if args.stop_after_steps:
         callbacks = [*callbacks, stop_callback(args.stop_after_steps)]
     return SentenceTransformerTrainer(model=model, args=training_args, train_dataset=dataset, loss=loss,
