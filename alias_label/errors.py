@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
@@ -23,3 +24,16 @@ def run_main(main, args, resumable: bool = False) -> None:
         logging.getLogger("alias_label").error(
             "interrupted%s", "; rerun the same command to go on from what was saved" if resumable else "")
         sys.exit(130)
+
+
+def check_bounds(parser: argparse.ArgumentParser, args: argparse.Namespace, at_least: dict | None = None,
+                 above: dict | None = None) -> None:
+    """Refuse a numeric flag outside its range, naming the flag, its value and the bound, before
+    anything loads: "--batch-size 0 must be at least 1". A flag that is None (not given, and with
+    no default) is not checked; NaN is refused."""
+    for bounds, word, within in ((at_least or {}, "at least", lambda value, bound: value >= bound),
+                                 (above or {}, "above", lambda value, bound: value > bound)):
+        for name, bound in bounds.items():
+            value = getattr(args, name)
+            if value is not None and not within(value, bound):
+                parser.error(f"--{name.replace('_', '-')} {value:g} must be {word} {bound:g}")

@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 
 from alias_label.data.split import load_split
-from alias_label.errors import UserError, run_main
+from alias_label.errors import UserError, check_bounds, run_main
 from alias_label.index.bundle import model_folder, record_indexes, require_trained
 from alias_label.index.dense import (
     DenseIndex,
@@ -82,6 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_calibration_args(parser)
     args = parser.parse_args(argv)
     check_target(parser, args)
+    check_bounds(parser, args, at_least={"chunk_rows": 1, "batch_size": 1, "rescore": 0})
     return args
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from alias_label.data.split import load_split
-from alias_label.errors import UserError, run_main
+from alias_label.errors import UserError, check_bounds, run_main
 from alias_label.index.bundle import fix_command, require_trained, write_indexes
 from alias_label.index.dense import add_index_args, build_index
 from alias_label.index.tables import build_label_index, encode_candidates
@@ -63,6 +63,7 @@ from alias_label.train.distill import (
 from alias_label.train.reuse import FINISHED, FINISHED_STEP, RECORD, TRAINED, flags_of, saved_state
 from alias_label.train.trainer import (
     add_training_args,
+    check_training_args,
     log_validation,
     make_trainer,
     prepare_checkpoints,
@@ -121,6 +122,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                "and aliases for its indexes (default: teacher for embedding-mse, student for cosine)")
     args = parser.parse_args(argv)
     check_target(parser, args)
+    check_training_args(parser, args)
+    check_bounds(parser, args, at_least={"student_layers": 1, "hard_negatives": 0, "rescore": 0})
     if args.index_vectors is None:
         args.index_vectors = "teacher" if args.objective == "embedding-mse" else "student"
     args.augment = augment_kinds(parser, args)

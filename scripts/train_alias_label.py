@@ -35,7 +35,7 @@ import pandas as pd
 from accelerate import PartialState
 
 from alias_label.data.split import add_data_args, ensure_split
-from alias_label.errors import run_main
+from alias_label.errors import check_bounds, run_main
 from alias_label.index.bundle import write_indexes
 from alias_label.index.cache import write_cache
 from alias_label.index.dense import add_index_args, build_index
@@ -53,6 +53,7 @@ from alias_label.train.mining import forbidden_rows, mine_hard_negatives
 from alias_label.train.reuse import FINISHED, FINISHED_STEP, NOTHING, RECORD, TRAINED, changes, flags_of, saved_state
 from alias_label.train.trainer import (
     add_training_args,
+    check_training_args,
     log_validation,
     make_trainer,
     prepare_checkpoints,
@@ -109,6 +110,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                           help="texts per forward pass with --loss cached (default: 32)")
     args = parser.parse_args(argv)
     check_target(parser, args)
+    check_training_args(parser, args)
+    check_bounds(parser, args, at_least={"max_seq_length": 1, "mini_batch_size": 1, "augment_ratio": 0, "rescore": 0})
     if args.hard_negatives is None:
         args.hard_negatives = 1 if args.rounds > 1 else 0
     if args.rounds < 1 or args.hard_negatives < 0:

@@ -300,6 +300,7 @@ def test_ensure_split_writes_and_reuses(home, swot_slice):
     ({"heldout_cap": -1}, "--heldout-cap -1 must be 0"),
     ({"limit": 0}, "--limit 0 must be at least 1"),
     ({"max_alias_entities": 0}, "--max-alias-entities 0 must be at least 1"),
+    ({"split_seed": -1}, "--split-seed -1 must be 0 or more"),
 ])
 def test_bad_split_flags_are_refused_before_anything_is_written(home, flags, message):
     with pytest.raises(UserError, match=message):

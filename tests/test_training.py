@@ -160,3 +160,27 @@ def test_a_checkpoint_comes_once_the_minutes_have_passed_since_the_last_one():
     now[0] = 1300
     callback.on_save(train_args, None, control)
     assert not step_at(1800, 7) and step_at(1900, 8)
+
+
+@pytest.mark.parametrize(("script", "argv", "message"), [
+    ("train_alias_label", ["--epochs", "0"], "--epochs 0 must be above 0"),
+    ("train_alias_label", ["--batch-size", "-1"], "--batch-size -1 must be at least 1"),
+    ("train_alias_label", ["--lr", "nan"], "--lr nan must be above 0"),
+    ("train_alias_label", ["--warmup-ratio", "1"], "--warmup-ratio 1 must be below 1: it is a fraction of the steps"),
+    ("train_alias_label", ["--save-steps", "0"], "--save-steps 0 must be at least 1"),
+    ("train_alias_label", ["--save-minutes", "-1"], "--save-minutes -1 must be at least 0"),
+    ("train_alias_label", ["--stop-after-steps", "0"], "--stop-after-steps 0 must be at least 1"),
+    ("train_alias_label", ["--early-stopping-patience", "-2"], "--early-stopping-patience -2 must be at least 0"),
+    ("train_alias_label", ["--max-seq-length", "0"], "--max-seq-length 0 must be at least 1"),
+    ("train_alias_label", ["--rescore", "-1"], "--rescore -1 must be at least 0"),
+    ("distill_model", ["--epochs", "-1"], "--epochs -1 must be above 0"),
+    ("distill_model", ["--student-layers", "0"], "--student-layers 0 must be at least 1"),
+    ("distill_model", ["--hard-negatives", "-1"], "--hard-negatives -1 must be at least 0"),
+    ("build_index", ["--chunk-rows", "0"], "--chunk-rows 0 must be at least 1"),
+])
+def test_a_flag_no_run_can_use_is_refused_before_anything_loads(capsys, script, argv, message):
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(script).parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

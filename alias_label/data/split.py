@@ -172,8 +172,11 @@ def _capped(frame: pd.DataFrame, cap: int, rng: np.random.Generator) -> tuple[pd
     return frame[keep].reset_index(drop=True), int((~keep).sum())
 
 
-def check_split_settings(val_frac: float, test_frac: float, heldout_cap: int, limit: int | None) -> None:
+def check_split_settings(val_frac: float, test_frac: float, heldout_cap: int, limit: int | None,
+                         seed: int) -> None:
     """Refuse split settings that describe no split, before any data is read or written."""
+    if seed < 0:
+        raise UserError(f"--split-seed {seed} must be 0 or more")
     if heldout_cap < 0:
         raise UserError(f"--heldout-cap {heldout_cap} must be 0 (no cap) or more")
     if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
@@ -192,7 +195,7 @@ def make_split(table: pd.DataFrame, seed: int = 13, val_frac: float = VAL_FRAC, 
     then test's, or with ``test_first`` test's then validation's.
     """
     heldout_cap = HELDOUT_CAP if heldout_cap is None else heldout_cap
-    check_split_settings(val_frac, test_frac, heldout_cap, limit)
+    check_split_settings(val_frac, test_frac, heldout_cap, limit, seed)
     rng = np.random.default_rng(seed)
     if limit is not None:
         table = _limit_entities(table, limit, rng)
@@ -299,7 +302,8 @@ def ensure_split(args: argparse.Namespace) -> Split:
     """
     processed_dir = Path(args.processed_dir or paths().processed)
     data_path, settings = resolve_data_settings(args, processed_dir)
-    check_split_settings(settings["val_frac"], settings["test_frac"], settings["heldout_cap"], settings["limit"])
+    check_split_settings(settings["val_frac"], settings["test_frac"], settings["heldout_cap"], settings["limit"],
+                         settings["split_seed"])
     check_max_alias_entities(settings["max_alias_entities"])
     default_data = paths().default_data.resolve()
     if args.data is None and not data_path.exists() and data_path != default_data and not given_data_flags(args):

@@ -24,6 +24,7 @@ from sentence_transformers.sentence_transformer.losses import (
     MultipleNegativesSymmetricRankingLoss,
 )
 
+from alias_label.errors import check_bounds
 from alias_label.io import append_jsonl, go_on_from, write_json
 from alias_label.models.fast_encode import token_counts
 from alias_label.models.load import precision_name
@@ -61,6 +62,16 @@ def add_training_args(parser: argparse.ArgumentParser, epochs: float, batch_size
                             "after it when current")
     group.add_argument("--early-stopping-patience", type=int, default=0,
                        help="stop after N epochs without a better val top-1 and keep the best epoch (default: 0, off)")
+
+
+def check_training_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse training flags no run can use before the data or a model loads: a zero ``--epochs``
+    would otherwise save an untrained model over the last one."""
+    check_bounds(parser, args, at_least={"batch_size": 1, "warmup_ratio": 0, "save_steps": 1, "save_minutes": 0,
+                                         "stop_after_steps": 1, "early_stopping_patience": 0},
+                 above={"epochs": 0, "lr": 0})
+    if not args.warmup_ratio < 1:
+        parser.error(f"--warmup-ratio {args.warmup_ratio:g} must be below 1: it is a fraction of the steps")
 
 
 class LengthBucketBatchSampler(DefaultBatchSampler):
