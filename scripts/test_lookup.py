@@ -16,7 +16,8 @@ Writes  with --batch, a CSV (or TSV, Excel or parquet, by --output's extension) 
         [--keep-columns], query, rank, qid, label (--reverse: alias, label), score, confidence,
         confident): one block
         of rows per input row, in input order, so it joins back to the input table on input_row
-        (the row's position, from 0); confidence is on each block's first row.
+        (the row's position, from 0); confidence is on each block's first row. With --gold-col,
+        a correct column: whether each candidate is the row's gold label.
         A blank query gets one row with no rank, flagged as no match; each distinct query text is
         searched once, however often the column repeats it. A text cell that would start
         a spreadsheet formula (=, +, -, @) is written with a leading quote. Until the CSV is
@@ -31,7 +32,7 @@ Examples:
     python scripts/test_lookup.py --reverse "Universidad de Guadalajara" --model student -k 5
     python scripts/test_lookup.py "Uni Wien" --model student            # int8 on a CPU; --no-int8 for float32
     python scripts/test_lookup.py --batch my_aliases.csv --query-col name --output matches.csv
-    python scripts/test_lookup.py --batch my_aliases.csv --query-col name --output matches.csv
+    python scripts/test_lookup.py --batch checked.csv --query-col name --gold-col expected_label
     python scripts/test_lookup.py --batch my_aliases.csv --query-col name --keep-columns id --output matches.parquet
     accelerate launch --num_processes 4 scripts/test_lookup.py --batch big.parquet --device cuda
     python scripts/test_lookup.py            # interactive prompt; an empty line quits
@@ -57,7 +58,15 @@ from alias_label.models.load import pick_device
 from alias_label.models.processes import Processes
 from alias_label.paths import paths
 from alias_label.search.abstain import rounded
-from alias_label.search.batch import done_starts, lookup_identity, partial_dir, prepare_parts, read_parts, save_part
+from alias_label.search.batch import (
+    against_gold,
+    done_starts,
+    lookup_identity,
+    partial_dir,
+    prepare_parts,
+    read_parts,
+    save_part,
+)
 from alias_label.search.retriever import LOOKUP_BATCH, add_retriever_args, load_retriever
 
 NAME = "test_lookup"
@@ -83,6 +92,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None,
                         help="file written in batch mode: CSV, TSV, Excel (.xlsx) or parquet, by its extension "
                              "(default: logs/lookup_results.csv)")
+    parser.add_argument("--gold-col", default=None,
+                        help="column of --batch holding the label each query should find, where you know it: "
+                             "the output gets a correct column, and the log how often the top answer is right and "
+                             "how often one flagged confident is, to check the abstain setting on names of your own")
     parser.add_argument("--keep-columns", nargs="+", default=None, metavar="COLUMN",
                         help="columns of --batch copied into each of its rows of the output (e.g. your own id), so "
                              "that it reads on its own in a spreadsheet; one named like an output column gets an "
@@ -105,6 +118,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--resume continues an interrupted --batch lookup; give the same --batch file and flags")
     if args.keep_columns and not args.batch:
         parser.error("--keep-columns copies columns of a --batch file; give one")
+    if args.gold_col and (not args.batch or args.reverse):
+        parser.error("--gold-col scores the alias -> label answers of a --batch file; give one, without --reverse")
     if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
         parser.error(f"--output {args.output}: name a {', '.join(OUTPUT_SUFFIXES)} file")
     return args
@@ -133,18 +148,20 @@ def print_matches(matches: pd.DataFrame, column: str, reads: str | None = "best 
             print(f"  {row.rank:>2}. {shown(row.score)}  {getattr(row, column)}{named}  [{row.qid}]")
 
 
-def read_batch(args) -> tuple[list[str], pd.DataFrame | None]:
+def read_batch(args) -> tuple[list[str], pd.DataFrame | None, list[str] | None]:
     """Every row's query, stripped, in input order (a blank or missing cell is an empty string),
-    and the --keep-columns of every row."""
+    the --keep-columns of every row, and every row's --gold-col label."""
     table = read_table(args.batch, args.encoding, keep_blank_lines=True, kind="queries")
-    if args.query_col not in table.columns:
-        raise UserError(f"{args.batch} has no column {args.query_col!r}; found {list(table.columns)}. "
-                        "Name the right one with --query-col.")
+    for flag, column in (("--query-col", args.query_col), ("--gold-col", args.gold_col)):
+        if column is not None and column not in table.columns:
+            raise UserError(f"{args.batch} has no column {column!r}; found {list(table.columns)}. "
+                            f"Name the right one with {flag}.")
     missing = [column for column in args.keep_columns or [] if column not in table.columns]
     if missing:
         raise UserError(f"{args.batch} has no column(s) {missing} to keep; found {list(table.columns)}")
     kept = table[args.keep_columns].reset_index(drop=True) if args.keep_columns else None
-    return table[args.query_col].fillna("").astype(str).str.strip().tolist(), kept
+    gold = table[args.gold_col].fillna("").astype(str).tolist() if args.gold_col else None
+    return table[args.query_col].fillna("").astype(str).str.strip().tolist(), kept, gold
 
 
 def with_input_columns(table: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
@@ -205,7 +222,8 @@ def by_input_row(found: pd.DataFrame, queries: list[str], texts_of_rows: list[st
     return table.astype({"input_row": "int64", "rank": "Int64", "confident": "bool"})
 
 
-def run_batch(args, queries: list[str], kept: pd.DataFrame | None, retriever, processes: Processes) -> Path | None:
+def run_batch(args, queries: list[str], kept: pd.DataFrame | None, gold: list[str] | None, retriever,
+              processes: Processes) -> Path | None:
     """Look up the batch file's queries, each distinct text once, saving each finished batch, and
     write the output from them; under accelerate launch each process takes whole batches, and the
     main process writes them all, in input order."""
@@ -229,12 +247,28 @@ def run_batch(args, queries: list[str], kept: pd.DataFrame | None, retriever, pr
         return None
     found = read_parts(parts) if texts else retriever.lookup([], args.k, args.reverse)  # every row blank
     table = by_input_row(found, queries, texts_of_rows, "alias" if args.reverse else "label")
+    if gold is not None:
+        table, figures = against_gold(table, gold)
+        log_gold_figures(args.gold_col, figures, args.k)
     write_matches(table if kept is None else with_input_columns(table, kept), output)
     shutil.rmtree(parts)
     blank = sum(not text for text in texts_of_rows)
     log.info("%d queries (%d blank, %d distinct) -> %s (%d rows, %d process%s)", len(queries), blank, len(texts),
              output, len(table), processes.world, "" if processes.world == 1 else "es")
     return output
+
+
+def log_gold_figures(column: str, figures: dict, k: int) -> None:
+    """One line: how the answers compare with the batch's own gold labels."""
+    if not figures["rows"]:
+        log.warning("no row has both a query and a label in --gold-col %r to score", column)
+        return
+    sure = ("none flagged confident" if figures["confident_right"] is None else
+            "{:.1%} flagged confident, {:.1%} of them right (95% interval {:.1%}-{:.1%})".format(
+                figures["confident"], figures["confident_right"], *figures["interval95"]))
+    log.info("against --gold-col %r, %d rows (%d without a query or a gold label left out): top-1 %.1f%%, "
+             "the gold label in the top %d %.1f%%; %s", column, figures["rows"], figures["left_out"],
+             100 * figures["top1"], k, 100 * figures["found"], sure)
 
 
 def abstain_reads(args, retriever) -> tuple[str | None, str]:
@@ -268,11 +302,11 @@ def main(args: argparse.Namespace):
     setup_logging(NAME)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.batch:
-        queries, kept = read_batch(args)  # a wrong file or column is told before the model loads
+        queries, kept, gold = read_batch(args)  # a wrong file or column is told before the model loads
         check_output_fits(args, len(queries))
         with Processes.launched(pick_device(args.device)) as processes:
             retriever = load_retriever(args.model, args.mode, processes.device, args.int8, args.int8_scheme)
-            return run_batch(args, queries, kept, retriever, processes)
+            return run_batch(args, queries, kept, gold, retriever, processes)
     retriever = load_retriever(args.model, args.mode, args.device, args.int8, args.int8_scheme)
     column = "alias" if args.reverse else "label"
     if args.query is None:

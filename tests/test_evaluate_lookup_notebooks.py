@@ -17,6 +17,7 @@ import torch
 from alias_label import load_retriever
 from alias_label.data.kinds import alias_kind
 from alias_label.data.split import load_split
+from alias_label.data.text import fold
 from alias_label.errors import UserError, run_main
 from alias_label.io import read_json, spreadsheet_safe
 from alias_label.models import quantize
@@ -589,6 +590,7 @@ def test_resume_is_for_a_batch_lookup(capsys):
     ("header.csv", "query\n", r"header\.csv is empty: it needs at least one row of queries"),
     ("names.xls", "", r"unsupported file type '\.xls'; use \.parquet, \.csv, \.tsv or \.xlsx \(save an older"),
     ("names.csv", "name\nMIT\n", r"has no column 'query'; found \['name'\]\. Name the right one with --query-col"),
+    ("gold.csv", "query\nMIT\n", r"has no column 'label'; found \['query'\]\. Name the right one with --gold-col"),
 ])
 def test_a_wrong_batch_file_is_told_before_any_model_loads(home, tmp_path, file, content, message):
     path = tmp_path / file
@@ -596,7 +598,55 @@ def test_a_wrong_batch_file_is_told_before_any_model_loads(home, tmp_path, file,
         path.write_text(content)
     # ``home`` holds no model: the file's problem is what the user hears first
     with pytest.raises(UserError, match=message):
-        lookup_cli.main(lookup_cli.parse_args(["--batch", str(path)]))
+        lookup_cli.main(lookup_cli.parse_args(["--batch", str(path), "--gold-col", "label"]))
+
+
+def test_a_batch_with_its_gold_labels_is_scored_as_the_evaluator_scores_test(evaluation, in_pipeline_home, tmp_path,
+                                                                             caplog):
+    test = load_split().test.reset_index(drop=True)
+    n = len(test)
+    # Two more rows, left out of the figures: one without a gold label, one without a query.
+    table = pd.DataFrame({"name": [*test["alias"], "MIT", ""], "expected": [*test["label"].str.upper(), "", "x"]})
+    table.to_csv(tmp_path / "checked.csv", index=False)
+    out = tmp_path / "out.csv"
+    caplog.set_level("INFO")
+    lookup_cli.main(lookup_cli.parse_args(["--batch", str(tmp_path / "checked.csv"), "--query-col", "name",
+                                           "--gold-col", "expected", "-k", "5", "--output", str(out)]))
+    result = pd.read_csv(out)
+    assert list(result.columns)[-1] == "correct"
+    assert result.loc[result["input_row"] >= n, "correct"].isna().all()
+    scored = result[result["input_row"] < n]
+    assert scored["correct"].notna().all()
+    assert (scored["correct"] == [fold(label) == fold(gold) for label, gold in
+                                  zip(scored["label"], table["expected"][scored["input_row"]], strict=True)]).all()
+    top = scored[scored["rank"] == 1]
+    rerank = evaluation["systems"]["rerank"]
+    assert top["correct"].astype(bool).mean() == pytest.approx(rerank["top1"])
+    assert scored.groupby("input_row")["correct"].any().mean() == pytest.approx(rerank["top5"])
+    kept = top["confident"].astype(bool)
+    if rerank["abstain"]["met_target"]:
+        assert kept.mean() == pytest.approx(rerank["abstain"]["coverage"])
+        assert top.loc[kept, "correct"].astype(bool).mean() == pytest.approx(rerank["abstain"]["precision"])
+    else:  # the evaluator reports a setting that missed its target; lookups let it vouch for nothing
+        assert not kept.any() and "; none flagged confident" in caplog.text
+    assert (f"against --gold-col 'expected', {n} rows (2 without a query or a gold label left out): "
+            f"top-1 {rerank['top1']:.1%}, the gold label in the top 5 {rerank['top5']:.1%}") in caplog.text
+
+
+def test_gold_figures_count_the_confident_answers_and_leave_out_rows_without_a_label():
+    from alias_label.search.batch import against_gold
+
+    # Four input rows, two candidates each, then a blank query's one row.
+    table = pd.DataFrame({"input_row": [0, 0, 1, 1, 2, 2, 3, 3, 4], "rank": pd.array([1, 2] * 4 + [None], "Int64"),
+                          "label": ["Ab", "Cd", "Ef", "Ab", "Gh", "Ij", "Kl", "Mn", ""],
+                          "confident": [True, False, True, False, False, False, True, False, False]})
+    scored, figures = against_gold(table, ["ab", "Ab", "Ïj", "", "Ab"])
+    assert scored["correct"].tolist() == [True, False, False, True, False, True, pd.NA, pd.NA, pd.NA]
+    # Rows 0-2 are scored (3 has no gold label, 4 no query): right at top-1 only row 0, found in rows
+    # 0-2; rows 0 and 1 confident, one of them right.
+    assert figures == {"rows": 3, "left_out": 2, "top1": pytest.approx(1 / 3), "found": 1.0,
+                       "confident": pytest.approx(2 / 3), "confident_right": 0.5,
+                       "interval95": pytest.approx([0.0945, 0.9055], abs=1e-4)}
 
 
 def test_spreadsheet_safe_quotes_formula_cells_only():
@@ -620,6 +670,8 @@ def test_lookup_interactive(in_pipeline_home, monkeypatch, capsys):
     (["--batch", "q.csv", "--batch-size", "0"], "--batch-size must be at least 1"),
     (["--batch", "q.csv", "--output", "out.json"], "--output out.json: name a .csv, .tsv, .xlsx, .parquet file"),
     (["MIT", "--keep-columns", "id"], "--keep-columns copies columns of a --batch file; give one"),
+    (["MIT", "--gold-col", "label"], "--gold-col scores the alias -> label answers of a --batch file"),
+    (["--batch", "q.csv", "--gold-col", "label", "--reverse"], "give one, without --reverse"),
 ])
 def test_lookup_cli_rejects_an_empty_query_or_batch(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -5,6 +5,9 @@ part named by its first row, with ``run.json`` recording what the lookup was: th
 lookup's settings and the model's files. ``--resume`` continues only the same lookup, and looks up
 only the batches without a part; the output is written from the parts, the same whether or not the
 run was interrupted, and the parts are removed once it is.
+
+A batch whose rows carry the label each query should find is also scored against it
+(``against_gold``), so that a user can check the abstain setting on aliases of their own.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from alias_label.io import atomic_path, go_on_from, sha256_of
+from alias_label.metrics import counts_as_right
+from alias_label.search.abstain import precision_interval
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +73,26 @@ def save_part(folder: Path, start: int, block: pd.DataFrame) -> None:
 def read_parts(folder: Path) -> pd.DataFrame:
     """Every part, in input order."""
     return pd.concat([pd.read_parquet(path) for path in sorted(folder.glob(PART_GLOB))], ignore_index=True)
+
+
+def against_gold(table: pd.DataFrame, gold: list[str]) -> tuple[pd.DataFrame, dict]:
+    """A batch's rows (``input_row``, ``rank``, ``label``, ``confident``, ...) with ``correct``: whether
+    the candidate counts as its input row's ``gold`` label, by the evaluator's rule (equal up to case
+    and accents); empty where the row has no gold label or no query. And the figures over the input
+    rows with both: top-1, the gold label anywhere in the rows found, and how many top answers are
+    flagged confident, with the share of those that are right and its 95% Wilson interval."""
+    wanted = pd.Series(gold, dtype="string").fillna("").str.strip().to_numpy()[table["input_row"].to_numpy()]
+    scored = (wanted != "") & table["rank"].notna().to_numpy()
+    correct = pd.array(np.full(len(table), pd.NA), dtype="boolean")
+    correct[scored] = counts_as_right(table.loc[scored, "label"], wanted[scored])
+    table = table.assign(correct=correct)
+    top = table[scored & (table["rank"] == 1).to_numpy()]
+    kept = top["confident"].to_numpy(dtype=bool)
+    right = top["correct"].to_numpy(dtype=bool)
+    figures = {"rows": len(top), "left_out": len(gold) - len(top),
+               "top1": float(right.mean()) if len(top) else None,
+               "found": float(table[scored].groupby("input_row")["correct"].any().mean()) if len(top) else None,
+               "confident": float(kept.mean()) if len(top) else None,
+               "confident_right": float(right[kept].mean()) if kept.any() else None,
+               "interval95": precision_interval(int(right[kept].sum()), int(kept.sum()))}
+    return table, figures
