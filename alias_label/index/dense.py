@@ -223,6 +223,22 @@ class DenseIndex:
         return np.take_along_axis(exact, order, axis=1).astype(np.float32), np.take_along_axis(ids, order, axis=1)
 
 
+def search_alone(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search``, each query getting the scores it gets when searched alone.
+
+    FAISS scores many queries with one matrix product and a few with per-query code, which round
+    differently in the last bits, and a flat index answers a few queries through its int8
+    prefilter: so queries go in runs of fewer than ``FEW_QUERIES``, the path a single query takes.
+    ``index``: a DenseIndex or a KeyedIndex over one.
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if len(queries) < FEW_QUERIES:
+        return index.search(queries, k)
+    found = [index.search(queries[start:start + FEW_QUERIES - 1], k)
+             for start in range(0, len(queries), FEW_QUERIES - 1)]
+    return np.vstack([scores for scores, _ in found]), np.vstack([ids for _, ids in found])
+
+
 class Int8Prefilter:
     """Exact flat search for a few queries that first reads int8 copies of the rows (a quarter of the bytes).
 

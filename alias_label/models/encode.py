@@ -43,6 +43,23 @@ def encode(model, texts, kind: str = "query", batch_size: int | None = None, pro
     return np.ascontiguousarray(embeddings, dtype=np.float32)
 
 
+def encode_alone(model, texts, kind: str = "query") -> np.ndarray:
+    """Each text's embedding as it would be encoded alone: on a CPU, one forward pass per text.
+
+    A batch pads its texts to its longest, and the padding changes the sums in the last bits; in
+    int8 a batch's activations also share one quantisation scale, so batch-mates move each
+    other's embedding further. A reranker's trees turn such differences into another top answer
+    or confidence now and then, so a name looked up in a table would get another answer than the
+    same name looked up alone. Lookups and the fits that must see what lookups see encode queries
+    here. A GPU keeps its batches: one forward pass per text would waste it.
+    """
+    texts = list(texts)
+    if str(model.device) != "cpu" or not texts:
+        return encode(model, texts, kind)
+    with inference_precision(str(model.device)):
+        return np.vstack([_encode_one_batch(model, [text], kind) for text in texts])
+
+
 def _encode_one_batch(model, texts: list[str], kind: str) -> np.ndarray:
     """The texts as one batch, through the model's own preprocessing and forward pass.
 

@@ -105,14 +105,26 @@ class CrossScorer:
     def scores(self, aliases: list[str], rows: list[np.ndarray], matrices: list[np.ndarray]) -> list[np.ndarray]:
         """Per alias, the cross-encoder's score of each candidate among its ``top``, NaN for the rest."""
         heads = [head(matrix, self.top) for matrix in matrices]
-        pairs = [(alias, self.labels[r[i]]) for alias, r, h in zip(aliases, rows, heads, strict=True) for i in h]
-        flat = np.asarray(self.model.predict(pairs, batch_size=self.batch_size), dtype=np.float32)
+        pairs = [[(alias, self.labels[r[i]]) for i in h] for alias, r, h in zip(aliases, rows, heads, strict=True)]
+        if str(getattr(self.model, "device", "cpu")) == "cpu":
+            # Each alias's pairs in batches of their own, as when the alias is looked up alone: padded
+            # with other aliases' pairs, or quantised with them in int8, its scores would move with
+            # its batch-mates (``alias_label.models.encode.encode_alone``). A GPU keeps its batches.
+            chunks = [self._predict(alias_pairs) for alias_pairs in pairs]
+        else:
+            flat = self._predict([pair for alias_pairs in pairs for pair in alias_pairs])
+            chunks = np.split(flat, np.cumsum([len(h) for h in heads])[:-1])
         out = []
-        for r, h, chunk in zip(rows, heads, np.split(flat, np.cumsum([len(h) for h in heads])[:-1]), strict=True):
+        for r, h, chunk in zip(rows, heads, chunks, strict=True):
             full = np.full(len(r), np.nan, dtype=np.float32)
             full[h] = chunk
             out.append(full)
         return out
+
+    def _predict(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        if not pairs:
+            return np.empty(0, np.float32)
+        return np.asarray(self.model.predict(pairs, batch_size=self.batch_size), dtype=np.float32)
 
     def extend(self, aliases: list[str], rows: list[np.ndarray], matrices: list[np.ndarray]) -> list[np.ndarray]:
         """The feature matrices with ``CROSS_FEATURES`` as two more columns."""

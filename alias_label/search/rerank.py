@@ -29,11 +29,11 @@ import numpy as np
 from alias_label.data.split import Split
 from alias_label.data.text import transliterate
 from alias_label.errors import UserError
-from alias_label.index.dense import KeyedIndex
+from alias_label.index.dense import KeyedIndex, search_alone
 from alias_label.index.tables import Candidates
 from alias_label.io import atomic_path, read_json, write_json
 from alias_label.metrics import classes_of
-from alias_label.models.encode import encode
+from alias_label.models.encode import encode_alone
 from alias_label.models.load import model_fingerprint
 from alias_label.search.abstain import TARGET_MISSED, abstain_quality, fit_abstain
 from alias_label.search.acronym import AcronymIndex
@@ -153,7 +153,9 @@ class FirstStage:
 
     def candidates(self, aliases: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per alias, its candidate label rows and their feature matrix."""
-        embeddings = encode(self.model, aliases, kind="query")
+        # Each alias encoded and searched as it would be alone: its features, and so its answer and
+        # confidence, are the same in any batch (``encode_alone``, ``search_alone``).
+        embeddings = encode_alone(self.model, aliases, kind="query")
         # The aliases and their transliterations are vectorised in one call and searched in one, for the
         # channels and the features; an alias that transliterates to itself (plain ASCII) reuses its own.
         translits = [transliterate(alias) for alias in aliases]
@@ -167,7 +169,7 @@ class FirstStage:
         tfidf_translit = tuple(a[:len(aliases)].copy() for a in found)
         if changed:
             tfidf_translit[0][changed], tfidf_translit[1][changed] = found[0][len(aliases):], found[1][len(aliases):]
-        results = {"dense": self.label_index.search(embeddings, self.k), "tfidf": tfidf,
+        results = {"dense": search_alone(self.label_index, embeddings, self.k), "tfidf": tfidf,
                    "tfidf_query_translit": tfidf_translit, "acronym": self.acronym.search(aliases, self.k)}
         merged = union(results)
         rows, features = [], []

@@ -13,9 +13,9 @@ import numpy as np
 
 from alias_label.data.split import Split
 from alias_label.data.text import transliterate
-from alias_label.index.dense import KeyedIndex, build_index
+from alias_label.index.dense import KeyedIndex, build_index, search_alone
 from alias_label.index.tables import Candidates, build_label_index, keyed_texts
-from alias_label.models.encode import encode
+from alias_label.models.encode import encode_alone
 from alias_label.search.hybrid import HybridSearcher
 from alias_label.search.lexical import TfidfIndex
 
@@ -33,14 +33,18 @@ class Searcher:
     alias_index: object
     model: object = None  # None for the lexical searcher, whose indexes take raw text
 
-    def _queries(self, texts, kind: str):
-        return list(texts) if self.model is None else encode(self.model, texts, kind=kind)
+    def _search(self, index, texts, kind: str, k: int):
+        """A dense searcher's queries are encoded and searched as each would be alone
+        (``encode_alone``, ``search_alone``), so that a query's answers never depend on the others."""
+        if self.model is None:
+            return index.search(list(texts), k)
+        return search_alone(index, encode_alone(self.model, texts, kind=kind), k)
 
     def labels_for(self, aliases, k: int = 10):
-        return self.label_index.search(self._queries(aliases, "query"), k)
+        return self._search(self.label_index, aliases, "query", k)
 
     def aliases_for(self, labels, k: int = 10):
-        return self.alias_index.search(self._queries(labels, "document"), k)
+        return self._search(self.alias_index, labels, "document", k)
 
 
 @dataclass
