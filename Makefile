@@ -82,6 +82,7 @@ bench: setup
 	$(BIN)/python benchmarks/encode_batch.py
 	$(BIN)/python benchmarks/cross_encoder_speed.py
 	$(BIN)/python benchmarks/ranker_batch.py
+	$(BIN)/python benchmarks/batch_alone.py
 	$(BIN)/python benchmarks/int8_schemes.py
 	$(BIN)/python benchmarks/index_scale.py $(BENCH_INDEX_ARGS)
 	$(BIN)/python benchmarks/hnsw_ef_sweep.py

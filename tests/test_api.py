@@ -177,6 +177,28 @@ def test_a_column_with_gaps_and_repeats_keeps_one_block_a_query_in_input_order(i
         retriever.lookup(people[["name"]])
 
 
+@pytest.mark.parametrize(("model", "mode"), [("teacher", "rerank"), ("student", "rerank"), ("student", "hybrid"),
+                                           ("teacher", "dense")])
+def test_a_name_gets_the_same_answers_in_any_batch_as_alone(in_pipeline_home, model, mode):
+    # Enough names for FAISS's batched search, some in other scripts; the student runs int8, where a
+    # batch's activations would share one quantisation scale.
+    split = load_split()
+    aliases = pd.concat([split.test["alias"], split.val["alias"], split.train["alias"]]).drop_duplicates().tolist()[:30]
+    labels = split.labels["label"].tolist()[:25]
+    assert len(aliases) == 30 and any(not alias.isascii() for alias in aliases)
+    retriever = load_retriever(model, mode=mode)
+    batch = retriever.labels_with_confidence(aliases, 5)
+    alone = [retriever.labels_with_confidence([alias], 5) for alias in aliases]
+    for part, values in enumerate(batch):  # scores, label rows and the confidence read, to the last bit
+        assert np.array_equal(values, np.vstack([one[part] for one in alone])), (model, mode, part)
+    reverse = retriever.aliases_for(labels, 5)
+    for part, values in enumerate(reverse):
+        assert np.array_equal(values, np.vstack([retriever.aliases_for([label], 5)[part] for label in labels]))
+    mixed = retriever.lookup(aliases[::-1] + labels, k=3).drop(columns="input_row")
+    each = pd.concat([retriever.lookup(alias, k=3) for alias in aliases[::-1] + labels]).drop(columns="input_row")
+    pd.testing.assert_frame_equal(mixed.reset_index(drop=True), each.reset_index(drop=True))
+
+
 def test_a_model_named_wrong_gets_the_names_that_work(home, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match=rf"no trained model at {tmp_path / 'Teacher'}\. Did you mean 'teacher'\? "

@@ -627,6 +627,23 @@ def test_other_kind_resumes_both_trainings_and_evaluates_both_splits(tmp_path):
     assert all("--resume" not in step for step in fresh)
 
 
+def test_batch_alone_times_a_batch_computed_together_and_alone(in_pipeline_home, tmp_path):
+    import batch_alone
+
+    figures = batch_alone.main(batch_alone.parse_args(["--runs", "1", "--queries", "25",
+                                                       "--results-dir", str(tmp_path)]))
+    assert set(figures) == {"teacher_rerank", "teacher_dense", "student_rerank", "student_dense"}
+    for row in figures.values():
+        assert row["aliases"] == 25 and row["cost"] > 0 and all(len(times) == 1 for times in row["seconds"].values())
+        assert 0 <= row["top1_differs"] <= row["top10_differs"] <= 25 and 0 <= row["confident_differs"] <= 25
+    # The baseline really computes the batch together: the int8 student's activations share one
+    # scale there, so its top cosines move with the batch.
+    assert figures["student_dense"]["max_confidence_diff"] > 0
+    assert read_json(tmp_path / "batch_alone.json")["runs"] == 1
+    with pytest.raises(SystemExit):
+        batch_alone.parse_args(["--runs", "0"])
+
+
 def test_ranker_batch_scores_a_batch_both_ways_alike(in_pipeline_home, tmp_path):
     import ranker_batch
 

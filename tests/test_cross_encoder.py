@@ -31,11 +31,12 @@ from alias_label.train.cross_encoder import mined_pairs, train_cross_encoder
 class LengthModel:
     """A stand-in cross-encoder whose score is the label's length, so each score names its pair."""
 
-    def __init__(self):
-        self.pairs = []
+    def __init__(self, device: str = "cpu"):
+        self.pairs, self.calls, self.device = [], [], device
 
     def predict(self, pairs, batch_size):
         self.pairs += pairs
+        self.calls.append(list(pairs))
         return np.array([len(label) for _, label in pairs], dtype=np.float32)
 
 
@@ -45,14 +46,19 @@ def fused_matrix(fused: list[float]) -> np.ndarray:
     return matrix
 
 
-def test_only_the_top_candidates_by_fused_score_are_scored_and_the_gap_is_to_the_best():
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_only_the_top_candidates_by_fused_score_are_scored_and_the_gap_is_to_the_best(device):
     labels = np.array(["a", "bbb", "cc", "dddd", "eeeee"], dtype=object)
-    model = LengthModel()
+    model = LengthModel(device)
     scorer = CrossScorer(model, labels, top=2)
     rows = [np.array([0, 1, 2, 3]), np.array([4]), np.array([], dtype=np.int64)]
     matrices = [fused_matrix([0.1, 0.9, 0.5, 0.2]), fused_matrix([0.3]), fused_matrix([])]
     extended = scorer.extend(["x", "y", "z"], rows, matrices)
     assert model.pairs == [("x", "bbb"), ("x", "cc"), ("y", "eeeee")]
+    # On a CPU each alias's pairs are a batch of their own, as when it is looked up alone, so no
+    # other alias's pairs pad or quantise with them; a GPU scores the batch's pairs together.
+    expected_calls = [[("x", "bbb"), ("x", "cc")], [("y", "eeeee")]] if device == "cpu" else [model.pairs]
+    assert model.calls == expected_calls
     assert [m.shape[1] for m in extended] == [len(FEATURES) + 2] * 3
     score, gap = extended[0][:, -2], extended[0][:, -1]
     assert np.isnan(score[[0, 3]]).all() and np.isnan(gap[[0, 3]]).all()

@@ -13,7 +13,16 @@ from conftest import unit_rows
 from alias_label.data.split import load_split
 from alias_label.errors import UserError
 from alias_label.index import dense as index_module
-from alias_label.index.dense import DenseIndex, IndexSpec, build_index, load_index, save_index, vectors_path
+from alias_label.index.dense import (
+    DenseIndex,
+    IndexSpec,
+    KeyedIndex,
+    build_index,
+    load_index,
+    save_index,
+    search_alone,
+    vectors_path,
+)
 from alias_label.index.stream import encode_to_file
 from alias_label.io import read_json
 from alias_label.models.encode import encode
@@ -103,6 +112,21 @@ def test_the_int8_prefilter_answers_as_flat_search_does(monkeypatch):
     batch = index.search(queries, 10)[1]
     np.testing.assert_array_equal(np.delete(few, [5, 60], axis=0), np.delete(batch, [5, 60], axis=0))
     assert set(batch[60, :2]) == {5, 7000}
+
+
+@pytest.mark.parametrize("prefiltered", [False, True])
+def test_a_query_searched_among_many_gets_what_it_gets_alone(prefiltered, monkeypatch):
+    monkeypatch.setattr(index_module, "PREFILTER_MIN_ROWS", 5000 if prefiltered else 10**9)
+    vectors = clustered(8000, 64)
+    keyed = KeyedIndex(build_index(vectors), np.arange(8000) // 2)  # two keys a row, as labels' are
+    queries = np.concatenate([near(vectors, 50), unit_rows(7, 64, seed=3)])
+    for index in (keyed.index, keyed):
+        scores, ids = search_alone(index, queries, 10)
+        alone = [index.search(queries[i:i + 1], 10) for i in range(len(queries))]
+        assert np.array_equal(scores, np.vstack([s for s, _ in alone]))  # to the last bit
+        assert np.array_equal(ids, np.vstack([i for _, i in alone]))
+    assert keyed.index.prefiltered == prefiltered
+    assert [a.shape for a in search_alone(keyed, queries[:0], 10)] == [(0, 10), (0, 10)]
 
 
 def test_an_unproven_prefilter_answer_is_searched_flat(monkeypatch):

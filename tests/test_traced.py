@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from alias_label.models.encode import CPU_BATCH, encode
+from alias_label.models.encode import CPU_BATCH, encode, encode_alone
 from alias_label.models.load import load_model
 from alias_label.models.quantize import quantize_int8
 from alias_label.models.traced import PairLogits, sentence_embeddings, trace_encoder, trace_pairs, traced
@@ -37,6 +37,30 @@ def test_a_traced_encoder_embeds_every_batch_as_the_eager_one(tiny_model, monkey
     refuse_eager_calls(model, monkeypatch)
     for texts, expected in zip(TEXTS, eager, strict=True):
         assert np.allclose(encode(model, texts), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_encode_alone_gives_each_text_what_it_gets_alone_in_any_list(tiny_model, int8):
+    model = load_model(tiny_model, "cpu")
+    if int8:  # a forward pass's activations share one quantisation scale: batch-mates move each other
+        model = quantize_int8(model, "per-channel")
+    trace_encoder(model)
+    texts = [text for batch in TEXTS for text in batch]
+    together = encode_alone(model, texts)
+    alone = np.vstack([encode(model, [text]) for text in texts])
+    assert np.array_equal(together, alone)  # to the last bit
+    assert np.array_equal(encode_alone(model, texts[::-1]), alone[::-1])
+    assert encode_alone(model, []).shape[0] == 0
+
+
+def test_encode_alone_keeps_a_gpus_batches(tiny_model, monkeypatch):
+    import alias_label.models.encode as encode_module
+
+    calls = []
+    monkeypatch.setattr(encode_module, "encode", lambda model, texts, kind: calls.append(list(texts)) or "batched")
+    model = load_model(tiny_model, "cpu")
+    monkeypatch.setattr(type(model), "device", property(lambda self: torch.device("cuda", 0)))
+    assert encode_module.encode_alone(model, ["a", "b c"]) == "batched" and calls == [["a", "b c"]]
 
 
 def test_a_prompt_left_out_of_the_pooling_stays_out_of_it(tiny_model, monkeypatch):

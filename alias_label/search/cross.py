@@ -106,10 +106,7 @@ class CrossScorer:
         """Per alias, the cross-encoder's score of each candidate among its ``top``, NaN for the rest."""
         heads = [head(matrix, self.top) for matrix in matrices]
         pairs = [[(alias, self.labels[r[i]]) for i in h] for alias, r, h in zip(aliases, rows, heads, strict=True)]
-        if str(getattr(self.model, "device", "cpu")) == "cpu":
-            # Each alias's pairs in batches of their own, as when the alias is looked up alone: padded
-            # with other aliases' pairs, or quantised with them in int8, its scores would move with
-            # its batch-mates (``alias_label.models.encode.encode_alone``). A GPU keeps its batches.
+        if self.alone:
             chunks = [self._predict(alias_pairs) for alias_pairs in pairs]
         else:
             flat = self._predict([pair for alias_pairs in pairs for pair in alias_pairs])
@@ -120,6 +117,14 @@ class CrossScorer:
             full[h] = chunk
             out.append(full)
         return out
+
+    @property
+    def alone(self) -> bool:
+        """Whether each alias's pairs are scored as a batch of their own, as when the alias is looked up
+        alone: on a CPU. Padded with other aliases' pairs, or quantised with them in int8, its scores
+        would move with its batch-mates (``alias_label.models.encode.encode_alone``). A GPU keeps its
+        batches."""
+        return str(getattr(self.model, "device", "cpu")) == "cpu"
 
     def _predict(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:
