@@ -40,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def stage_targets(searcher) -> list[tuple[object, str, str]]:
     """(owner, attribute, stage) of each stage of a RerankSearcher's lookup: what ``stage_clocks`` times."""
     first = searcher.first_stage
-    targets = [(rerank, "encode", "encode"), (first.tfidf, "vectors", "tfidf_vectors"),
+    targets = [(rerank, "encode_alone", "encode"), (first.tfidf, "vectors", "tfidf_vectors"),
                (first.lexical.label_index, "search", "tfidf_search"), (first.label_index, "search", "dense_search"),
                (first.acronym, "search", "acronym"), (rerank, "union", "union"), (first, "cosines", "cosines"),
                (rerank, "pair_features", "pair_features"), (rerank, "mean_raw", "rankers"),

@@ -234,7 +234,9 @@ class Retriever:
         joins the answers back, else the query's position. ``qid`` joins with ``|`` the ids of every
         entity that carries the label. A query is searched in NFC, without invisible format characters
         (a byte-order mark, a zero-width space) and with its whitespace collapsed; the ``query`` column
-        keeps it as given. Each distinct text is searched once, ``batch_size`` of them at a time.
+        keeps it as given. Each distinct text is searched once, ``batch_size`` of them at a time; on a
+        CPU each is computed as it would be alone, so its answers and confidence do not depend on the
+        other queries (``alias_label.models.encode.encode_alone``).
         """
         if k < 1:
             raise UserError(f"k={k}: ask for at least one match")
