@@ -50,11 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def together(model, texts, kind="query"):
-    return encode(model, texts, kind)
-
-
 def one_search(index, queries, k):
+    """Every query in one FAISS search, whatever the number."""
     return index.search(queries, k)
 
 
@@ -63,7 +60,7 @@ def computed_together():
     """The baseline: the batch's names encoded, searched and cross-scored together."""
     with contextlib.ExitStack() as stack:
         for module in ("alias_label.search.rerank", "alias_label.search.searchers"):
-            stack.enter_context(mock.patch(f"{module}.encode_alone", together))
+            stack.enter_context(mock.patch(f"{module}.encode_alone", encode))
             stack.enter_context(mock.patch(f"{module}.search_alone", one_search))
         stack.enter_context(mock.patch.object(CrossScorer, "alone", new_callable=mock.PropertyMock,
                                               return_value=False))

@@ -9,8 +9,9 @@ order are mostly padding. Two places batch many pairs:
   and with the library's random ones. The pairs are a seeded sample of train aliases, each with
   its gold label and its hardest negatives from the model's first stage, as the script mines them;
 - scoring: the model's own cross-encoder scoring each validation alias's first candidates by
-  fused score, as fitting the reranker and a batch lookup do, in batches sorted by length (what
-  ``PairModel.predict`` does past one batch) and in batches of the pairs in their order.
+  fused score, in batches sorted by length (what ``PairModel.predict`` does past one batch, as a
+  GPU's lookups and fits do) and in batches of the pairs in their order (a CPU's lookups score
+  each alias's pairs so, as a batch of their own).
 
 The two ways take turns for several rounds and each keeps its fastest run, so that a drift in the
 machine's speed does not decide the ratio. Also reported: padded tokens per real token of each
